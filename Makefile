@@ -1,0 +1,157 @@
+# Kemari-RDMA: one entry point.
+#   make            build build/kemari-run, build/kemari-kv and the guests
+#   make deps       install missing Debian packages (idempotent)
+#   make check      deps + build + every test (unit, fuzz smoke, KVM integration)
+#   make demo       deps + build + the primary/secondary/failover demo
+#   make check-rdma soft-RoCE tests inside an emulated VM
+#   make perf       pause-time benchmark matrix (perf/)
+#   make format     clang-format all C
+# Options: V=1 verbose, WERROR=1 (CI), SAN=address,undefined, BUILD=dir
+
+BUILD ?= build$(if $(SAN),-san)
+PKG_CONFIG ?= pkg-config
+CC ?= cc
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+WARN := -Wall -Wextra -Wmissing-prototypes -Wstrict-prototypes -Wshadow -Wformat=2
+CFLAGS ?= -O2 -g
+override CFLAGS += -std=gnu11 -D_GNU_SOURCE -Iinclude -MMD -MP -pthread $(WARN)
+ifneq ($(WERROR),)
+override CFLAGS += -Werror
+endif
+ifneq ($(SAN),)
+override CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+override LDFLAGS += -fsanitize=$(SAN)
+endif
+LDLIBS += -pthread -lrt
+
+# Optional backends: detected, never assumed.
+have = $(shell $(PKG_CONFIG) --exists $(1) 2>/dev/null && echo 1)
+HAVE_RDMA := $(call have,libibverbs librdmacm)
+HAVE_OFI := $(call have,libfabric)
+HAVE_CRITERION := $(call have,criterion)
+HAVE_XEN := $(call have,xencontrol)
+
+ifneq ($(MAKECMDGOALS),deps)
+ifeq ($(HAVE_RDMA),)
+$(info kemari: rdma transport disabled (libibverbs/librdmacm not found; run 'make deps'))
+endif
+ifeq ($(HAVE_OFI),)
+$(info kemari: ofi transport disabled (libfabric not found; run 'make deps'))
+endif
+ifeq ($(HAVE_CRITERION),)
+$(info kemari: tests disabled (criterion not found; run 'make deps'))
+endif
+endif
+
+CORE_SRCS := $(wildcard core/*.c)
+HV_SRCS := $(wildcard hv/kvm/*.c)
+XPORT_SRCS := $(wildcard transports/tcp/*.c)
+BACKEND_DEFS :=
+ifneq ($(and $(HAVE_RDMA),$(wildcard transports/rdma/*.c)),)
+XPORT_SRCS += $(wildcard transports/rdma/*.c)
+BACKEND_DEFS += -DHAVE_RDMA
+LDLIBS += $(shell $(PKG_CONFIG) --libs libibverbs librdmacm)
+endif
+ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
+XPORT_SRCS += $(wildcard transports/ofi/*.c)
+BACKEND_DEFS += -DHAVE_OFI
+LDLIBS += $(shell $(PKG_CONFIG) --libs libfabric)
+endif
+LIB_SRCS := $(CORE_SRCS) $(HV_SRCS) $(XPORT_SRCS) backends/backends.c
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/libkemari.a
+
+CMDS := $(BUILD)/kemari-run $(BUILD)/kemari-kv
+
+all: $(CMDS) guests
+
+-include guest/guest.mk
+
+guests: $(GUEST_ELFS)
+
+$(BUILD)/obj/backends/backends.o: override CFLAGS += $(BACKEND_DEFS)
+# Rebuild the backend table when the set of detected backends changes.
+$(BUILD)/obj/backends/backends.o: $(BUILD)/backends.flags
+$(BUILD)/backends.flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(BACKEND_DEFS)' | cmp -s - $@ || echo '$(BACKEND_DEFS)' > $@
+FORCE:
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJS)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/kemari-run: $(BUILD)/obj/cmd/kemari-run.o $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/kemari-kv: $(BUILD)/obj/cmd/kemari-kv.o $(BUILD)/obj/cmd/kvclient.o $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- tests ---------------------------------------------------------------
+CRIT_LIBS = $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null)
+UNIT_SRCS := $(wildcard tests/unit/*.c)
+INTEG_SRCS := $(wildcard tests/integration/*.c)
+TEST_LIB_SRCS := $(wildcard tests/lib/*.c)
+KV_HOST_OBJS := $(KV_HOST_SRCS:%.c=$(BUILD)/obj/host/%.o)
+UNIT_BIN := $(BUILD)/tests/unit
+INTEG_BIN := $(BUILD)/tests/integration
+
+$(BUILD)/obj/host/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $< (host)")
+	$(Q)$(CC) $(CFLAGS) -Iguest -c -o $@ $<
+
+$(BUILD)/obj/tests/%.o: override CFLAGS += -Iguest -Itests/lib -Icmd
+
+$(UNIT_BIN): $(UNIT_SRCS:%.c=$(BUILD)/obj/%.o) $(KV_HOST_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CRIT_LIBS) $(LDLIBS)
+
+$(INTEG_BIN): $(INTEG_SRCS:%.c=$(BUILD)/obj/%.o) $(TEST_LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/cmd/kvclient.o $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CRIT_LIBS) $(LDLIBS)
+
+tests: $(UNIT_BIN) $(INTEG_BIN)
+
+deps:
+	$(Q)scripts/deps.sh
+
+# check/demo install what is missing first, then re-read this Makefile so
+# the backend detection sees the new libraries.
+check: deps
+	$(Q)$(MAKE) --no-print-directory check-run
+
+check-run: all tests
+	$(Q)guest/check-nosse.sh $(GUEST_ELFS)
+	$(Q)echo "== unit tests"
+	$(Q)$(UNIT_BIN) --jobs 2 --short-filename
+	$(Q)echo "== KVM integration tests"
+	$(Q)tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)scripts/demo.sh
+
+format:
+	$(Q)clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all guests tests deps check check-run demo format clean
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kemari-run: run a guest on the built-in KVM VMM, standalone or replicated
+ * (primary/secondary). Only here may the program exit.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kemari/engine.h"
+#include "kemari/kemari.h"
+
+static struct kemari_engine *g_engine;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: kemari-run --guest=ELF [options]\n"
+		"\n"
+		"Run a guest on the built-in KVM VMM, alone or protected by a secondary.\n"
+		"\n"
+		"Roles:\n"
+		"  --role=standalone|primary|secondary  (default standalone)\n"
+		"  --transport=NAME      tcp, rdma or ofi (default tcp); see --list-transports\n"
+		"  --peer=HOST:PORT      primary: the secondary to replicate to\n"
+		"  --listen=HOST:PORT    secondary: where to wait for the primary\n"
+		"  --provider=NAME       ofi: libfabric provider (default: best offered)\n"
+		"\n"
+		"Guest:\n"
+		"  --guest=ELF           guest image (both sides name the same file)\n"
+		"  --mem=SIZE            guest RAM, K/M/G suffixes (default 64M)\n"
+		"  --cpus=N              vCPUs (default 1)\n"
+		"  --disk=PATH           block device backing file (shared by both sides)\n"
+		"  --disk-size=SIZE      size when --disk is created (default 64M)\n"
+		"  --net=udp:HOST:PORT   net device service address (both sides; the\n"
+		"                        secondary binds it only when it takes over)\n"
+		"  --guest-arg=KEY=VAL   workload parameter for the guest (repeatable)\n"
+		"  --tap-console         also synchronize at console output\n"
+		"\n"
+		"Replication:\n"
+		"  --heartbeat-ms=N            heartbeat period (default 20)\n"
+		"  --heartbeat-timeout-ms=N    peer declared dead after N ms of silence (default 200)\n"
+		"  --connect-timeout-ms=N      primary: keep trying to reach the peer for N ms (default 10000)\n"
+		"  --on-secondary-loss=continue|pause  primary's policy (default continue)\n"
+		"  --stats=PATH                per-epoch metrics as JSON lines\n"
+		"  --fault=PHASE[:EPOCH]       testing: primary crashes (SIGKILL) at PHASE of\n"
+		"                              epoch EPOCH or later; PHASE is sync, before-push,\n"
+		"                              mid-push, after-push, after-commit or after-ack\n"
+		"\n"
+		"Other:\n"
+		"  --no-progress         no initial-sync progress bar\n"
+		"  -q, --quiet           warnings and errors only\n"
+		"  -v, --verbose         debug messages\n"
+		"  --list-transports     transports compiled in\n"
+		"  -h, --help            this text\n"
+		"  --version\n"
+		"\n"
+		"Signals: SIGINT/SIGTERM stop cleanly (guest paused, disk flushed);\n"
+		"SIGUSR1 prints the pause-time summary.\n");
+}
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	if (g_engine)
+		kemari_engine__stop(g_engine);
+}
+
+static void on_summary(int sig)
+{
+	(void)sig;
+	if (g_engine)
+		kemari_engine__request_summary(g_engine);
+}
+
+static void fault_kill(enum kemari_fault f, uint64_t epoch)
+{
+	(void)f;
+	(void)epoch;
+	/* A crash, not an exit: nothing gets flushed or said to the peer. */
+	kill(getpid(), SIGKILL);
+}
+
+enum {
+	OPT_ROLE = 256,
+	OPT_TRANSPORT,
+	OPT_PEER,
+	OPT_LISTEN,
+	OPT_PROVIDER,
+	OPT_GUEST,
+	OPT_MEM,
+	OPT_CPUS,
+	OPT_DISK,
+	OPT_DISK_SIZE,
+	OPT_NET,
+	OPT_GUEST_ARG,
+	OPT_TAP_CONSOLE,
+	OPT_HB,
+	OPT_HB_TIMEOUT,
+	OPT_CONNECT_TIMEOUT,
+	OPT_ON_LOSS,
+	OPT_STATS,
+	OPT_FAULT,
+	OPT_NO_PROGRESS,
+	OPT_LIST_TRANSPORTS,
+	OPT_VERSION,
+};
+
+static const struct option long_opts[] = {
+	{ "role", required_argument, NULL, OPT_ROLE },
+	{ "transport", required_argument, NULL, OPT_TRANSPORT },
+	{ "peer", required_argument, NULL, OPT_PEER },
+	{ "listen", required_argument, NULL, OPT_LISTEN },
+	{ "provider", required_argument, NULL, OPT_PROVIDER },
+	{ "guest", required_argument, NULL, OPT_GUEST },
+	{ "mem", required_argument, NULL, OPT_MEM },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "disk-size", required_argument, NULL, OPT_DISK_SIZE },
+	{ "net", required_argument, NULL, OPT_NET },
+	{ "guest-arg", required_argument, NULL, OPT_GUEST_ARG },
+	{ "tap-console", no_argument, NULL, OPT_TAP_CONSOLE },
+	{ "heartbeat-ms", required_argument, NULL, OPT_HB },
+	{ "heartbeat-timeout-ms", required_argument, NULL, OPT_HB_TIMEOUT },
+	{ "connect-timeout-ms", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+	{ "on-secondary-loss", required_argument, NULL, OPT_ON_LOSS },
+	{ "stats", required_argument, NULL, OPT_STATS },
+	{ "fault", required_argument, NULL, OPT_FAULT },
+	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
+	{ "list-transports", no_argument, NULL, OPT_LIST_TRANSPORTS },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int parse_uint(const char *opt, const char *s, unsigned int min,
+		      unsigned int max, unsigned int *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || end == s || v < min || v > max) {
+		fprintf(stderr,
+			"kemari-run: error: --%s=%s: expected a number from %u to %u\n",
+			opt, s, min, max);
+		return -EINVAL;
+	}
+	*out = (unsigned int)v;
+	return 0;
+}
+
+static int parse_size_opt(const char *opt, const char *s, uint64_t *out)
+{
+	if (kemari_parse_size(s, out)) {
+		fprintf(stderr,
+			"kemari-run: error: --%s=%s: expected a size like 64M, 1G or 4096\n",
+			opt, s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static const char *role_name(enum kemari_role r)
+{
+	return r == KEMARI_ROLE_PRIMARY	  ? "primary"
+	       : r == KEMARI_ROLE_SECONDARY ? "secondary"
+					    : "standalone";
+}
+
+static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
+{
+	const char *transport = "tcp";
+	int c;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->role = KEMARI_ROLE_STANDALONE;
+	cfg->hv = kemari_hv_find("kvm");
+	cfg->hv_cfg.mem_size = 64ULL << 20;
+	cfg->hv_cfg.ncpus = 1;
+	cfg->hv_cfg.disk_size = 64ULL << 20;
+	cfg->heartbeat_ms = 20;
+	cfg->heartbeat_timeout_ms = 200;
+	cfg->xport_opts.connect_timeout_ms = 10000;
+	cfg->progress = true;
+	cfg->fault_hook = fault_kill;
+
+	while ((c = getopt_long(argc, argv, "qvh", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_ROLE:
+			if (!strcmp(optarg, "standalone"))
+				cfg->role = KEMARI_ROLE_STANDALONE;
+			else if (!strcmp(optarg, "primary"))
+				cfg->role = KEMARI_ROLE_PRIMARY;
+			else if (!strcmp(optarg, "secondary"))
+				cfg->role = KEMARI_ROLE_SECONDARY;
+			else {
+				fprintf(stderr,
+					"kemari-run: error: --role=%s: use standalone, primary or secondary\n",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_TRANSPORT:
+			transport = optarg;
+			break;
+		case OPT_PEER:
+			cfg->peer = optarg;
+			break;
+		case OPT_LISTEN:
+			cfg->listen = optarg;
+			break;
+		case OPT_PROVIDER:
+			cfg->xport_opts.provider = optarg;
+			break;
+		case OPT_GUEST:
+			cfg->guest_path = optarg;
+			break;
+		case OPT_MEM:
+			if (parse_size_opt("mem", optarg, &cfg->hv_cfg.mem_size))
+				return -EINVAL;
+			break;
+		case OPT_CPUS:
+			if (parse_uint("cpus", optarg, 1, 8, &cfg->hv_cfg.ncpus))
+				return -EINVAL;
+			break;
+		case OPT_DISK:
+			cfg->hv_cfg.disk_path = optarg;
+			break;
+		case OPT_DISK_SIZE:
+			if (parse_size_opt("disk-size", optarg,
+					   &cfg->hv_cfg.disk_size))
+				return -EINVAL;
+			break;
+		case OPT_NET:
+			cfg->hv_cfg.net = optarg;
+			break;
+		case OPT_GUEST_ARG:
+			if (cfg->hv_cfg.nguest_args >= KEMARI_MAX_GUEST_ARGS) {
+				fprintf(stderr,
+					"kemari-run: error: at most %d --guest-arg options\n",
+					KEMARI_MAX_GUEST_ARGS);
+				return -EINVAL;
+			}
+			cfg->hv_cfg.guest_args[cfg->hv_cfg.nguest_args++] = optarg;
+			break;
+		case OPT_TAP_CONSOLE:
+			cfg->hv_cfg.tap_console = 1;
+			break;
+		case OPT_HB:
+			if (parse_uint("heartbeat-ms", optarg, 1, 60000,
+				       &cfg->heartbeat_ms))
+				return -EINVAL;
+			break;
+		case OPT_HB_TIMEOUT:
+			if (parse_uint("heartbeat-timeout-ms", optarg, 2, 600000,
+				       &cfg->heartbeat_timeout_ms))
+				return -EINVAL;
+			break;
+		case OPT_CONNECT_TIMEOUT:
+			if (parse_uint("connect-timeout-ms", optarg, 0, 3600000,
+				       &cfg->xport_opts.connect_timeout_ms))
+				return -EINVAL;
+			break;
+		case OPT_ON_LOSS:
+			if (!strcmp(optarg, "continue"))
+				cfg->on_secondary_loss = KEMARI_LOSS_CONTINUE;
+			else if (!strcmp(optarg, "pause"))
+				cfg->on_secondary_loss = KEMARI_LOSS_PAUSE;
+			else {
+				fprintf(stderr,
+					"kemari-run: error: --on-secondary-loss=%s: use continue or pause\n",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_STATS:
+			cfg->stats_path = optarg;
+			break;
+		case OPT_FAULT:
+			if (kemari_fault__parse(optarg, &cfg->fault,
+						&cfg->fault_epoch)) {
+				fprintf(stderr,
+					"kemari-run: error: --fault=%s: use PHASE[:EPOCH] with PHASE one of sync, before-push, mid-push, after-push, after-commit, after-ack\n",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_NO_PROGRESS:
+			cfg->progress = false;
+			break;
+		case OPT_LIST_TRANSPORTS:
+			for (unsigned int i = 0; kemari_xport_backends[i]; i++)
+				printf("%s\n", kemari_xport_backends[i]->name);
+			return 1;
+		case 'q':
+			kemari_log_set_level(KEMARI_LOG_WARN);
+			break;
+		case 'v':
+			kemari_log_set_level(KEMARI_LOG_DEBUG);
+			break;
+		case 'h':
+			usage(stdout);
+			return 1;
+		case OPT_VERSION:
+			printf("kemari-run %s\n", KEMARI_VERSION);
+			return 1;
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kemari-run: error: unexpected argument '%s' (see --help)\n",
+			argv[optind]);
+		return -EINVAL;
+	}
+	if (!cfg->guest_path) {
+		fprintf(stderr,
+			"kemari-run: error: --guest=ELF is required (e.g. --guest=build/guests/kvstore.elf)\n");
+		return -EINVAL;
+	}
+	if (cfg->role == KEMARI_ROLE_PRIMARY && !cfg->peer) {
+		fprintf(stderr,
+			"kemari-run: error: --role=primary needs --peer=HOST:PORT of the secondary\n");
+		return -EINVAL;
+	}
+	if (cfg->role == KEMARI_ROLE_SECONDARY && !cfg->listen) {
+		fprintf(stderr,
+			"kemari-run: error: --role=secondary needs --listen=HOST:PORT\n");
+		return -EINVAL;
+	}
+	if (cfg->heartbeat_timeout_ms <= cfg->heartbeat_ms) {
+		fprintf(stderr,
+			"kemari-run: error: --heartbeat-timeout-ms (%u) must exceed --heartbeat-ms (%u)\n",
+			cfg->heartbeat_timeout_ms, cfg->heartbeat_ms);
+		return -EINVAL;
+	}
+	if (cfg->role != KEMARI_ROLE_STANDALONE) {
+		cfg->xport = kemari_xport_find(transport);
+		if (!cfg->xport) {
+			char list[256] = "";
+
+			for (unsigned int i = 0; kemari_xport_backends[i]; i++) {
+				strncat(list, i ? ", " : "",
+					sizeof(list) - strlen(list) - 1);
+				strncat(list, kemari_xport_backends[i]->name,
+					sizeof(list) - strlen(list) - 1);
+			}
+			fprintf(stderr,
+				"kemari-run: error: --transport=%s is not available in this build (have: %s); install its library with 'make deps' and rebuild\n",
+				transport, list);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct kemari_engine_cfg cfg;
+	struct sigaction sa;
+	char prefix[64];
+	int ret;
+
+	ret = parse_args(argc, argv, &cfg);
+	if (ret)
+		return ret > 0 ? 0 : 2;
+	snprintf(prefix, sizeof(prefix), "kemari-run[%s]", role_name(cfg.role));
+	kemari_log_set_prefix(prefix);
+	cfg.hv_cfg.console_prefix = cfg.role == KEMARI_ROLE_SECONDARY
+					    ? "guest(secondary): "
+					    : "guest: ";
+
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_stop;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sa.sa_handler = on_summary;
+	sigaction(SIGUSR1, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	ret = kemari_engine__create(&g_engine, &cfg);
+	if (ret) {
+		fprintf(stderr, "%s: error: %s\n", prefix, kemari_last_error(ret));
+		return 1;
+	}
+	ret = kemari_engine__run(g_engine);
+	if (cfg.role == KEMARI_ROLE_PRIMARY)
+		kemari_engine__summary(g_engine, stderr);
+	kemari_engine__destroy(g_engine);
+	g_engine = NULL;
+	if (ret < 0) {
+		fprintf(stderr, "%s: error: %s\n", prefix, kemari_last_error(ret));
+		return 1;
+	}
+	return ret > 255 ? 255 : ret;
+}

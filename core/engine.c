@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Engine: creation, role dispatch, the standalone role, and what every role
+ * shares (ticks, fault injection, the handshake record).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_priv.h"
+#include "kemari/kemari.h"
+
+static const char *const fault_names[] = {
+	[KEMARI_FAULT_NONE] = "none",
+	[KEMARI_FAULT_SYNC] = "sync",
+	[KEMARI_FAULT_BEFORE_PUSH] = "before-push",
+	[KEMARI_FAULT_MID_PUSH] = "mid-push",
+	[KEMARI_FAULT_AFTER_PUSH] = "after-push",
+	[KEMARI_FAULT_AFTER_COMMIT] = "after-commit",
+	[KEMARI_FAULT_AFTER_ACK] = "after-ack",
+};
+
+const char *kemari_fault__name(enum kemari_fault f)
+{
+	return (unsigned int)f < KEMARI_ARRAY_SIZE(fault_names) ? fault_names[f]
+								 : "?";
+}
+
+int kemari_fault__parse(const char *s, enum kemari_fault *f, uint64_t *epoch)
+{
+	const char *colon = strchr(s, ':');
+	size_t n = colon ? (size_t)(colon - s) : strlen(s);
+	char *end;
+
+	for (unsigned int i = 1; i < KEMARI_ARRAY_SIZE(fault_names); i++) {
+		if (strlen(fault_names[i]) != n || strncmp(s, fault_names[i], n))
+			continue;
+		*f = (enum kemari_fault)i;
+		*epoch = 0;
+		if (colon) {
+			errno = 0;
+			*epoch = strtoull(colon + 1, &end, 10);
+			if (errno || *end || end == colon + 1)
+				return -EINVAL;
+		}
+		return 0;
+	}
+	return -EINVAL;
+}
+
+void engine__fault(struct kemari_engine *e, enum kemari_fault f,
+		   uint64_t epoch)
+{
+	if (e->cfg.fault != f || !e->cfg.fault_hook)
+		return;
+	if (f != KEMARI_FAULT_SYNC && epoch < e->cfg.fault_epoch)
+		return;
+	kemari_warn("fault injection: crashing at %s of epoch %llu",
+		    kemari_fault__name(f), (unsigned long long)epoch);
+	e->cfg.fault_hook(f, epoch);
+}
+
+int engine__tick_common(struct kemari_engine *e)
+{
+	if (atomic_exchange(&e->summary_req, false))
+		metrics__summary(&e->metrics, stderr);
+	return 0;
+}
+
+static int standalone__event(void *ctx, struct kemari_event *ev)
+{
+	(void)ctx;
+	return kemari_event__release(ev);
+}
+
+static int standalone__tick(void *ctx)
+{
+	return engine__tick_common(ctx);
+}
+
+/* Run the guest on this host with nothing to protect it (any role's end). */
+int engine__run_guest(struct kemari_engine *e)
+{
+	int status, err;
+
+	status = e->hv->ops->run(e->hv);
+	err = e->hv->ops->flush(e->hv);
+	if (err && status >= 0)
+		status = kemari_err(err, "flushing the disk failed: %s",
+				    strerror(-err));
+	return status;
+}
+
+int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->proto_version = KEMARI_PROTO_VERSION;
+	h->page_size = (uint32_t)KEMARI_PAGE_SIZE;
+	h->ram_size = e->ram_size;
+	h->image_hash = e->image_hash;
+	h->ncpus = e->cfg.hv_cfg.ncpus;
+	snprintf(h->hv, sizeof(h->hv), "%s", e->cfg.hv->name);
+	return 0;
+}
+
+int kemari_engine__create(struct kemari_engine **out,
+			  const struct kemari_engine_cfg *cfg)
+{
+	struct kemari_engine *e = calloc(1, sizeof(*e));
+	void *ram;
+	int err;
+
+	if (!e)
+		return -ENOMEM;
+	e->cfg = *cfg;
+	e->cfg.hv_cfg.hooks.ctx = e;
+	e->cfg.hv_cfg.hooks.tick_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 20;
+	e->cfg.hv_cfg.hooks.event = standalone__event;
+	e->cfg.hv_cfg.hooks.tick = standalone__tick;
+	/* The secondary binds the service address only at takeover. */
+	e->cfg.hv_cfg.defer_net = cfg->role == KEMARI_ROLE_SECONDARY;
+
+	err = metrics__open(&e->metrics, cfg->stats_path);
+	if (err)
+		goto err_free;
+	if (cfg->guest_path) {
+		err = kemari_hash_file(cfg->guest_path, &e->image_hash);
+		if (err) {
+			err = kemari_err(err, "guest image %s: %s",
+					 cfg->guest_path, strerror(-err));
+			goto err_metrics;
+		}
+	}
+	if (cfg->role == KEMARI_ROLE_PRIMARY) {
+		e->cfg.hv_cfg.hooks.event = primary__event;
+		e->cfg.hv_cfg.hooks.tick = primary__tick;
+	}
+	err = cfg->hv->create(&e->hv, &e->cfg.hv_cfg);
+	if (err)
+		goto err_metrics;
+	err = e->hv->ops->map_ram(e->hv, &ram, &e->ram_size);
+	if (err)
+		goto err_hv;
+	e->ram = ram;
+	e->npages = e->ram_size / KEMARI_PAGE_SIZE;
+	if (cfg->role != KEMARI_ROLE_SECONDARY) {
+		err = e->hv->ops->load_guest(e->hv, cfg->guest_path);
+		if (err)
+			goto err_hv;
+	}
+	*out = e;
+	return 0;
+
+err_hv:
+	e->hv->ops->destroy(e->hv);
+err_metrics:
+	metrics__close(&e->metrics);
+err_free:
+	free(e);
+	return err;
+}
+
+int kemari_engine__run(struct kemari_engine *e)
+{
+	switch (e->cfg.role) {
+	case KEMARI_ROLE_PRIMARY:
+		return primary__run(e);
+	case KEMARI_ROLE_SECONDARY:
+		return secondary__run(e);
+	case KEMARI_ROLE_STANDALONE:
+	default:
+		return engine__run_guest(e);
+	}
+}
+
+void kemari_engine__stop(struct kemari_engine *e)
+{
+	atomic_store(&e->stop, true);
+	if (e->hv)
+		e->hv->ops->stop(e->hv);
+}
+
+void kemari_engine__request_summary(struct kemari_engine *e)
+{
+	atomic_store(&e->summary_req, true);
+}
+
+void kemari_engine__summary(struct kemari_engine *e, FILE *f)
+{
+	metrics__summary(&e->metrics, f);
+}
+
+void kemari_engine__destroy(struct kemari_engine *e)
+{
+	if (!e)
+		return;
+	if (e->conn)
+		e->conn->ops->close(e->conn);
+	if (e->listener)
+		e->listener->ops->close(e->listener);
+	if (e->hv)
+		e->hv->ops->destroy(e->hv);
+	kemari_dirty__fini(&e->dirty);
+	free(e->runs);
+	kemari_buf__fini(&e->cpu_state);
+	kemari_buf__fini(&e->dev_state);
+	kemari_buf__fini(&e->pend_runs);
+	kemari_buf__fini(&e->pend_cpu);
+	kemari_buf__fini(&e->pend_dev);
+	kemari_buf__fini(&e->cpu_committed);
+	kemari_buf__fini(&e->dev_committed);
+	metrics__close(&e->metrics);
+	free(e);
+}

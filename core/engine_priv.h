@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/* Engine internals shared by core/ files. */
+#ifndef KEMARI_CORE_ENGINE_PRIV_H
+#define KEMARI_CORE_ENGINE_PRIV_H
+
+#include <signal.h>
+#include <stdatomic.h>
+
+#include "kemari/buf.h"
+#include "kemari/dirty.h"
+#include "kemari/engine.h"
+#include "kemari/wire.h"
+
+struct kemari_epoch_stats {
+	uint64_t epoch;
+	uint64_t dirty_pages;
+	uint64_t runs;
+	uint64_t bytes;
+	uint64_t harvest_us;
+	uint64_t state_us;
+	uint64_t push_us;
+	uint64_t commit_ack_us;
+	uint64_t pause_us;
+};
+
+struct kemari_metrics {
+	uint32_t *pause_us; /* every epoch's pause, for quantiles */
+	size_t n, cap;
+	FILE *stats;
+};
+
+struct kemari_engine {
+	struct kemari_engine_cfg cfg;
+	struct kemari_hv *hv;
+	uint8_t *ram;
+	uint64_t ram_size;
+	uint64_t npages;
+	uint64_t image_hash;
+
+	struct kemari_xport *listener;
+	struct kemari_xport *conn;
+
+	/* Primary */
+	struct kemari_dirty dirty;
+	struct kemari_run *runs;
+	size_t runs_cap;
+	struct kemari_buf cpu_state, dev_state;
+	uint64_t epoch; /* last committed (primary: last acknowledged) */
+	bool protected; /* a secondary holds our last epoch */
+	bool paused_for_loss;
+
+	/* Secondary */
+	uint8_t *shadow; /* receive buffers: RAM-sized */
+	struct kemari_buf pend_runs, pend_cpu, pend_dev;
+	struct kemari_buf cpu_committed, dev_committed;
+	bool have_commit;
+
+	uint64_t last_rx_ns, last_tx_ns;
+	atomic_bool stop;
+	atomic_bool summary_req;
+	struct kemari_metrics metrics;
+};
+
+/* engine.c */
+int engine__tick_common(struct kemari_engine *e);
+void engine__fault(struct kemari_engine *e, enum kemari_fault f,
+		   uint64_t epoch);
+int engine__run_guest(struct kemari_engine *e);
+int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h);
+
+/* primary.c / secondary.c */
+int primary__run(struct kemari_engine *e);
+int primary__event(void *ctx, struct kemari_event *ev);
+int primary__tick(void *ctx);
+int secondary__run(struct kemari_engine *e);
+
+/* metrics.c */
+int metrics__open(struct kemari_metrics *m, const char *path);
+void metrics__close(struct kemari_metrics *m);
+void metrics__record(struct kemari_metrics *m,
+		     const struct kemari_epoch_stats *s);
+void metrics__summary(const struct kemari_metrics *m, FILE *f);
+int metrics__quantile(const struct kemari_metrics *m, double q, uint64_t *out);
+
+#endif

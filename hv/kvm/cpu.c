@@ -1,0 +1,717 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vCPUs: creation, the run loop (a plain while around KVM_RUN with a switch
+ * on the exit reason), the pause protocol and state save/restore.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kemari/buf.h"
+#include "kemari/kemari.h"
+#include "kvm.h"
+
+#define KVM_SIG_KICK (SIGRTMIN + 0)
+
+/* The vCPU this thread runs, so a signal can make its KVM_RUN return. */
+static __thread struct kvm_vcpu *cur_vcpu;
+static __thread struct kvm_run *volatile cur_run;
+
+static void kvm_cpu__sig_kick(int sig)
+{
+	(void)sig;
+	/* Either KVM_RUN returns -EINTR, or the next one does at once. */
+	if (cur_run)
+		cur_run->immediate_exit = 1;
+}
+
+static int kvm_cpu__setup_signals(void)
+{
+	struct sigaction sa;
+	sigset_t set;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = kvm_cpu__sig_kick;
+	sigemptyset(&sa.sa_mask);
+	/* No SA_RESTART: the idle poll() must return on a kick too. */
+	if (sigaction(KVM_SIG_KICK, &sa, NULL) < 0)
+		return -errno;
+	sigemptyset(&set);
+	sigaddset(&set, KVM_SIG_KICK);
+	return -pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+static int kvm_cpu__set_cpuid(struct kvm_vcpu *vcpu)
+{
+	int n = 128, err;
+	struct kvm_cpuid2 *c;
+
+	for (;;) {
+		c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+		if (!c)
+			return -ENOMEM;
+		c->nent = n;
+		if (ioctl(vcpu->vm->sys_fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
+			break;
+		err = -errno;
+		free(c);
+		if (err != -E2BIG || n >= 4096)
+			return kemari_err(err, "KVM_GET_SUPPORTED_CPUID: %s",
+					  strerror(-err));
+		n *= 2;
+	}
+	err = ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
+	free(c);
+	if (err)
+		return kemari_err(err, "KVM_SET_CPUID2: %s", strerror(-err));
+	return 0;
+}
+
+int kvm_cpu__create(struct kvm_vm *vm, unsigned int id)
+{
+	struct kvm_vcpu *vcpu = &vm->vcpus[id];
+	void *run;
+	int err;
+
+	vcpu->vm = vm;
+	vcpu->id = id;
+	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, id);
+	if (vcpu->fd < 0)
+		return kemari_err(-errno, "KVM_CREATE_VCPU %u: %s", id,
+				  strerror(errno));
+	run = mmap(NULL, (size_t)vm->vcpu_mmap_size, PROT_READ | PROT_WRITE,
+		   MAP_SHARED, vcpu->fd, 0);
+	if (run == MAP_FAILED) {
+		err = kemari_err(-errno, "mmap of vCPU %u run area: %s", id,
+				 strerror(errno));
+		goto err_close;
+	}
+	vcpu->run = run;
+	err = kvm_cpu__set_cpuid(vcpu);
+	if (err)
+		goto err_unmap;
+	return 0;
+
+err_unmap:
+	munmap(vcpu->run, (size_t)vm->vcpu_mmap_size);
+	vcpu->run = NULL;
+err_close:
+	close(vcpu->fd);
+	vcpu->fd = -1;
+	return err;
+}
+
+void kvm_cpu__destroy(struct kvm_vcpu *vcpu)
+{
+	if (vcpu->run)
+		munmap(vcpu->run, (size_t)vcpu->vm->vcpu_mmap_size);
+	if (vcpu->fd >= 0)
+		close(vcpu->fd);
+	vcpu->run = NULL;
+	vcpu->fd = -1;
+}
+
+static void seg_flat(struct kvm_segment *s, uint16_t sel, uint8_t type)
+{
+	memset(s, 0, sizeof(*s));
+	s->selector = sel;
+	s->limit = 0xffffffff;
+	s->type = type;
+	s->present = 1;
+	s->s = 1;
+	s->g = 1;
+	s->db = 1;
+}
+
+int kvm_cpu__set_boot_state(struct kvm_vcpu *vcpu, uint64_t entry)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
+		return kemari_err(-errno, "KVM_GET_SREGS: %s", strerror(errno));
+	seg_flat(&sregs.cs, 0x08, 11);
+	sregs.cs.l = 1;
+	sregs.cs.db = 0;
+	seg_flat(&sregs.ds, 0x10, 3);
+	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+	memset(&sregs.tr, 0, sizeof(sregs.tr));
+	sregs.tr.selector = 0x18;
+	sregs.tr.limit = 0x67;
+	sregs.tr.type = 11;
+	sregs.tr.present = 1;
+	sregs.ldt.unusable = 1;
+	sregs.gdt.base = KVM_GDT_GPA;
+	sregs.gdt.limit = 5 * 8 - 1;
+	sregs.idt.base = 0;
+	sregs.idt.limit = 0;
+	sregs.cr3 = KVM_PML4_GPA;
+	sregs.cr4 = 0x20;             /* PAE */
+	sregs.cr0 = 0x80050033;       /* PG WP NE ET MP PE */
+	sregs.efer = 0x500;           /* LME LMA */
+	if (ioctl(vcpu->fd, KVM_SET_SREGS, &sregs) < 0)
+		return kemari_err(-errno, "KVM_SET_SREGS: %s", strerror(errno));
+
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = entry;
+	regs.rdi = KEMARI_BOOTINFO_GPA;
+	regs.rsi = vcpu->id; /* the guest parks every vCPU but 0 */
+	regs.rflags = 0x2;
+	if (ioctl(vcpu->fd, KVM_SET_REGS, &regs) < 0)
+		return kemari_err(-errno, "KVM_SET_REGS: %s", strerror(errno));
+	return 0;
+}
+
+/*
+ * Finish the last exit: an OUT is complete only once userspace re-enters
+ * KVM_RUN. immediate_exit makes KVM_RUN complete it and return -EINTR
+ * without running guest code, so a snapshot taken now never replays it.
+ */
+static void kvm_cpu__complete_exit(struct kvm_vcpu *vcpu)
+{
+	vcpu->run->immediate_exit = 1;
+	while (ioctl(vcpu->fd, KVM_RUN, 0) == 0)
+		;
+	vcpu->run->immediate_exit = 0;
+}
+
+/* Park this vCPU while a pause is requested. */
+static void kvm_cpu__park(struct kvm_vcpu *vcpu, bool complete)
+{
+	struct kvm_vm *vm = vcpu->vm;
+
+	if (complete)
+		kvm_cpu__complete_exit(vcpu);
+	pthread_mutex_lock(&vm->pause_lock);
+	vcpu->parked = true;
+	vm->nparked++;
+	pthread_cond_broadcast(&vm->pause_cond);
+	while (atomic_load(&vm->pause_req) && !atomic_load(&vm->stop))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	vm->nparked--;
+	vcpu->parked = false;
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+/*
+ * Take the device lock from a vCPU thread. A vCPU that waits here while
+ * another one pauses the VM parks mid-exit: its OUT is then either replayed
+ * after a restore or its ring requests are re-issued by reattach.
+ */
+static void kvm_cpu__lock(struct kvm_vcpu *vcpu)
+{
+	struct kvm_vm *vm = vcpu->vm;
+
+	while (pthread_mutex_trylock(&vm->lock)) {
+		if (atomic_load(&vm->pause_req))
+			kvm_cpu__park(vcpu, false);
+		else
+			sched_yield();
+	}
+}
+
+int kvm_cpu__pause(struct kvm_vm *vm)
+{
+	struct kvm_vcpu *self = cur_vcpu && cur_vcpu->vm == vm ? cur_vcpu
+							     : NULL;
+	unsigned int want = 0;
+
+	if (self)
+		kvm_cpu__complete_exit(self);
+	pthread_mutex_lock(&vm->pause_lock);
+	atomic_store(&vm->pause_req, true);
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		struct kvm_vcpu *v = &vm->vcpus[i];
+
+		if (v == self || !v->thread_started)
+			continue;
+		want++;
+		pthread_kill(v->thread, KVM_SIG_KICK);
+	}
+	while (vm->nparked < want && !atomic_load(&vm->stop))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return 0;
+}
+
+int kvm_cpu__resume(struct kvm_vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	atomic_store(&vm->pause_req, false);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	return 0;
+}
+
+static int kvm_cpu__tick(struct kvm_vcpu *vcpu)
+{
+	struct kvm_vm *vm = vcpu->vm;
+	const struct kemari_hv_hooks *h = &vm->cfg.hooks;
+	uint64_t now;
+	int err = 0;
+
+	if (vcpu->id != 0 || !h->tick)
+		return 0;
+	now = kemari_now_ns();
+	if (now < vm->next_tick_ns)
+		return 0;
+	vm->next_tick_ns = now + (uint64_t)h->tick_ms * 1000000ULL;
+	kvm_cpu__lock(vcpu);
+	err = h->tick(h->ctx);
+	pthread_mutex_unlock(&vm->lock);
+	return err;
+}
+
+static int kvm_cpu__exit_error(struct kvm_vcpu *vcpu)
+{
+	struct kvm_run *run = vcpu->run;
+	struct kvm_regs regs;
+	unsigned long long rip = 0;
+
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0)
+		rip = regs.rip;
+	switch (run->exit_reason) {
+	case KVM_EXIT_INTERNAL_ERROR:
+		return kemari_err(-EFAULT,
+				  "guest stopped: KVM internal error %u at RIP 0x%llx (emulation failure: build guests with -mgeneral-regs-only, no SSE/x87)",
+				  run->internal.suberror, rip);
+	case KVM_EXIT_SHUTDOWN:
+		return kemari_err(-EFAULT,
+				  "guest stopped: triple fault at RIP 0x%llx",
+				  rip);
+	case KVM_EXIT_FAIL_ENTRY:
+		return kemari_err(-EFAULT,
+				  "guest stopped: VM entry failed (reason 0x%llx)",
+				  (unsigned long long)run->fail_entry
+					  .hardware_entry_failure_reason);
+	case KVM_EXIT_MMIO:
+		return kemari_err(-EFAULT,
+				  "guest stopped: access to 0x%llx outside RAM at RIP 0x%llx",
+				  (unsigned long long)run->mmio.phys_addr, rip);
+	default:
+		return kemari_err(-EFAULT,
+				  "guest stopped: unexpected KVM exit %u at RIP 0x%llx",
+				  run->exit_reason, rip);
+	}
+}
+
+static int kvm_cpu__io(struct kvm_vcpu *vcpu)
+{
+	struct kvm_vm *vm = vcpu->vm;
+	struct kvm_run *run = vcpu->run;
+	uint8_t *data = (uint8_t *)run + run->io.data_offset;
+	uint32_t val = 0;
+	int err;
+
+	if (run->io.direction == KVM_EXIT_IO_IN) {
+		/* No device has readable ports: reads float high. */
+		memset(data, 0xff, (size_t)run->io.size * run->io.count);
+		return 0;
+	}
+	memcpy(&val, data, KEMARI_MIN(run->io.size, (uint8_t)4));
+	if (run->io.port == KEMARI_PORT_SHUTDOWN) {
+		atomic_store(&vm->exit_status, (int)(val & 0x7fffffff));
+		atomic_store(&vm->stop, true);
+		return 0;
+	}
+	kvm_cpu__lock(vcpu);
+	err = kvm_dev__kick(vm, run->io.port, val);
+	pthread_mutex_unlock(&vm->lock);
+	return err;
+}
+
+static int kvm_cpu__idle(struct kvm_vcpu *vcpu)
+{
+	struct kvm_vm *vm = vcpu->vm;
+	int timeout = 100, err;
+
+	if (vm->cfg.hooks.tick) {
+		uint64_t now = kemari_now_ns();
+
+		timeout = now >= vm->next_tick_ns
+				  ? 0
+				  : (int)((vm->next_tick_ns - now) / 1000000) + 1;
+	}
+	/* Input lands while the vCPU is out of KVM_RUN: no race with it. */
+	kvm_cpu__lock(vcpu);
+	err = kvm_dev__idle(vm, timeout);
+	pthread_mutex_unlock(&vm->lock);
+	return err;
+}
+
+static int kvm_cpu__loop(struct kvm_vcpu *vcpu)
+{
+	struct kvm_vm *vm = vcpu->vm;
+	struct kvm_run *run = vcpu->run;
+	int err = 0;
+
+	cur_vcpu = vcpu;
+	cur_run = run;
+	while (!atomic_load(&vm->stop)) {
+		if (atomic_load(&vm->pause_req)) {
+			kvm_cpu__park(vcpu, true);
+			continue;
+		}
+		err = kvm_cpu__tick(vcpu);
+		if (err)
+			break;
+		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+			run->immediate_exit = 0;
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			err = kemari_err(-errno, "KVM_RUN: %s",
+					 strerror(errno));
+			break;
+		}
+		run->immediate_exit = 0;
+		switch (run->exit_reason) {
+		case KVM_EXIT_IO:
+			err = kvm_cpu__io(vcpu);
+			break;
+		case KVM_EXIT_HLT:
+			err = kvm_cpu__idle(vcpu);
+			break;
+		case KVM_EXIT_INTR:
+			break;
+		default:
+			err = kvm_cpu__exit_error(vcpu);
+			break;
+		}
+		if (err)
+			break;
+	}
+	cur_run = NULL;
+	cur_vcpu = NULL;
+	if (err) {
+		atomic_store(&vm->exit_status, err);
+		atomic_store(&vm->stop, true);
+		kvm_cpu__resume(vm);
+	}
+	return err;
+}
+
+static void *kvm_cpu__thread(void *arg)
+{
+	struct kvm_vcpu *vcpu = arg;
+
+	kvm_cpu__setup_signals();
+	kvm_cpu__loop(vcpu);
+	return NULL;
+}
+
+static void kvm_cpu__stop_others(struct kvm_vm *vm)
+{
+	for (unsigned int i = 1; i < vm->ncpus; i++)
+		if (vm->vcpus[i].thread_started)
+			pthread_kill(vm->vcpus[i].thread, KVM_SIG_KICK);
+	kvm_cpu__resume(vm);
+}
+
+int kvm_cpu__run_all(struct kvm_vm *vm)
+{
+	struct sigevent sev;
+	struct itimerspec its;
+	timer_t timer;
+	bool timer_ok = false;
+	int err;
+
+	err = kvm_cpu__setup_signals();
+	if (err)
+		return kemari_err(err, "cannot install the vCPU kick signal");
+	atomic_store(&vm->stop, false);
+	atomic_store(&vm->exit_status, 0);
+	vm->vcpus[0].thread = pthread_self();
+	vm->vcpus[0].thread_started = true;
+	for (unsigned int i = 1; i < vm->ncpus; i++) {
+		err = -pthread_create(&vm->vcpus[i].thread, NULL,
+				      kvm_cpu__thread, &vm->vcpus[i]);
+		if (err) {
+			atomic_store(&vm->stop, true);
+			break;
+		}
+		vm->vcpus[i].thread_started = true;
+	}
+	/*
+	 * A periodic kick makes KVM_RUN return even when the guest never
+	 * exits by itself, so ticks (heartbeats) keep their period.
+	 */
+	if (!err && vm->cfg.hooks.tick && vm->cfg.hooks.tick_ms) {
+		memset(&sev, 0, sizeof(sev));
+		sev.sigev_notify = SIGEV_THREAD_ID;
+		sev.sigev_signo = KVM_SIG_KICK;
+		sev._sigev_un._tid = gettid();
+		if (timer_create(CLOCK_MONOTONIC, &sev, &timer) == 0) {
+			its.it_interval.tv_sec = vm->cfg.hooks.tick_ms / 1000;
+			its.it_interval.tv_nsec =
+				(long)(vm->cfg.hooks.tick_ms % 1000) * 1000000L;
+			its.it_value = its.it_interval;
+			timer_settime(timer, 0, &its, NULL);
+			timer_ok = true;
+		}
+	}
+	if (!err)
+		err = kvm_cpu__loop(&vm->vcpus[0]);
+	if (timer_ok)
+		timer_delete(timer);
+	atomic_store(&vm->stop, true);
+	kvm_cpu__stop_others(vm);
+	for (unsigned int i = 1; i < vm->ncpus; i++) {
+		if (vm->vcpus[i].thread_started)
+			pthread_join(vm->vcpus[i].thread, NULL);
+		vm->vcpus[i].thread_started = false;
+	}
+	vm->vcpus[0].thread_started = false;
+	if (err)
+		return err;
+	return atomic_load(&vm->exit_status);
+}
+
+void kvm_cpu__kick_all(struct kvm_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->ncpus; i++)
+		if (vm->vcpus[i].thread_started)
+			pthread_kill(vm->vcpus[i].thread, KVM_SIG_KICK);
+}
+
+/* --- state save / restore ------------------------------------------------ */
+
+enum {
+	CPU_TAG_REGS = 1,
+	CPU_TAG_SREGS,
+	CPU_TAG_XSAVE,
+	CPU_TAG_FPU,
+	CPU_TAG_XCRS,
+	CPU_TAG_MSRS,
+	CPU_TAG_EVENTS,
+	CPU_TAG_DEBUGREGS,
+};
+
+#define CPU_TAG(id, kind) (((uint32_t)(id) << 16) | (kind))
+
+static const uint32_t kvm_cpu_msrs[] = {
+	0xc0000080, /* EFER */
+	0xc0000081, /* STAR */
+	0xc0000082, /* LSTAR */
+	0xc0000083, /* CSTAR */
+	0xc0000084, /* SFMASK */
+	0xc0000102, /* KERNEL_GS_BASE */
+	0x00000010, /* TSC */
+	0x00000174, /* SYSENTER_CS */
+	0x00000175, /* SYSENTER_ESP */
+	0x00000176, /* SYSENTER_EIP */
+	0x00000277, /* PAT */
+};
+
+struct kvm_msrs_buf {
+	struct kvm_msrs hdr;
+	struct kvm_msr_entry e[KEMARI_ARRAY_SIZE(kvm_cpu_msrs)];
+};
+
+static int kvm_cpu__save_one(struct kvm_vcpu *vcpu, struct kemari_buf *out)
+{
+	int fd = vcpu->fd, err;
+	unsigned int id = vcpu->id;
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_vcpu_events ev;
+	struct kvm_debugregs dbg;
+	struct kvm_msrs_buf msrs;
+	int nmsr;
+
+	if (ioctl(fd, KVM_GET_REGS, &regs) < 0 ||
+	    ioctl(fd, KVM_GET_SREGS, &sregs) < 0)
+		return kemari_err(-errno, "saving vCPU %u registers: %s", id,
+				  strerror(errno));
+	err = kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_REGS), &regs,
+			      sizeof(regs));
+	err = err ?: kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_SREGS), &sregs,
+				     sizeof(sregs));
+	if (err)
+		return err;
+	if (ioctl(vcpu->vm->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0) {
+		struct kvm_xsave xs;
+
+		if (ioctl(fd, KVM_GET_XSAVE, &xs) < 0)
+			return kemari_err(-errno, "KVM_GET_XSAVE: %s",
+					  strerror(errno));
+		err = kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_XSAVE), &xs,
+				      sizeof(xs));
+	} else {
+		struct kvm_fpu fpu;
+
+		if (ioctl(fd, KVM_GET_FPU, &fpu) < 0)
+			return kemari_err(-errno, "KVM_GET_FPU: %s",
+					  strerror(errno));
+		err = kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_FPU), &fpu,
+				      sizeof(fpu));
+	}
+	if (err)
+		return err;
+	if (ioctl(vcpu->vm->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0) {
+		struct kvm_xcrs xcrs;
+
+		if (ioctl(fd, KVM_GET_XCRS, &xcrs) == 0) {
+			err = kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_XCRS),
+					      &xcrs, sizeof(xcrs));
+			if (err)
+				return err;
+		}
+	}
+	memset(&msrs, 0, sizeof(msrs));
+	msrs.hdr.nmsrs = KEMARI_ARRAY_SIZE(kvm_cpu_msrs);
+	for (unsigned int i = 0; i < msrs.hdr.nmsrs; i++)
+		msrs.e[i].index = kvm_cpu_msrs[i];
+	nmsr = ioctl(fd, KVM_GET_MSRS, &msrs);
+	if (nmsr < 0)
+		return kemari_err(-errno, "KVM_GET_MSRS: %s", strerror(errno));
+	msrs.hdr.nmsrs = (uint32_t)nmsr; /* KVM stops at the first it lacks */
+	err = kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_MSRS), &msrs,
+			      sizeof(msrs.hdr) + nmsr * sizeof(msrs.e[0]));
+	if (err)
+		return err;
+	if (ioctl(fd, KVM_GET_VCPU_EVENTS, &ev) == 0) {
+		err = kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_EVENTS), &ev,
+				      sizeof(ev));
+		if (err)
+			return err;
+	}
+	if (ioctl(fd, KVM_GET_DEBUGREGS, &dbg) == 0)
+		err = kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_DEBUGREGS), &dbg,
+				      sizeof(dbg));
+	return err;
+}
+
+int kvm_cpu__save(struct kvm_vm *vm, struct kemari_buf *out)
+{
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		int err = kvm_cpu__save_one(&vm->vcpus[i], out);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int kvm_cpu__set(struct kvm_vcpu *vcpu, unsigned long req,
+			const void *val, uint32_t len, size_t want,
+			const char *what)
+{
+	void *tmp;
+	int ret;
+
+	if (len < want)
+		return kemari_err(-EBADMSG,
+				  "vCPU state blob: %s is %u bytes, expected %zu",
+				  what, len, want);
+	/* ioctl wants a writable, aligned copy; the blob may be neither. */
+	tmp = malloc(want);
+	if (!tmp)
+		return -ENOMEM;
+	memcpy(tmp, val, want);
+	ret = ioctl(vcpu->fd, req, tmp);
+	free(tmp);
+	if (ret < 0)
+		return kemari_err(-errno, "restoring vCPU %u %s: %s", vcpu->id,
+				  what, strerror(errno));
+	return 0;
+}
+
+int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len)
+{
+	/* Order matters: SREGS (modes) before REGS, MSRs after both. */
+	static const uint32_t order[] = {
+		CPU_TAG_SREGS, CPU_TAG_REGS,   CPU_TAG_XCRS,     CPU_TAG_XSAVE,
+		CPU_TAG_FPU,   CPU_TAG_MSRS,   CPU_TAG_EVENTS,   CPU_TAG_DEBUGREGS,
+	};
+	unsigned int seen_regs = 0;
+
+	for (unsigned int o = 0; o < KEMARI_ARRAY_SIZE(order); o++) {
+		struct kemari_tlv_iter it = { blob, len };
+		const void *val;
+		uint32_t tag, n;
+		int r, err = 0;
+
+		while ((r = kemari_tlv__next(&it, &tag, &val, &n)) > 0) {
+			unsigned int id = tag >> 16, kind = tag & 0xffff;
+			struct kvm_vcpu *v;
+
+			if (kind != order[o])
+				continue;
+			if (id >= vm->ncpus)
+				return kemari_err(-EBADMSG,
+						  "vCPU state blob names vCPU %u but this VM has %u",
+						  id, vm->ncpus);
+			v = &vm->vcpus[id];
+			switch (kind) {
+			case CPU_TAG_SREGS:
+				err = kvm_cpu__set(v, KVM_SET_SREGS, val, n,
+						   sizeof(struct kvm_sregs),
+						   "special registers");
+				break;
+			case CPU_TAG_REGS:
+				err = kvm_cpu__set(v, KVM_SET_REGS, val, n,
+						   sizeof(struct kvm_regs),
+						   "registers");
+				seen_regs++;
+				break;
+			case CPU_TAG_XCRS:
+				err = kvm_cpu__set(v, KVM_SET_XCRS, val, n,
+						   sizeof(struct kvm_xcrs),
+						   "XCRs");
+				break;
+			case CPU_TAG_XSAVE:
+				err = kvm_cpu__set(v, KVM_SET_XSAVE, val, n,
+						   sizeof(struct kvm_xsave),
+						   "XSAVE area");
+				break;
+			case CPU_TAG_FPU:
+				err = kvm_cpu__set(v, KVM_SET_FPU, val, n,
+						   sizeof(struct kvm_fpu),
+						   "FPU");
+				break;
+			case CPU_TAG_MSRS: {
+				struct kvm_msrs m;
+
+				if (n < sizeof(m))
+					return kemari_err(-EBADMSG,
+							  "vCPU state blob: bad MSR list");
+				memcpy(&m, val, sizeof(m));
+				if (m.nmsrs > KEMARI_ARRAY_SIZE(kvm_cpu_msrs) ||
+				    n < sizeof(m) + m.nmsrs *
+							     sizeof(struct kvm_msr_entry))
+					return kemari_err(-EBADMSG,
+							  "vCPU state blob: bad MSR list");
+				err = kvm_cpu__set(v, KVM_SET_MSRS, val, n, n,
+						   "MSRs");
+				break;
+			}
+			case CPU_TAG_EVENTS:
+				err = kvm_cpu__set(v, KVM_SET_VCPU_EVENTS, val,
+						   n,
+						   sizeof(struct kvm_vcpu_events),
+						   "pending events");
+				break;
+			case CPU_TAG_DEBUGREGS:
+				err = kvm_cpu__set(v, KVM_SET_DEBUGREGS, val, n,
+						   sizeof(struct kvm_debugregs),
+						   "debug registers");
+				break;
+			}
+			if (err)
+				return err;
+		}
+		if (r < 0)
+			return kemari_err(r, "vCPU state blob is malformed");
+	}
+	if (seen_regs != vm->ncpus)
+		return kemari_err(-EBADMSG,
+				  "vCPU state blob has registers for %u of %u vCPUs",
+				  seen_regs, vm->ncpus);
+	vm->loaded = true;
+	return 0;
+}

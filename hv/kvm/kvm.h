@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* Built-in minimal KVM VMM: internal interfaces shared by hv/kvm/ files. */
+#ifndef KEMARI_HV_KVM_H
+#define KEMARI_HV_KVM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kemari/abi.h"
+#include "kemari/hv.h"
+#include "kemari/kemari.h"
+
+#define KVM_MAX_VCPUS 8
+#define KVM_MAX_RAM (16ULL << 30)
+#define KVM_MIN_RAM (2ULL << 20)
+#define KVM_GDT_GPA 0x1000ULL
+#define KVM_PML4_GPA 0x2000ULL
+#define KVM_PDPT_GPA 0x3000ULL
+#define KVM_PD_GPA 0x4000ULL
+
+struct kvm_vm;
+struct kvm_dev;
+
+struct kvm_vcpu {
+	struct kvm_vm *vm;
+	unsigned int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+	bool parked; /* out of KVM_RUN, waiting for resume */
+};
+
+struct kvm_dev_ops {
+	/* Serve the requests queued on queue q (the event was released). */
+	int (*process)(struct kvm_dev *dev, unsigned int q);
+	/* Input: an fd to wait on (-1: none) and delivery when readable. */
+	int (*pollfd)(struct kvm_dev *dev);
+	int (*input)(struct kvm_dev *dev);
+	/* Connect to rings already in guest memory (after a restore). */
+	int (*reattach)(struct kvm_dev *dev);
+	int (*flush)(struct kvm_dev *dev);
+	void (*destroy)(struct kvm_dev *dev);
+};
+
+struct kvm_dev {
+	const struct kvm_dev_ops *ops;
+	struct kvm_vm *vm;
+	unsigned int index;
+	uint32_t type; /* enum kemari_dev_type */
+	uint64_t ring_gpa;
+	unsigned int nqueues;
+	uint64_t capacity;
+	/* Per-queue: tapped kicks become events; else served at once. */
+	enum kemari_event_kind kind[2];
+	bool tapped[2];
+};
+
+struct kvm_event {
+	struct kemari_event ev;
+	struct kvm_dev *dev;
+	bool released;
+};
+
+struct kvm_vm {
+	struct kemari_hv hv;
+	struct kemari_hv_cfg cfg;
+	int sys_fd;
+	int vm_fd;
+	int vcpu_mmap_size;
+	uint8_t *ram;
+	uint64_t ram_size;
+	/* Pages written by the VMM itself (device backends): not in KVM's log. */
+	_Atomic uint64_t *vmm_dirty;
+	bool dirty_logging;
+	bool manual_protect;
+	uint64_t *kvm_bitmap; /* scratch for KVM_GET_DIRTY_LOG */
+
+	unsigned int ncpus;
+	struct kvm_vcpu vcpus[KVM_MAX_VCPUS];
+	struct kvm_dev *devs[KEMARI_MAX_DEVS];
+	unsigned int ndevs;
+
+	/* Run state */
+	atomic_bool stop;
+	atomic_int exit_status; /* guest status, or negative errno */
+	bool loaded;            /* guest image or restored state present */
+	uint64_t next_tick_ns;
+	pthread_mutex_t lock; /* serializes device and hook work across vCPUs */
+
+	/* Pause protocol (N vCPUs). */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	atomic_bool pause_req;
+	unsigned int nparked;
+	int timer_armed;
+	void *timer; /* timer_t */
+};
+
+static inline struct kvm_vm *to_kvm(struct kemari_hv *hv)
+{
+	return kemari_container_of(hv, struct kvm_vm, hv);
+}
+
+/* vm.c: VM, RAM, dirty tracking */
+int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg);
+void kvm_vm__destroy(struct kvm_vm *vm);
+/* Bounds-checked pointer into guest RAM, NULL if [gpa, gpa+len) is outside. */
+void *kvm_vm__gpa(struct kvm_vm *vm, uint64_t gpa, uint64_t len);
+/* Record a VMM write to guest RAM so the next dirty collection sees it. */
+void kvm_vm__mark_dirty(struct kvm_vm *vm, uint64_t gpa, uint64_t len);
+int kvm_vm__dirty_start(struct kvm_vm *vm);
+int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d);
+
+/* boot.c: image loading and long-mode entry */
+int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,
+		       uint64_t *image_end);
+int kvm_boot__setup(struct kvm_vm *vm, const char *path);
+
+/* cpu.c: vCPUs, run loop, pause, state */
+int kvm_cpu__create(struct kvm_vm *vm, unsigned int id);
+void kvm_cpu__destroy(struct kvm_vcpu *vcpu);
+int kvm_cpu__set_boot_state(struct kvm_vcpu *vcpu, uint64_t entry);
+int kvm_cpu__run_all(struct kvm_vm *vm);
+int kvm_cpu__pause(struct kvm_vm *vm);
+int kvm_cpu__resume(struct kvm_vm *vm);
+void kvm_cpu__kick_all(struct kvm_vm *vm);
+int kvm_cpu__save(struct kvm_vm *vm, struct kemari_buf *out);
+int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len);
+
+/* dev.c: ring helpers, kick dispatch, boot info */
+int kvm_dev__kick(struct kvm_vm *vm, uint16_t port, uint32_t value);
+int kvm_dev__idle(struct kvm_vm *vm, int timeout_ms);
+int kvm_dev__register(struct kvm_vm *vm, struct kvm_dev *dev, uint32_t type,
+		      unsigned int nqueues, uint64_t capacity);
+int kvm_dev__write_bootinfo(struct kvm_vm *vm, uint64_t image_end);
+struct kemari_ring *kvm_dev__ring(struct kvm_dev *dev, unsigned int q);
+/* Take the next request of a queue, or NULL when it is empty. */
+const struct kemari_req *kvm_ring__peek(struct kvm_dev *dev,
+					struct kemari_ring *r);
+/* Answer the request at req_cons and consume it. */
+int kvm_ring__respond(struct kvm_dev *dev, struct kemari_ring *r,
+		      const struct kemari_rsp *rsp);
+int kvm_dev__save(struct kvm_vm *vm, struct kemari_buf *out);
+int kvm_dev__load(struct kvm_vm *vm, const void *blob, size_t len);
+int kvm_dev__reattach(struct kvm_vm *vm);
+int kvm_dev__flush(struct kvm_vm *vm);
+void kvm_dev__destroy_all(struct kvm_vm *vm);
+
+/* Devices */
+int kvm_console__create(struct kvm_vm *vm);
+int kvm_blk__create(struct kvm_vm *vm, const char *path, uint64_t size);
+int kvm_net__create(struct kvm_vm *vm, const char *spec, bool defer_bind);
+
+#endif

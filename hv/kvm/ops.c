@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: MIT
+/* The KVM backend's hypervisor ops table. */
+#include <errno.h>
+
+#include "kemari/kemari.h"
+#include "kvm.h"
+
+extern const struct kemari_hv_ops kemari_hv_kvm;
+
+static int kvm_ops__create(struct kemari_hv **out,
+			   const struct kemari_hv_cfg *cfg)
+{
+	struct kvm_vm *vm;
+	int err = kvm_vm__create(&vm, cfg);
+
+	if (err)
+		return err;
+	vm->hv.ops = &kemari_hv_kvm;
+	*out = &vm->hv;
+	return 0;
+}
+
+static void kvm_ops__destroy(struct kemari_hv *hv)
+{
+	if (hv)
+		kvm_vm__destroy(to_kvm(hv));
+}
+
+static int kvm_ops__load_guest(struct kemari_hv *hv, const char *path)
+{
+	return kvm_boot__setup(to_kvm(hv), path);
+}
+
+static int kvm_ops__map_ram(struct kemari_hv *hv, void **base, uint64_t *size)
+{
+	struct kvm_vm *vm = to_kvm(hv);
+
+	*base = vm->ram;
+	*size = vm->ram_size;
+	return 0;
+}
+
+static int kvm_ops__run(struct kemari_hv *hv)
+{
+	struct kvm_vm *vm = to_kvm(hv);
+
+	if (!vm->loaded)
+		return kemari_err(-EINVAL, "internal: no guest loaded or restored");
+	return kvm_cpu__run_all(vm);
+}
+
+static void kvm_ops__stop(struct kemari_hv *hv)
+{
+	struct kvm_vm *vm = to_kvm(hv);
+
+	atomic_store(&vm->stop, true);
+	kvm_cpu__kick_all(vm);
+}
+
+static int kvm_ops__pause(struct kemari_hv *hv)
+{
+	return kvm_cpu__pause(to_kvm(hv));
+}
+
+static int kvm_ops__resume(struct kemari_hv *hv)
+{
+	return kvm_cpu__resume(to_kvm(hv));
+}
+
+static int kvm_ops__dirty_start(struct kemari_hv *hv)
+{
+	return kvm_vm__dirty_start(to_kvm(hv));
+}
+
+static int kvm_ops__collect_dirty(struct kemari_hv *hv, struct kemari_dirty *d)
+{
+	return kvm_vm__collect_dirty(to_kvm(hv), d);
+}
+
+static int kvm_ops__save_cpu(struct kemari_hv *hv, struct kemari_buf *out)
+{
+	return kvm_cpu__save(to_kvm(hv), out);
+}
+
+static int kvm_ops__load_cpu(struct kemari_hv *hv, const void *blob,
+			     size_t len)
+{
+	return kvm_cpu__load(to_kvm(hv), blob, len);
+}
+
+static int kvm_ops__save_dev(struct kemari_hv *hv, struct kemari_buf *out)
+{
+	return kvm_dev__save(to_kvm(hv), out);
+}
+
+static int kvm_ops__load_dev(struct kemari_hv *hv, const void *blob,
+			     size_t len)
+{
+	return kvm_dev__load(to_kvm(hv), blob, len);
+}
+
+static int kvm_ops__reattach(struct kemari_hv *hv)
+{
+	return kvm_dev__reattach(to_kvm(hv));
+}
+
+static int kvm_ops__flush(struct kemari_hv *hv)
+{
+	return kvm_dev__flush(to_kvm(hv));
+}
+
+static int kvm_ops__guest_stat(struct kemari_hv *hv, unsigned int i,
+			       uint64_t *val)
+{
+	struct kvm_vm *vm = to_kvm(hv);
+	const struct kemari_bootinfo *bi =
+		(const struct kemari_bootinfo *)(vm->ram + KEMARI_BOOTINFO_GPA);
+
+	if (i >= KEMARI_NSTATS)
+		return -EINVAL;
+	*val = bi->stats[i];
+	return 0;
+}
+
+const struct kemari_hv_ops kemari_hv_kvm = {
+	.name = "kvm",
+	.create = kvm_ops__create,
+	.destroy = kvm_ops__destroy,
+	.load_guest = kvm_ops__load_guest,
+	.map_ram = kvm_ops__map_ram,
+	.run = kvm_ops__run,
+	.stop = kvm_ops__stop,
+	.pause = kvm_ops__pause,
+	.resume = kvm_ops__resume,
+	.dirty_start = kvm_ops__dirty_start,
+	.collect_dirty = kvm_ops__collect_dirty,
+	.save_cpu = kvm_ops__save_cpu,
+	.load_cpu = kvm_ops__load_cpu,
+	.save_dev = kvm_ops__save_dev,
+	.load_dev = kvm_ops__load_dev,
+	.reattach = kvm_ops__reattach,
+	.flush = kvm_ops__flush,
+	.guest_stat = kvm_ops__guest_stat,
+};

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: MIT
+/*
+ * KVM VM and guest RAM. RAM is one anonymous shared mapping registered as a
+ * single memory slot with dirty logging, so it can also be registered as an
+ * RDMA memory region as is and sent from directly.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kemari/kemari.h"
+#include "kvm.h"
+
+#define KVM_MIN_API 12
+
+static int kvm_vm__open_dev(struct kvm_vm *vm)
+{
+	int api;
+
+	vm->sys_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->sys_fd < 0) {
+		int err = -errno;
+
+		if (err == -ENOENT || err == -ENODEV || err == -ENXIO)
+			return kemari_err(err,
+					  "/dev/kvm is missing: load the kvm module (kvm_intel/kvm_amd) or run on a host with virtualization enabled");
+		if (err == -EACCES || err == -EPERM)
+			return kemari_err(err,
+					  "/dev/kvm: permission denied: run as root or add yourself to the 'kvm' group");
+		return kemari_err(err, "/dev/kvm: %s", strerror(-err));
+	}
+	api = ioctl(vm->sys_fd, KVM_GET_API_VERSION, 0);
+	if (api < KVM_MIN_API)
+		return kemari_err(-ENOTSUP,
+				  "KVM API version %d is too old (need %d): use a newer kernel",
+				  api, KVM_MIN_API);
+	vm->vcpu_mmap_size = ioctl(vm->sys_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->vcpu_mmap_size <= 0)
+		return kemari_err(-ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE failed");
+	return 0;
+}
+
+static int kvm_vm__map_ram(struct kvm_vm *vm)
+{
+	struct kvm_userspace_memory_region region;
+	int flags = MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE;
+	void *p;
+
+	/*
+	 * MAP_SHARED keeps the pages pinned-registrable (ibv_reg_mr) and lets
+	 * a forked helper see them; huge pages are opportunistic.
+	 */
+	p = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, flags, -1, 0);
+	if (p == MAP_FAILED)
+		return kemari_err(-errno, "cannot map %llu MiB of guest RAM: %s",
+				  (unsigned long long)(vm->ram_size >> 20),
+				  strerror(errno));
+	madvise(p, vm->ram_size, MADV_HUGEPAGE);
+	vm->ram = p;
+
+	memset(&region, 0, sizeof(region));
+	region.slot = 0;
+	region.flags = KVM_MEM_LOG_DIRTY_PAGES;
+	region.guest_phys_addr = 0;
+	region.memory_size = vm->ram_size;
+	region.userspace_addr = (uintptr_t)p;
+	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+		return kemari_err(-errno, "KVM_SET_USER_MEMORY_REGION: %s",
+				  strerror(errno));
+	return 0;
+}
+
+int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
+{
+	uint64_t npages = cfg->mem_size / KEMARI_PAGE_SIZE;
+	struct kvm_vm *vm;
+	int err;
+
+	if (cfg->mem_size < KVM_MIN_RAM || cfg->mem_size > KVM_MAX_RAM ||
+	    cfg->mem_size % (2ULL << 20))
+		return kemari_err(-EINVAL,
+				  "--mem=%llu bytes: use a multiple of 2M between 2M and 16G",
+				  (unsigned long long)cfg->mem_size);
+	if (cfg->ncpus < 1 || cfg->ncpus > KVM_MAX_VCPUS)
+		return kemari_err(-EINVAL, "--cpus=%u: use 1 to %d",
+				  cfg->ncpus, KVM_MAX_VCPUS);
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return -ENOMEM;
+	vm->cfg = *cfg;
+	vm->sys_fd = vm->vm_fd = -1;
+	vm->ram_size = cfg->mem_size;
+	vm->ncpus = cfg->ncpus;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
+	for (unsigned int i = 0; i < KVM_MAX_VCPUS; i++)
+		vm->vcpus[i].fd = -1;
+
+	err = kvm_vm__open_dev(vm);
+	if (err)
+		goto err_destroy;
+	vm->vm_fd = ioctl(vm->sys_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		err = kemari_err(-errno, "KVM_CREATE_VM: %s", strerror(errno));
+		goto err_destroy;
+	}
+	vm->vmm_dirty = calloc((npages + 63) / 64, sizeof(uint64_t));
+	vm->kvm_bitmap = calloc((npages + 63) / 64, sizeof(uint64_t));
+	if (!vm->vmm_dirty || !vm->kvm_bitmap) {
+		err = -ENOMEM;
+		goto err_destroy;
+	}
+	err = kvm_vm__map_ram(vm);
+	if (err)
+		goto err_destroy;
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		err = kvm_cpu__create(vm, i);
+		if (err)
+			goto err_destroy;
+	}
+	err = kvm_console__create(vm);
+	if (!err && cfg->disk_path)
+		err = kvm_blk__create(vm, cfg->disk_path, cfg->disk_size);
+	if (!err && cfg->net)
+		err = kvm_net__create(vm, cfg->net, cfg->defer_net);
+	if (err)
+		goto err_destroy;
+	*out = vm;
+	return 0;
+
+err_destroy:
+	kvm_vm__destroy(vm);
+	return err;
+}
+
+void kvm_vm__destroy(struct kvm_vm *vm)
+{
+	if (!vm)
+		return;
+	kvm_dev__destroy_all(vm);
+	for (unsigned int i = 0; i < KVM_MAX_VCPUS; i++)
+		kvm_cpu__destroy(&vm->vcpus[i]);
+	if (vm->ram)
+		munmap(vm->ram, vm->ram_size);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->sys_fd >= 0)
+		close(vm->sys_fd);
+	free((void *)vm->vmm_dirty);
+	free(vm->kvm_bitmap);
+	pthread_mutex_destroy(&vm->lock);
+	pthread_mutex_destroy(&vm->pause_lock);
+	pthread_cond_destroy(&vm->pause_cond);
+	free(vm);
+}
+
+void *kvm_vm__gpa(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
+{
+	if (gpa > vm->ram_size || len > vm->ram_size - gpa)
+		return NULL;
+	return vm->ram + gpa;
+}
+
+void kvm_vm__mark_dirty(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
+{
+	uint64_t first, last;
+
+	if (!len || gpa >= vm->ram_size)
+		return;
+	if (len > vm->ram_size - gpa)
+		len = vm->ram_size - gpa;
+	first = gpa >> KEMARI_PAGE_SHIFT;
+	last = (gpa + len - 1) >> KEMARI_PAGE_SHIFT;
+	for (uint64_t pfn = first; pfn <= last; pfn++)
+		atomic_fetch_or_explicit(&vm->vmm_dirty[pfn / 64],
+					 1ULL << (pfn % 64),
+					 memory_order_relaxed);
+}
+
+int kvm_vm__dirty_start(struct kvm_vm *vm)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 };
+	int have = ioctl(vm->sys_fd, KVM_CHECK_EXTENSION,
+			 KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+	uint64_t npages = vm->ram_size / KEMARI_PAGE_SIZE;
+
+	/*
+	 * With manual protect, KVM_GET_DIRTY_LOG only reports and
+	 * KVM_CLEAR_DIRTY_LOG re-protects exactly the pages we consumed; we
+	 * clear right after reading, while the guest is paused.
+	 */
+	if (have > 0 && !vm->manual_protect) {
+		cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+		if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) == 0)
+			vm->manual_protect = true;
+	}
+	/* Discard everything logged so far: the caller syncs all of RAM. */
+	{
+		struct kvm_dirty_log log = { .slot = 0,
+					     .dirty_bitmap = vm->kvm_bitmap };
+
+		if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+			return kemari_err(-errno, "KVM_GET_DIRTY_LOG: %s",
+					  strerror(errno));
+		if (vm->manual_protect) {
+			struct kvm_clear_dirty_log clr = {
+				.slot = 0,
+				.first_page = 0,
+				.num_pages = (uint32_t)npages,
+				.dirty_bitmap = vm->kvm_bitmap,
+			};
+
+			if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
+				return kemari_err(-errno,
+						  "KVM_CLEAR_DIRTY_LOG: %s",
+						  strerror(errno));
+		}
+	}
+	for (uint64_t w = 0; w < (npages + 63) / 64; w++)
+		atomic_store_explicit(&vm->vmm_dirty[w], 0,
+				      memory_order_relaxed);
+	vm->dirty_logging = true;
+	return 0;
+}
+
+int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d)
+{
+	uint64_t npages = vm->ram_size / KEMARI_PAGE_SIZE;
+	uint64_t nwords = (npages + 63) / 64;
+	struct kvm_dirty_log log = { .slot = 0, .dirty_bitmap = vm->kvm_bitmap };
+
+	if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+		return kemari_err(-errno, "KVM_GET_DIRTY_LOG: %s",
+				  strerror(errno));
+	if (vm->manual_protect) {
+		struct kvm_clear_dirty_log clr = {
+			.slot = 0,
+			.first_page = 0,
+			.num_pages = (uint32_t)npages,
+			.dirty_bitmap = vm->kvm_bitmap,
+		};
+
+		if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
+			return kemari_err(-errno, "KVM_CLEAR_DIRTY_LOG: %s",
+					  strerror(errno));
+	}
+	kemari_dirty__mark_bitmap(d, vm->kvm_bitmap, 0, npages);
+	/* Merge what the device backends wrote: KVM never sees those. */
+	for (uint64_t w = 0; w < nwords; w++) {
+		uint64_t v = atomic_exchange_explicit(&vm->vmm_dirty[w], 0,
+						      memory_order_relaxed);
+
+		if (v)
+			kemari_dirty__mark_bitmap(d, &v, w * 64,
+						  KEMARI_MIN(64, npages - w * 64));
+	}
+	return 0;
+}

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Kemari engine: runs a guest standalone, as a protected primary, or as
+ * a secondary that keeps the last committed epoch and takes over.
+ */
+#ifndef KEMARI_ENGINE_H
+#define KEMARI_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kemari/hv.h"
+#include "kemari/xport.h"
+
+enum kemari_role {
+	KEMARI_ROLE_STANDALONE,
+	KEMARI_ROLE_PRIMARY,
+	KEMARI_ROLE_SECONDARY,
+};
+
+/* Protocol phases where --fault=PHASE:EPOCH simulates a primary crash. */
+enum kemari_fault {
+	KEMARI_FAULT_NONE,
+	KEMARI_FAULT_SYNC,         /* halfway through the initial sync */
+	KEMARI_FAULT_BEFORE_PUSH,  /* paused, state captured, nothing sent */
+	KEMARI_FAULT_MID_PUSH,     /* half of the epoch's runs pushed */
+	KEMARI_FAULT_AFTER_PUSH,   /* all data and state sent, no commit */
+	KEMARI_FAULT_AFTER_COMMIT, /* commit sent, ack not yet received */
+	KEMARI_FAULT_AFTER_ACK,    /* acknowledged, event not released */
+};
+
+enum kemari_on_loss {
+	KEMARI_LOSS_CONTINUE, /* log it and run unprotected */
+	KEMARI_LOSS_PAUSE,    /* keep the guest paused until stopped */
+};
+
+struct kemari_engine_cfg {
+	enum kemari_role role;
+	const struct kemari_hv_ops *hv;
+	struct kemari_hv_cfg hv_cfg; /* hooks are the engine's */
+	const char *guest_path;
+	const struct kemari_xport_ops *xport;
+	struct kemari_xport_opts xport_opts;
+	const char *peer;   /* primary: secondary's address */
+	const char *listen; /* secondary: address to listen on */
+	unsigned int heartbeat_ms;
+	unsigned int heartbeat_timeout_ms;
+	enum kemari_on_loss on_secondary_loss;
+	const char *stats_path; /* JSON lines, one per epoch */
+	enum kemari_fault fault;
+	uint64_t fault_epoch;
+	/* Called at the fault point; expected not to return (cmd/ kills). */
+	void (*fault_hook)(enum kemari_fault f, uint64_t epoch);
+	bool progress; /* progress bar for the initial sync */
+};
+
+struct kemari_engine;
+
+int kemari_engine__create(struct kemari_engine **out,
+			  const struct kemari_engine_cfg *cfg);
+/*
+ * Run the role to its end: returns the guest's exit status (>= 0) when it
+ * shut down or was stopped, or a negative errno with kemari_last_error().
+ */
+int kemari_engine__run(struct kemari_engine *e);
+/* Request an orderly stop (guest paused, disk flushed); signal-safe. */
+void kemari_engine__stop(struct kemari_engine *e);
+/* Ask for the pause-time summary at the next tick; signal-safe. */
+void kemari_engine__request_summary(struct kemari_engine *e);
+/* Print "epochs N, pause p50 X us, p99 Y us, max Z us" to f. */
+void kemari_engine__summary(struct kemari_engine *e, FILE *f);
+void kemari_engine__destroy(struct kemari_engine *e);
+
+int kemari_fault__parse(const char *s, enum kemari_fault *f, uint64_t *epoch);
+const char *kemari_fault__name(enum kemari_fault f);
+
+#endif

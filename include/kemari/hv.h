@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hypervisor ops table: what the engine needs from a hypervisor backend.
+ *
+ * Implemented by hv/kvm (the built-in VMM) and, later, hv/xen. The engine in
+ * core/ only ever calls these; it never names a hypervisor.
+ */
+#ifndef KEMARI_HV_H
+#define KEMARI_HV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kemari/dirty.h"
+
+struct kemari_buf;
+struct kemari_hv_ops;
+
+/* Generic handle; backends embed it and recover themselves with container_of. */
+struct kemari_hv {
+	const struct kemari_hv_ops *ops;
+};
+
+enum kemari_event_kind {
+	KEMARI_EV_BLOCK = 1,
+	KEMARI_EV_NET_TX = 2,
+	KEMARI_EV_CONSOLE = 3,
+};
+
+/*
+ * A guest->device event, caught at the kick before the backend sees it.
+ * The engine must call kemari_event__release() exactly once, when the
+ * event's output may leave (after the checkpoint that covers it is
+ * acknowledged, or at once when nothing is replicated).
+ */
+struct kemari_event {
+	enum kemari_event_kind kind;
+	unsigned int dev;   /* device index */
+	unsigned int queue; /* queue index within the device */
+	int (*release)(struct kemari_event *ev);
+};
+
+static inline int kemari_event__release(struct kemari_event *ev)
+{
+	return ev->release(ev);
+}
+
+/* Callbacks from the hypervisor's run loop into the engine. */
+struct kemari_hv_hooks {
+	void *ctx;
+	/*
+	 * Every tapped kick, called on a vCPU thread with that vCPU stopped at
+	 * the kick. Returns 0 or a negative errno (which stops the VM).
+	 */
+	int (*event)(void *ctx, struct kemari_event *ev);
+	/*
+	 * Periodic work (heartbeats), called from the run loop at least every
+	 * tick_ms while the VM runs or idles. A negative return stops the VM.
+	 */
+	int (*tick)(void *ctx);
+	unsigned int tick_ms;
+};
+
+#define KEMARI_MAX_GUEST_ARGS 16
+
+struct kemari_hv_cfg {
+	uint64_t mem_size;
+	unsigned int ncpus;
+	const char *disk_path; /* NULL: no block device */
+	uint64_t disk_size;    /* size to create a missing disk with */
+	const char *net;       /* "udp:HOST:PORT" or NULL */
+	const char *guest_args[KEMARI_MAX_GUEST_ARGS]; /* "KEY=VALUE" */
+	unsigned int nguest_args;
+	int tap_console;   /* route console kicks through the event hook */
+	int defer_net;     /* do not bind the service address until attach */
+	const char *console_prefix;
+	struct kemari_hv_hooks hooks;
+};
+
+struct kemari_hv_ops {
+	const char *name;
+	/* Create a VM with RAM and devices, not yet running. */
+	int (*create)(struct kemari_hv **out, const struct kemari_hv_cfg *cfg);
+	void (*destroy)(struct kemari_hv *hv);
+	/* Load a guest image and set the boot vCPU state (fresh boot). */
+	int (*load_guest)(struct kemari_hv *hv, const char *path);
+	/* Guest RAM as one host mapping, stable for the VM's lifetime. */
+	int (*map_ram)(struct kemari_hv *hv, void **base, uint64_t *size);
+	/*
+	 * Run the vCPUs until the guest shuts down (returns its exit status,
+	 * >= 0) or stop is requested or a hook fails (negative errno).
+	 */
+	int (*run)(struct kemari_hv *hv);
+	/* Ask run() to return; async-signal-safe. */
+	void (*stop)(struct kemari_hv *hv);
+	/* Stop all vCPUs with every pending exit completed, or let them go. */
+	int (*pause)(struct kemari_hv *hv);
+	int (*resume)(struct kemari_hv *hv);
+	/* Start dirty tracking (everything written from now on is reported). */
+	int (*dirty_start)(struct kemari_hv *hv);
+	/* Add pages dirtied since the last call to d, and clear them (paused). */
+	int (*collect_dirty)(struct kemari_hv *hv, struct kemari_dirty *d);
+	/* vCPU state of all vCPUs as an opaque blob, and back (paused). */
+	int (*save_cpu)(struct kemari_hv *hv, struct kemari_buf *out);
+	int (*load_cpu)(struct kemari_hv *hv, const void *blob, size_t len);
+	/* Device (backend) state as an opaque blob, and back (paused). */
+	int (*save_dev)(struct kemari_hv *hv, struct kemari_buf *out);
+	int (*load_dev)(struct kemari_hv *hv, const void *blob, size_t len);
+	/*
+	 * After load_*: connect the backends to the rings already in guest
+	 * memory, take the ring indices as they are, bind deferred service
+	 * addresses, and re-issue requests that were in flight.
+	 */
+	int (*reattach)(struct kemari_hv *hv);
+	/* Flush device backends to stable storage (fdatasync of the disk). */
+	int (*flush)(struct kemari_hv *hv);
+	/* Read a guest workload counter (boot info stats[i]). */
+	int (*guest_stat)(struct kemari_hv *hv, unsigned int i, uint64_t *val);
+};
+
+/* Registered hypervisor backends; NULL-terminated. */
+extern const struct kemari_hv_ops *const kemari_hv_backends[];
+const struct kemari_hv_ops *kemari_hv_find(const char *name);
+
+#endif

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Emulated test machine: Debian's own 6.1 kernel under QEMU TCG, with KVM
+# (kvm_amd over TCG's emulated SVM) and soft-RoCE (rdma_rxe) inside. The host's
+# root is shared read-only over 9p and chrooted into, so binaries built on the
+# host run unchanged; a per-job directory is shared writable for results.
+#
+#   tests/vm/vm.sh prepare            fetch the kernel package, build initramfs
+#   tests/vm/vm.sh run [-t SECS] [-m MIB] [-C DIR] -- CMD...
+#                                     run CMD inside (cwd DIR), exit with its status
+#
+# Exit 77 means "cannot run here" with the reason on one line on stderr.
+set -euo pipefail
+
+CACHE=${KEMARI_VM_CACHE:-/var/cache/kemari-vm}
+JOBROOT=${KEMARI_VM_JOBS:-/var/tmp/kemari-vm}
+MODULES="crc32_generic rdma_rxe rdma_ucm dummy virtio_pci 9pnet_virtio 9p overlay kvm-amd"
+
+die77() { echo "vm.sh: $*" >&2; exit 77; }
+
+prepare() {
+	command -v qemu-system-x86_64 >/dev/null ||
+		die77 "qemu-system-x86_64 missing: run 'make deps' (package qemu-system-x86)"
+	[ -x /bin/busybox ] || die77 "busybox missing: run 'make deps' (package busybox-static)"
+	mkdir -p "$CACHE"
+	local pkg
+	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+		awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+	[ -n "$pkg" ] || die77 "cannot resolve the kernel package behind linux-image-amd64 (apt-cache)"
+	if [ -f "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/pkg" 2>/dev/null)" = "$pkg" ] &&
+		[ "$CACHE/initrd.gz" -nt "$0" ]; then
+		return 0
+	fi
+	echo "vm.sh: preparing $pkg (kernel + initramfs) in $CACHE" >&2
+	local deb
+	deb=$(ls "$CACHE"/"$pkg"_*.deb 2>/dev/null | head -1 || true)
+	if [ -z "$deb" ]; then
+		(cd "$CACHE" && apt-get download "$pkg" >/dev/null 2>&1) ||
+			die77 "apt-get download $pkg failed: is the package registry reachable?"
+		deb=$(ls "$CACHE"/"$pkg"_*.deb | head -1)
+	fi
+	rm -rf "$CACHE/root" "$CACHE/initrd"
+	dpkg -x "$deb" "$CACHE/root"
+	local kv
+	kv=$(ls "$CACHE/root/lib/modules")
+	depmod -b "$CACHE/root" "$kv"
+	cp "$CACHE/root/boot/vmlinuz-$kv" "$CACHE/vmlinuz"
+
+	local ird="$CACHE/initrd" dep="$CACHE/root/lib/modules/$kv/modules.dep"
+	mkdir -p "$ird"/{bin,sbin,proc,sys,dev,host,lib/modules,etc}
+	cp /bin/busybox "$ird/bin/busybox"
+	# Load order: dependencies first, as modules.dep lists them (reversed).
+	local order=() m line f d
+	for m in $MODULES; do
+		line=$(grep -E "/$m\.ko:" "$dep") || die77 "module $m not in $pkg"
+		for d in $(echo "${line#*:}" | tr ' ' '\n' | tac) "${line%%:*}"; do
+			[ -n "$d" ] || continue
+			case " ${order[*]-} " in *" $d "*) ;; *) order+=("$d") ;; esac
+		done
+	done
+	: >"$ird/modules.order"
+	for f in "${order[@]}"; do
+		cp "$CACHE/root/lib/modules/$kv/$f" "$ird/lib/modules/"
+		basename "$f" >>"$ird/modules.order"
+	done
+	cat >"$ird/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /modules.order); do
+	insmod /lib/modules/$m 2>/dev/null || echo "vm-init: insmod $m failed"
+done
+job=$(sed -n 's/.*kemari.job=\([^ ]*\).*/\1/p' /proc/cmdline)
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host
+for d in tmp run var/tmp; do mount -t tmpfs tmpfs /host/$d; done
+mount -t devtmpfs dev /host/dev
+mount -t proc proc /host/proc
+mount -t sysfs sys /host/sys
+mkdir -p /host/dev/pts /host/dev/shm /host$job
+mount -t devpts devpts /host/dev/pts
+mount -t tmpfs tmpfs /host/dev/shm
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 job /host$job
+ip link set lo up
+ip link add dummy0 type dummy 2>/dev/null
+ip link set dummy0 up
+ip addr add 169.254.77.1/16 dev dummy0
+chroot /host /usr/bin/rdma link add rxe0 type rxe netdev dummy0 2>/dev/null ||
+	echo "vm-init: rdma link add rxe0 failed"
+ulimit -l unlimited
+echo "KEMARI-VM-READY"
+chroot /host /bin/sh -c "cd \"\$(cat $job/cwd)\" && exec /bin/sh $job/job.sh" </dev/null
+echo "KEMARI-VM-RC=$?"
+sync
+poweroff -f
+INIT
+	chmod +x "$ird/init"
+	(cd "$ird" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$CACHE/initrd.gz.tmp")
+	mv "$CACHE/initrd.gz.tmp" "$CACHE/initrd.gz"
+	echo "$pkg" >"$CACHE/pkg"
+	rm -rf "$CACHE/root" "$ird"
+}
+
+run() {
+	local timeout=900 mem=2048 cwd=$PWD
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-t) timeout=$2; shift 2 ;;
+		-m) mem=$2; shift 2 ;;
+		-C) cwd=$2; shift 2 ;;
+		--) shift; break ;;
+		*) break ;;
+		esac
+	done
+	[ $# -gt 0 ] || { echo "usage: vm.sh run [-t SECS] [-m MIB] [-C DIR] -- CMD..." >&2; exit 2; }
+	prepare
+	mkdir -p "$JOBROOT"
+	local job
+	job=$(mktemp -d "$JOBROOT/job.XXXXXX")
+	chmod 755 "$job"
+	printf '%s\n' "$cwd" >"$job/cwd"
+	{
+		echo "set -e"
+		printf '%q ' "$@"
+		echo
+	} >"$job/job.sh"
+	local log="$job/console.log" rc=0
+	timeout --kill-after=10 "$timeout" qemu-system-x86_64 -accel tcg -cpu max \
+		-m "$mem" -smp 2 -nographic -no-reboot -net none \
+		-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" \
+		-append "console=ttyS0 loglevel=3 panic=-1 kemari.job=$job" \
+		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+		-virtfs local,path="$job",mount_tag=job,security_model=none,multidevs=remap \
+		</dev/null 2>&1 | tee "$log" | sed -u -n '/KEMARI-VM-READY/,$p' | grep -v -E '^KEMARI-VM-(READY|RC=)' || true
+	rc=$(sed -n 's/^KEMARI-VM-RC=\([0-9]*\).*/\1/p' "$log" | tail -1)
+	if [ -z "$rc" ]; then
+		echo "vm.sh: the VM ended without a result (timeout ${timeout}s or crash); console log: $log" >&2
+		exit 124
+	fi
+	[ "${KEMARI_VM_KEEP:-0}" = 1 ] || rm -rf "$job"
+	exit "$rc"
+}
+
+case ${1:-} in
+prepare) prepare ;;
+run) shift; run "$@" ;;
+*) echo "usage: vm.sh prepare | run [-t SECS] [-m MIB] [-C DIR] -- CMD..." >&2; exit 2 ;;
+esac
