@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "engine_priv.h"
 #include "kemari/kemari.h"
@@ -200,6 +201,8 @@ void kemari_engine__destroy(struct kemari_engine *e)
 		e->listener->ops->close(e->listener);
 	if (e->hv)
 		e->hv->ops->destroy(e->hv);
+	if (e->shadow)
+		munmap(e->shadow, e->ram_size);
 	kemari_dirty__fini(&e->dirty);
 	free(e->runs);
 	kemari_buf__fini(&e->cpu_state);

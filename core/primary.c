@@ -1,7 +1,417 @@
 // SPDX-License-Identifier: MIT
+/*
+ * Primary: initial sync, then one epoch per tapped event:
+ * pause -> harvest dirty pages -> capture state -> push -> commit -> ack ->
+ * release the event -> resume. The event's output leaves only after the
+ * secondary holds an epoch that contains the request that caused it.
+ */
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "engine_priv.h"
 #include "kemari/kemari.h"
-int primary__run(struct kemari_engine *e) { (void)e; return -ENOSYS; }
-int primary__event(void *ctx, struct kemari_event *ev) { (void)ctx; return kemari_event__release(ev); }
-int primary__tick(void *ctx) { (void)ctx; return 0; }
+
+#define SYNC_CHUNK_PAGES 1024 /* 4 MiB per push during the initial sync */
+#define HANDSHAKE_MS 10000
+
+static int primary__send(struct kemari_engine *e, uint16_t type,
+			 uint64_t epoch, const void *p, uint32_t len)
+{
+	int err = e->conn->ops->send(e->conn, type, epoch, p, len);
+
+	if (!err)
+		e->last_tx_ns = kemari_now_ns();
+	return err;
+}
+
+/* The run list goes as control messages, chunked to the transport's size. */
+static int primary__send_runs(struct kemari_engine *e, uint64_t epoch,
+			      const struct kemari_run *runs, size_t n,
+			      struct kemari_commit *c)
+{
+	size_t per = e->conn->ops->max_msg(e->conn) / sizeof(*runs);
+
+	c->nruns = n;
+	c->npages = 0;
+	c->runs_crc = kemari_crc32c(0, runs, n * sizeof(*runs));
+	for (size_t i = 0; i < n; i++)
+		c->npages += runs[i].npages;
+	for (size_t off = 0; off < n; off += per) {
+		size_t k = KEMARI_MIN(per, n - off);
+		int err = primary__send(e, KEMARI_MSG_RUNS, epoch, runs + off,
+					(uint32_t)(k * sizeof(*runs)));
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int primary__send_state(struct kemari_engine *e, uint64_t epoch)
+{
+	int err;
+
+	kemari_buf__reset(&e->cpu_state);
+	kemari_buf__reset(&e->dev_state);
+	err = e->hv->ops->save_cpu(e->hv, &e->cpu_state);
+	err = err ?: e->hv->ops->save_dev(e->hv, &e->dev_state);
+	if (err)
+		return err;
+	if (e->cpu_state.len > e->conn->ops->max_msg(e->conn) ||
+	    e->dev_state.len > e->conn->ops->max_msg(e->conn))
+		return kemari_err(-EMSGSIZE, "vCPU/device state too large");
+	err = primary__send(e, KEMARI_MSG_CPU_STATE, epoch, e->cpu_state.data,
+			    (uint32_t)e->cpu_state.len);
+	return err ?: primary__send(e, KEMARI_MSG_DEV_STATE, epoch,
+				    e->dev_state.data,
+				    (uint32_t)e->dev_state.len);
+}
+
+/* Wait for the ack of epoch; heartbeats on the way are fine. */
+static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
+			     unsigned int timeout_ms)
+{
+	uint64_t deadline = kemari_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+
+	for (;;) {
+		struct kemari_msg m;
+		uint64_t now = kemari_now_ns();
+		int err;
+
+		if (now >= deadline)
+			return kemari_err(-ETIMEDOUT,
+					  "no acknowledgement of epoch %llu within %u ms",
+					  (unsigned long long)epoch, timeout_ms);
+		err = e->conn->ops->recv(e->conn, &m,
+					 (int)((deadline - now) / 1000000) + 1);
+		if (err == -ETIMEDOUT)
+			continue;
+		if (err)
+			return err;
+		e->last_rx_ns = kemari_now_ns();
+		switch (m.type) {
+		case KEMARI_MSG_ACK:
+			if (m.epoch != epoch)
+				return kemari_err(-EPROTO,
+						  "secondary acknowledged epoch %llu, expected %llu",
+						  (unsigned long long)m.epoch,
+						  (unsigned long long)epoch);
+			return 0;
+		case KEMARI_MSG_HEARTBEAT:
+			break;
+		case KEMARI_MSG_REFUSE:
+			return kemari_err(-EPROTO, "secondary refused: %.*s",
+					  (int)m.len, (const char *)m.payload);
+		case KEMARI_MSG_BYE:
+			return kemari_err(-ECONNRESET,
+					  "the secondary shut down");
+		default:
+			return kemari_err(-EPROTO,
+					  "unexpected %s from the secondary",
+					  kemari_wire__type_name(m.type));
+		}
+	}
+}
+
+/* The secondary is gone: carry on unprotected (or hold, per policy). */
+static void primary__lose_secondary(struct kemari_engine *e, int err)
+{
+	const char *why = kemari_last_error(err);
+
+	if (e->cfg.on_secondary_loss == KEMARI_LOSS_PAUSE) {
+		kemari_error("secondary lost (%s); guest paused per --on-secondary-loss=pause: restart a secondary and the primary, or stop with SIGTERM",
+			     why);
+		e->paused_for_loss = true;
+	} else {
+		kemari_warn("secondary lost (%s); continuing unprotected",
+			    why);
+	}
+	kemari_err_clear();
+	e->protected = false;
+	if (e->conn) {
+		e->conn->ops->close(e->conn);
+		e->conn = NULL;
+	}
+}
+
+static void primary__progress(struct kemari_engine *e, uint64_t done,
+			      uint64_t total, int *last_pct)
+{
+	int pct = (int)(done * 100 / total);
+	int tty = isatty(STDERR_FILENO);
+	char bar[41];
+
+	if (!e->cfg.progress || pct == *last_pct || (!tty && pct % 25 &&
+						     done != total))
+		return;
+	*last_pct = pct;
+	for (int i = 0; i < 40; i++)
+		bar[i] = i < pct * 40 / 100 ? '#' : ' ';
+	bar[40] = 0;
+	fprintf(stderr, "%sinitial sync [%s] %3d%% %llu/%llu MiB%s",
+		tty ? "\r" : "", bar, pct,
+		(unsigned long long)(done * KEMARI_PAGE_SIZE >> 20),
+		(unsigned long long)(total * KEMARI_PAGE_SIZE >> 20),
+		tty && done != total ? "" : "\n");
+}
+
+static int primary__handshake(struct kemari_engine *e)
+{
+	struct kemari_hello h, w;
+	struct kemari_msg m;
+	int err;
+
+	engine__handshake_hello(e, &h);
+	err = primary__send(e, KEMARI_MSG_HELLO, 0, &h, sizeof(h));
+	if (err)
+		return err;
+	err = e->conn->ops->recv(e->conn, &m, HANDSHAKE_MS);
+	if (err == -ETIMEDOUT)
+		return kemari_err(err,
+				  "the secondary at %s did not answer the handshake within %d s",
+				  e->cfg.peer, HANDSHAKE_MS / 1000);
+	if (err)
+		return err;
+	if (m.type == KEMARI_MSG_REFUSE)
+		return kemari_err(-EPROTO, "the secondary refused: %.*s",
+				  (int)m.len, (const char *)m.payload);
+	if (m.type != KEMARI_MSG_WELCOME || m.len != sizeof(w))
+		return kemari_err(-EPROTO,
+				  "the peer at %s is not a Kemari secondary (sent %s)",
+				  e->cfg.peer, kemari_wire__type_name(m.type));
+	memcpy(&w, m.payload, sizeof(w));
+	if (w.proto_version != h.proto_version || w.ram_size != h.ram_size ||
+	    w.image_hash != h.image_hash)
+		return kemari_err(-EPROTO,
+				  "the secondary's handshake disagrees with ours");
+	return e->conn->ops->reg_src(e->conn, e->ram, e->ram_size);
+}
+
+/* Everything, before the guest runs its first instruction: epoch 0. */
+static int primary__initial_sync(struct kemari_engine *e)
+{
+	struct kemari_run all = { .pfn = 0, .npages = (uint32_t)e->npages };
+	struct kemari_commit c;
+	uint64_t t0 = kemari_now_ns();
+	int last_pct = -1, err;
+
+	err = e->hv->ops->dirty_start(e->hv);
+	if (err)
+		return err;
+	for (uint64_t pfn = 0; pfn < e->npages; pfn += SYNC_CHUNK_PAGES) {
+		struct kemari_run r = {
+			.pfn = pfn,
+			.npages = (uint32_t)KEMARI_MIN((uint64_t)SYNC_CHUNK_PAGES,
+						       e->npages - pfn),
+		};
+
+		if (pfn >= e->npages / 2)
+			engine__fault(e, KEMARI_FAULT_SYNC, 0);
+		err = e->conn->ops->push(e->conn, &r, 1);
+		if (err)
+			return err;
+		primary__progress(e, pfn + r.npages, e->npages, &last_pct);
+		/* Pushes are invisible to a one-sided receiver: stay alive. */
+		if (kemari_now_ns() - e->last_tx_ns >=
+		    (uint64_t)e->cfg.heartbeat_ms * 1000000ULL) {
+			err = primary__send(e, KEMARI_MSG_HEARTBEAT, 0, NULL, 0);
+			if (err)
+				return err;
+		}
+	}
+	err = e->conn->ops->flush(e->conn);
+	err = err ?: primary__send_runs(e, 0, &all, 1, &c);
+	err = err ?: primary__send_state(e, 0);
+	if (err)
+		return err;
+	c.flags = KEMARI_COMMIT_INITIAL;
+	err = primary__send(e, KEMARI_MSG_COMMIT, 0, &c, sizeof(c));
+	/* Applying all of RAM takes the secondary a while. */
+	err = err ?: primary__wait_ack(e, 0,
+				       KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
+						  30000u));
+	if (err)
+		return err;
+	e->epoch = 0;
+	e->protected = true;
+	e->last_rx_ns = kemari_now_ns();
+	kemari_info("initial sync: %llu MiB to %s in %llu ms; the guest starts protected",
+		    (unsigned long long)(e->ram_size >> 20), e->cfg.peer,
+		    (unsigned long long)((kemari_now_ns() - t0) / 1000000));
+	return 0;
+}
+
+/* One epoch; the event is released by the caller. */
+static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
+			       struct kemari_epoch_stats *s)
+{
+	const struct kemari_xport_ops *x = e->conn->ops;
+	uint64_t epoch = e->epoch + 1, t1, t2, t3;
+	struct kemari_commit c;
+	long n;
+	int err;
+
+	s->epoch = epoch;
+	err = e->hv->ops->collect_dirty(e->hv, &e->dirty);
+	if (err)
+		return err;
+	s->dirty_pages = e->dirty.count;
+	n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
+	if (n < 0)
+		return (int)n;
+	s->runs = (uint64_t)n;
+	s->bytes = s->dirty_pages * KEMARI_PAGE_SIZE;
+	t1 = kemari_now_ns();
+	kemari_buf__reset(&e->cpu_state);
+	kemari_buf__reset(&e->dev_state);
+	err = e->hv->ops->save_cpu(e->hv, &e->cpu_state);
+	err = err ?: e->hv->ops->save_dev(e->hv, &e->dev_state);
+	if (err)
+		return err;
+	t2 = kemari_now_ns();
+	engine__fault(e, KEMARI_FAULT_BEFORE_PUSH, epoch);
+	if (e->cfg.fault == KEMARI_FAULT_MID_PUSH &&
+	    epoch >= e->cfg.fault_epoch && n > 0) {
+		err = x->push(e->conn, e->runs, (size_t)(n + 1) / 2);
+		err = err ?: x->flush(e->conn);
+		if (err)
+			return err;
+		engine__fault(e, KEMARI_FAULT_MID_PUSH, epoch);
+	}
+	err = x->push(e->conn, e->runs, (size_t)n);
+	err = err ?: primary__send_runs(e, epoch, e->runs, (size_t)n, &c);
+	err = err ?: primary__send(e, KEMARI_MSG_CPU_STATE, epoch,
+				   e->cpu_state.data,
+				   (uint32_t)e->cpu_state.len);
+	err = err ?: primary__send(e, KEMARI_MSG_DEV_STATE, epoch,
+				   e->dev_state.data,
+				   (uint32_t)e->dev_state.len);
+	/* The commit must not overtake the pages it covers. */
+	err = err ?: x->flush(e->conn);
+	if (err)
+		return err;
+	t3 = kemari_now_ns();
+	engine__fault(e, KEMARI_FAULT_AFTER_PUSH, epoch);
+	c.flags = 0;
+	err = primary__send(e, KEMARI_MSG_COMMIT, epoch, &c, sizeof(c));
+	if (err)
+		return err;
+	engine__fault(e, KEMARI_FAULT_AFTER_COMMIT, epoch);
+	err = primary__wait_ack(e, epoch, e->cfg.heartbeat_timeout_ms);
+	if (err)
+		return err;
+	e->epoch = epoch;
+	kemari_dirty__clear(&e->dirty);
+	s->harvest_us = (t1 - t0) / 1000;
+	s->state_us = (t2 - t1) / 1000;
+	s->push_us = (t3 - t2) / 1000;
+	s->commit_ack_us = (kemari_now_ns() - t3) / 1000;
+	engine__fault(e, KEMARI_FAULT_AFTER_ACK, epoch);
+	return 0;
+}
+
+/* Hold a guest whose protection is gone, per --on-secondary-loss=pause. */
+static int primary__hold(struct kemari_engine *e)
+{
+	while (!atomic_load(&e->stop))
+		usleep(20000);
+	return 0;
+}
+
+int primary__event(void *ctx, struct kemari_event *ev)
+{
+	struct kemari_engine *e = ctx;
+	struct kemari_epoch_stats s = { 0 };
+	uint64_t t0;
+	int err;
+
+	if (e->paused_for_loss)
+		return primary__hold(e);
+	if (!e->protected)
+		return kemari_event__release(ev);
+	t0 = kemari_now_ns();
+	err = e->hv->ops->pause(e->hv);
+	if (err)
+		return err;
+	err = primary__checkpoint(e, t0, &s);
+	if (err) {
+		primary__lose_secondary(e, err);
+		if (e->paused_for_loss) {
+			e->hv->ops->resume(e->hv);
+			return primary__hold(e);
+		}
+	} else {
+		s.pause_us = (kemari_now_ns() - t0) / 1000;
+		metrics__record(&e->metrics, &s);
+	}
+	err = kemari_event__release(ev);
+	e->hv->ops->resume(e->hv);
+	return err;
+}
+
+int primary__tick(void *ctx)
+{
+	struct kemari_engine *e = ctx;
+	uint64_t now = kemari_now_ns();
+	struct kemari_msg m;
+	int err = 0;
+
+	engine__tick_common(e);
+	if (!e->protected)
+		return 0;
+	if (now - e->last_tx_ns >= (uint64_t)e->cfg.heartbeat_ms * 1000000ULL)
+		err = primary__send(e, KEMARI_MSG_HEARTBEAT, e->epoch, NULL, 0);
+	while (!err) {
+		err = e->conn->ops->recv(e->conn, &m, 0);
+		if (err == -ETIMEDOUT) {
+			err = 0;
+			break;
+		}
+		if (err)
+			break;
+		e->last_rx_ns = kemari_now_ns();
+		if (m.type == KEMARI_MSG_BYE)
+			err = kemari_err(-ECONNRESET, "the secondary shut down");
+		else if (m.type != KEMARI_MSG_HEARTBEAT)
+			err = kemari_err(-EPROTO, "unexpected %s from the secondary",
+					 kemari_wire__type_name(m.type));
+	}
+	if (!err && kemari_now_ns() - e->last_rx_ns >
+			    (uint64_t)e->cfg.heartbeat_timeout_ms * 1000000ULL)
+		err = kemari_err(-ETIMEDOUT,
+				 "no heartbeat from the secondary for %u ms",
+				 e->cfg.heartbeat_timeout_ms);
+	if (err) {
+		primary__lose_secondary(e, err);
+		if (e->paused_for_loss)
+			return primary__hold(e);
+	}
+	return 0;
+}
+
+int primary__run(struct kemari_engine *e)
+{
+	int status, err;
+
+	err = kemari_dirty__init(&e->dirty, e->npages);
+	if (err)
+		return err;
+	err = e->cfg.xport->connect(&e->conn, e->cfg.peer, &e->cfg.xport_opts);
+	if (err)
+		return err;
+	e->last_rx_ns = e->last_tx_ns = kemari_now_ns();
+	err = primary__handshake(e);
+	err = err ?: primary__initial_sync(e);
+	if (err) {
+		kemari_err(err, "initial sync failed");
+		return err;
+	}
+	status = engine__run_guest(e);
+	if (e->protected) {
+		/* An orderly end: the secondary must not take over. */
+		primary__send(e, KEMARI_MSG_BYE, e->epoch, NULL, 0);
+	}
+	return status;
+}

@@ -1,4 +1,341 @@
 // SPDX-License-Identifier: MIT
+/*
+ * Secondary: keep the last committed epoch and take over when the primary
+ * dies.
+ *
+ * Consistency rule: page runs land in the receive buffers (a RAM-sized
+ * shadow), never in the replica. Only when an epoch's COMMIT arrived, and
+ * its run list and state agree with it, are its runs copied into the
+ * replica (the VM's own RAM, so takeover needs no copy) and the ack sent.
+ * An epoch without a commit is simply never applied. Because the copy
+ * finishes before the ack, epoch N+1 can never overwrite unapplied data of N.
+ */
 #include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
 #include "engine_priv.h"
-int secondary__run(struct kemari_engine *e) { (void)e; return -ENOSYS; }
+#include "kemari/kemari.h"
+
+#define HANDSHAKE_MS 10000
+
+enum serve_end {
+	SERVE_DROPPED,  /* connection unusable; nothing to take over */
+	SERVE_TAKEOVER, /* primary failed after a commit */
+	SERVE_BYE,      /* primary shut down in order */
+	SERVE_STOP,     /* we were asked to stop */
+};
+
+static int secondary__send(struct kemari_engine *e, uint16_t type,
+			   uint64_t epoch, const void *p, uint32_t len)
+{
+	int err = e->conn->ops->send(e->conn, type, epoch, p, len);
+
+	if (!err)
+		e->last_tx_ns = kemari_now_ns();
+	return err;
+}
+
+static void secondary__refuse(struct kemari_engine *e, const char *why)
+{
+	kemari_error("refusing the primary: %s", why);
+	secondary__send(e, KEMARI_MSG_REFUSE, 0, why, (uint32_t)strlen(why));
+}
+
+static int secondary__handshake(struct kemari_engine *e)
+{
+	struct kemari_hello h, mine;
+	struct kemari_msg m;
+	char why[256];
+	int err;
+
+	err = e->conn->ops->recv(e->conn, &m, HANDSHAKE_MS);
+	if (err)
+		return kemari_err(err, "handshake: %s",
+				  kemari_last_error(err));
+	if (m.type != KEMARI_MSG_HELLO || m.len != sizeof(h))
+		return kemari_err(-EBADMSG,
+				  "handshake: expected HELLO, got %s of %u bytes",
+				  kemari_wire__type_name(m.type), m.len);
+	memcpy(&h, m.payload, sizeof(h));
+	engine__handshake_hello(e, &mine);
+	why[0] = 0;
+	if (h.proto_version != mine.proto_version)
+		snprintf(why, sizeof(why),
+			 "protocol version %u on the primary but %u here: run the same kemari-run version on both sides",
+			 h.proto_version, mine.proto_version);
+	else if (h.page_size != mine.page_size)
+		snprintf(why, sizeof(why),
+			 "page size %u on the primary but %u here",
+			 h.page_size, mine.page_size);
+	else if (h.ram_size != mine.ram_size)
+		snprintf(why, sizeof(why),
+			 "guest RAM %llu MiB on the primary but %llu MiB here: use the same --mem",
+			 (unsigned long long)(h.ram_size >> 20),
+			 (unsigned long long)(mine.ram_size >> 20));
+	else if (h.image_hash != mine.image_hash)
+		snprintf(why, sizeof(why),
+			 "guest image hash %016llx on the primary but %016llx here: use the same --guest",
+			 (unsigned long long)h.image_hash,
+			 (unsigned long long)mine.image_hash);
+	else if (h.ncpus != mine.ncpus)
+		snprintf(why, sizeof(why),
+			 "%u vCPUs on the primary but %u here: use the same --cpus",
+			 h.ncpus, mine.ncpus);
+	if (why[0]) {
+		secondary__refuse(e, why);
+		return kemari_err(-EPROTO, "%s", why);
+	}
+	err = e->conn->ops->reg_dst(e->conn, e->shadow, e->ram_size);
+	return err ?: secondary__send(e, KEMARI_MSG_WELCOME, 0, &mine,
+				      sizeof(mine));
+}
+
+static int secondary__commit(struct kemari_engine *e, uint64_t expect,
+			     const struct kemari_msg *m)
+{
+	const struct kemari_run *runs =
+		(const struct kemari_run *)e->pend_runs.data;
+	size_t n = e->pend_runs.len / sizeof(*runs);
+	struct kemari_commit c;
+	struct kemari_ack ack;
+	uint64_t npages = 0;
+
+	if (m->len != sizeof(c))
+		return kemari_err(-EBADMSG, "COMMIT of %u bytes", m->len);
+	memcpy(&c, m->payload, sizeof(c));
+	if (m->epoch != expect)
+		return kemari_err(-EBADMSG,
+				  "COMMIT of epoch %llu, expected %llu",
+				  (unsigned long long)m->epoch,
+				  (unsigned long long)expect);
+	if (c.nruns != n ||
+	    c.runs_crc != kemari_crc32c(0, runs, n * sizeof(*runs)))
+		return kemari_err(-EBADMSG,
+				  "COMMIT of epoch %llu names %llu runs, %zu arrived",
+				  (unsigned long long)m->epoch,
+				  (unsigned long long)c.nruns, n);
+	for (size_t i = 0; i < n; i++)
+		npages += runs[i].npages;
+	if (npages != c.npages || !e->pend_cpu.len || !e->pend_dev.len)
+		return kemari_err(-EBADMSG,
+				  "COMMIT of epoch %llu is incomplete (pages or state missing)",
+				  (unsigned long long)m->epoch);
+	/* The epoch is complete: apply it, then acknowledge. */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t off = runs[i].pfn * KEMARI_PAGE_SIZE;
+
+		memcpy(e->ram + off, e->shadow + off,
+		       (size_t)runs[i].npages * KEMARI_PAGE_SIZE);
+	}
+	kemari_buf__reset(&e->cpu_committed);
+	kemari_buf__reset(&e->dev_committed);
+	if (kemari_buf__append(&e->cpu_committed, e->pend_cpu.data,
+			       e->pend_cpu.len) ||
+	    kemari_buf__append(&e->dev_committed, e->pend_dev.data,
+			       e->pend_dev.len))
+		return -ENOMEM;
+	e->epoch = m->epoch;
+	e->have_commit = true;
+	kemari_buf__reset(&e->pend_runs);
+	kemari_buf__reset(&e->pend_cpu);
+	kemari_buf__reset(&e->pend_dev);
+	if (c.flags & KEMARI_COMMIT_INITIAL)
+		kemari_info("initial sync complete: %llu MiB; protecting the guest",
+			    (unsigned long long)(e->ram_size >> 20));
+	ack.applied_epoch = e->epoch;
+	return secondary__send(e, KEMARI_MSG_ACK, e->epoch, &ack, sizeof(ack));
+}
+
+static int secondary__stash(struct kemari_buf *b, const struct kemari_msg *m,
+			    bool append)
+{
+	if (!append)
+		kemari_buf__reset(b);
+	return kemari_buf__append(b, m->payload, m->len);
+}
+
+static int secondary__check_runs(struct kemari_engine *e,
+				 const struct kemari_msg *m)
+{
+	const struct kemari_run *r = m->payload;
+	size_t n = m->len / sizeof(*r);
+
+	if (m->len % sizeof(*r))
+		return kemari_err(-EBADMSG, "RUNS message of %u bytes", m->len);
+	for (size_t i = 0; i < n; i++)
+		if (!r[i].npages || r[i].pfn >= e->npages ||
+		    r[i].npages > e->npages - r[i].pfn)
+			return kemari_err(-EBADMSG,
+					  "run of %u pages at page %llu is outside the %llu-page guest RAM",
+					  r[i].npages,
+					  (unsigned long long)r[i].pfn,
+					  (unsigned long long)e->npages);
+	return 0;
+}
+
+static enum serve_end secondary__lost(struct kemari_engine *e, int err)
+{
+	if (!e->have_commit) {
+		kemari_warn("primary lost before the initial sync completed (%s): nothing to take over; waiting for a primary",
+			    kemari_last_error(err));
+		kemari_err_clear();
+		return SERVE_DROPPED;
+	}
+	kemari_warn("primary lost at epoch %llu: %s",
+		    (unsigned long long)e->epoch, kemari_last_error(err));
+	kemari_err_clear();
+	return SERVE_TAKEOVER;
+}
+
+static enum serve_end secondary__serve(struct kemari_engine *e)
+{
+	uint64_t expect = 0;
+	int err;
+
+	e->have_commit = false;
+	kemari_buf__reset(&e->pend_runs);
+	kemari_buf__reset(&e->pend_cpu);
+	kemari_buf__reset(&e->pend_dev);
+	e->last_rx_ns = e->last_tx_ns = kemari_now_ns();
+	err = secondary__handshake(e);
+	if (err) {
+		kemari_error("%s", kemari_last_error(err));
+		kemari_err_clear();
+		return SERVE_DROPPED;
+	}
+	kemari_info("primary connected; receiving the initial sync");
+	for (;;) {
+		struct kemari_msg m;
+		uint64_t now;
+
+		err = e->conn->ops->recv(e->conn, &m,
+					 (int)e->cfg.heartbeat_ms);
+		now = kemari_now_ns();
+		if (atomic_load(&e->stop))
+			return SERVE_STOP;
+		if (err == -ETIMEDOUT) {
+			if (now - e->last_rx_ns >
+			    (uint64_t)e->cfg.heartbeat_timeout_ms * 1000000ULL)
+				return secondary__lost(
+					e, kemari_err(-ETIMEDOUT,
+						      "no heartbeat for %u ms",
+						      e->cfg.heartbeat_timeout_ms));
+		} else if (err == -EBADMSG) {
+			goto malformed;
+		} else if (err) {
+			return secondary__lost(e, err);
+		} else {
+			e->last_rx_ns = now;
+			switch (m.type) {
+			case KEMARI_MSG_RUNS:
+				err = secondary__check_runs(e, &m);
+				err = err ?: secondary__stash(&e->pend_runs, &m,
+							      true);
+				break;
+			case KEMARI_MSG_CPU_STATE:
+				err = secondary__stash(&e->pend_cpu, &m, false);
+				break;
+			case KEMARI_MSG_DEV_STATE:
+				err = secondary__stash(&e->pend_dev, &m, false);
+				break;
+			case KEMARI_MSG_COMMIT:
+				err = secondary__commit(e, expect, &m);
+				if (!err)
+					expect = e->epoch + 1;
+				break;
+			case KEMARI_MSG_HEARTBEAT:
+				break;
+			case KEMARI_MSG_BYE:
+				kemari_info("the primary shut down in order at epoch %llu; not taking over",
+					    (unsigned long long)e->epoch);
+				return SERVE_BYE;
+			default:
+				err = kemari_err(-EBADMSG,
+						 "unexpected %s message",
+						 kemari_wire__type_name(m.type));
+				break;
+			}
+			if (err == -EBADMSG)
+				goto malformed;
+			if (err)
+				return secondary__lost(e, err);
+		}
+		if (now - e->last_tx_ns >=
+		    (uint64_t)e->cfg.heartbeat_ms * 1000000ULL) {
+			err = secondary__send(e, KEMARI_MSG_HEARTBEAT, e->epoch,
+					      NULL, 0);
+			if (err)
+				return secondary__lost(e, err);
+		}
+	}
+malformed:
+	/* Garbage is not a failed primary: never take over on it. */
+	kemari_error("malformed replication stream: %s; the replica stays at %s, connection dropped",
+		     kemari_last_error(err),
+		     e->have_commit ? "its last committed epoch" : "empty");
+	kemari_err_clear();
+	return SERVE_DROPPED;
+}
+
+static int secondary__takeover(struct kemari_engine *e, uint64_t t_detect)
+{
+	struct kemari_hv *hv = e->hv;
+	int err;
+
+	err = hv->ops->load_cpu(hv, e->cpu_committed.data,
+				e->cpu_committed.len);
+	err = err ?: hv->ops->load_dev(hv, e->dev_committed.data,
+				       e->dev_committed.len);
+	err = err ?: hv->ops->reattach(hv);
+	if (err)
+		return kemari_err(err, "takeover failed: %s",
+				  kemari_last_error(err));
+	kemari_info("takeover: resumed from epoch %llu, %.1f ms from detection to running",
+		    (unsigned long long)e->epoch,
+		    (double)(kemari_now_ns() - t_detect) / 1e6);
+	return engine__run_guest(e);
+}
+
+int secondary__run(struct kemari_engine *e)
+{
+	int err;
+
+	e->shadow = mmap(NULL, e->ram_size, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (e->shadow == MAP_FAILED) {
+		e->shadow = NULL;
+		return kemari_err(-ENOMEM,
+				  "cannot map %llu MiB of receive buffers",
+				  (unsigned long long)(e->ram_size >> 20));
+	}
+	err = e->cfg.xport->listen(&e->listener, e->cfg.listen,
+				   &e->cfg.xport_opts);
+	if (err)
+		return err;
+	kemari_info("waiting for the primary on %s (%s)", e->cfg.listen,
+		    e->cfg.xport->name);
+	while (!atomic_load(&e->stop)) {
+		enum serve_end end;
+		uint64_t t_detect;
+
+		err = e->listener->ops->accept(e->listener, &e->conn, 200);
+		if (err == -ETIMEDOUT)
+			continue;
+		if (err)
+			return kemari_err(err, "accept: %s",
+					  kemari_last_error(err));
+		end = secondary__serve(e);
+		t_detect = kemari_now_ns();
+		e->conn->ops->close(e->conn);
+		e->conn = NULL;
+		if (end == SERVE_TAKEOVER) {
+			e->listener->ops->close(e->listener);
+			e->listener = NULL;
+			return secondary__takeover(e, t_detect);
+		}
+		if (end == SERVE_BYE || end == SERVE_STOP)
+			return 0;
+	}
+	return 0;
+}
