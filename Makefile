@@ -70,7 +70,7 @@ CMDS := $(BUILD)/kemari-run $(BUILD)/kemari-kv
 
 all: $(CMDS) guests
 
--include guest/guest.mk
+include guest/guest.mk
 
 guests: $(GUEST_ELFS)
 
@@ -104,14 +104,8 @@ CRIT_LIBS = $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null)
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 INTEG_SRCS := $(wildcard tests/integration/*.c)
 TEST_LIB_SRCS := $(wildcard tests/lib/*.c)
-KV_HOST_OBJS := $(KV_HOST_SRCS:%.c=$(BUILD)/obj/host/%.o)
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
-
-$(BUILD)/obj/host/%.o: %.c
-	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  CC      $< (host)")
-	$(Q)$(CC) $(CFLAGS) -Iguest -c -o $@ $<
 
 $(BUILD)/obj/tests/%.o: override CFLAGS += -Iguest -Itests/lib -Icmd
 

@@ -324,8 +324,17 @@ static int tcp__wait(struct tcp_xport *t, int timeout_ms)
 /* Read all of iov[0..n) (frame bodies: the peer sends them whole). */
 static int tcp__readv_all(struct tcp_xport *t, struct iovec *iov, int n)
 {
-	while (n > 0) {
-		ssize_t r = readv(t->fd, iov, KEMARI_MIN(n, IOV_MAX));
+	for (;;) {
+		ssize_t r;
+
+		/* A zero-length read would look like end of stream. */
+		while (n > 0 && iov->iov_len == 0) {
+			iov++;
+			n--;
+		}
+		if (n == 0)
+			break;
+		r = readv(t->fd, iov, KEMARI_MIN(n, IOV_MAX));
 
 		if (r < 0) {
 			if (errno == EINTR)
