@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Guest entry. The VMM enters in 64-bit long mode with interrupts off and
+ * RDI = the boot info page; everything else is up to us. Memory arrives
+ * zeroed, so .bss needs no clearing.
+ */
+	.section .text.start, "ax", @progbits
+	.globl _start
+	.type _start, @function
+_start:
+	lea	rt__stack_top(%rip), %rsp
+	xor	%ebp, %ebp
+	/* Kept for the console and guest_panic(), usable before guest_main. */
+	mov	%rdi, rt__bootinfo(%rip)
+	/* RSP is 16-byte aligned here, so the call leaves the ABI's RSP+8 one. */
+	call	guest_main
+	mov	%eax, %edi
+	call	rt__exit		/* OUT to the shutdown port, then HLT */
+1:	hlt
+	jmp	1b
+	.size _start, . - _start
+
+	.bss
+	.balign 16
+	.globl rt__stack_top
+rt__stack:
+	.skip	65536
+rt__stack_top:
+
+	.section .note.GNU-stack, "", @progbits
