@@ -11,7 +11,12 @@
 #include "kv/wal.h"
 
 #define KVSTORE_RX_BUFS 32      /* receive buffers kept posted */
-#define KVSTORE_IO_SECTORS 128  /* log I/O unit: 64 KiB */
+/*
+ * Log I/O unit: 256 KiB. Every block kick is an output event, which Kemari
+ * answers with a checkpoint, so a compaction of a full table (16384 records)
+ * should take tens of kicks, not hundreds.
+ */
+#define KVSTORE_IO_SECTORS 512
 
 _Static_assert(KVSTORE_RX_BUFS <= KV_BATCH_MAX, "a burst must fit a batch");
 _Static_assert(KVSTORE_RX_BUFS <= KEMARI_RING_SLOTS, "rx ring too small");

@@ -428,7 +428,8 @@ static bool kv__exec(struct kv_state *st, const struct kv_tok *tok, size_t n,
 		if (val)
 			kv__suffix_set(sf, KV_REPLY_VALUE, "OK ", val, vlen);
 		else
-			kv__suffix_set(sf, KV_REPLY_NOTFOUND, "NOTFOUND", "", 0);
+			kv__suffix_set(sf, KV_REPLY_NOTFOUND, "NOTFOUND", "",
+				       0);
 		return false;
 	case KV_OP_SET:
 		if (kv__key_set(st, tok[1].s, tok[1].len, tok[2].s,
@@ -448,7 +449,8 @@ static bool kv__exec(struct kv_state *st, const struct kv_tok *tok, size_t n,
 			kv__rec_key(rec, KV_EFFECT_KEY_DEL, &tok[1], "", 0);
 			kv__suffix_set(sf, KV_REPLY_OK, "OK", "", 0);
 		} else {
-			kv__suffix_set(sf, KV_REPLY_NOTFOUND, "NOTFOUND", "", 0);
+			kv__suffix_set(sf, KV_REPLY_NOTFOUND, "NOTFOUND", "",
+				       0);
 		}
 		return true;
 	}
@@ -574,8 +576,9 @@ int kv__apply(struct kv_state *st, const struct kv_rec *rec)
 	if (rec->effects & KV_EFFECT_KEY_DEL)
 		kv__key_del(st, rec->key, rec->key_len);
 	if (rec->effects & KV_EFFECT_CLIENT) {
-		struct kv_client *c = kv__client_get(st, rec->cid, rec->cid_len);
+		struct kv_client *c;
 
+		c = kv__client_get(st, rec->cid, rec->cid_len);
 		kv__client_store(c, rec->seq, rec->reply_kind, rec->reply,
 				 rec->reply_len);
 	}

@@ -128,6 +128,8 @@ uint32_t wal__encode(const struct kv_rec *rec, uint64_t gen, uint64_t lsn,
 int wal__decode(const uint8_t *s, uint64_t gen, uint64_t lsn,
 		uint32_t prev_crc, struct kv_rec *rec, uint32_t *crc)
 {
+	const uint8_t all = KV_EFFECT_KEY_SET | KV_EFFECT_KEY_DEL |
+			    KV_EFFECT_CLIENT;
 	uint8_t effects = s[REC_EFFECTS];
 
 	if (get64(s + REC_MAGIC) != WAL_REC_MAGIC ||
@@ -136,8 +138,7 @@ int wal__decode(const uint8_t *s, uint64_t gen, uint64_t lsn,
 	    get32(s + REC_CRC) != wal__sector_crc(s, REC_CRC))
 		return -EINVAL;
 	/* A valid CRC over nonsense would be a bug of ours: refuse it too. */
-	if (!effects ||
-	    effects & ~(KV_EFFECT_KEY_SET | KV_EFFECT_KEY_DEL | KV_EFFECT_CLIENT) ||
+	if (!effects || effects & ~all ||
 	    (effects & KV_EFFECT_KEY_SET && effects & KV_EFFECT_KEY_DEL) ||
 	    s[REC_CID_LEN] > KV_TOKEN_MAX || s[REC_KEY_LEN] > KV_TOKEN_MAX ||
 	    s[REC_VAL_LEN] > KV_TOKEN_MAX || s[REC_REPLY_LEN] > KV_SUFFIX_MAX)

@@ -36,11 +36,10 @@ int rt__parse_i64(const char *s, size_t len, int64_t *out)
 {
 	uint64_t mag;
 	int neg = len && s[0] == '-';
+	uint64_t limit = (uint64_t)INT64_MAX + (neg ? 1 : 0);
 	int ret;
 
-	ret = num__parse_mag(s + neg, len - (size_t)neg,
-			     neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX,
-			     &mag);
+	ret = num__parse_mag(s + neg, len - (size_t)neg, limit, &mag);
 	if (ret)
 		return ret;
 	/* Negate in unsigned arithmetic: -(2^63) has no positive twin. */

@@ -107,7 +107,10 @@ int rt__vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap)
 			uint64_t v = lng ? va_arg(ap, unsigned long) :
 					   va_arg(ap, unsigned int);
 
-			n = *fmt == 'u' ? rt__fmt_u64(num, v) : printf__hex(num, v);
+			if (*fmt == 'u')
+				n = rt__fmt_u64(num, v);
+			else
+				n = printf__hex(num, v);
 			printf__field(&o, num, n, width, left, pad);
 			break;
 		}

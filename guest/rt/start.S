@@ -12,10 +12,10 @@ _start:
 	xor	%ebp, %ebp
 	/* Kept for the console and guest_panic(), usable before guest_main. */
 	mov	%rdi, rt__bootinfo(%rip)
-	/* RSP is 16-byte aligned here, so the call leaves the ABI's RSP+8 one. */
+	/* RSP is 16-byte aligned: the call leaves the ABI's RSP + 8. */
 	call	guest_main
 	mov	%eax, %edi
-	call	rt__exit		/* OUT to the shutdown port, then HLT */
+	call	rt__exit	/* OUT to the shutdown port, then HLT */
 1:	hlt
 	jmp	1b
 	.size _start, . - _start

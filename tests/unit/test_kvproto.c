@@ -100,7 +100,8 @@ Test(kvproto, logged_records)
 	req("c1 2 SET k v");
 	cr_assert(res.logged);
 	cr_assert(eq(u8, res.rec.op, KV_OP_SET));
-	cr_assert(eq(u8, res.rec.effects, KV_EFFECT_KEY_SET | KV_EFFECT_CLIENT));
+	cr_assert(eq(u8, res.rec.effects,
+		     KV_EFFECT_KEY_SET | KV_EFFECT_CLIENT));
 	cr_assert(eq(u8, res.rec.reply_kind, KV_REPLY_OK));
 	cr_assert(eq(u64, res.rec.seq, 2));
 	req("c1 3 DEL nope");
@@ -158,7 +159,8 @@ Test(kvproto, incr_not_integer)
 		snprintf(want, sizeof(want), "c %zu OK", 2 * i + 1);
 		cr_assert(eq(str, (char *)req(buf), want));
 		snprintf(buf, sizeof(buf), "c %zu INCR n", 2 * i + 2);
-		snprintf(want, sizeof(want), "c %zu ERR not-integer", 2 * i + 2);
+		snprintf(want, sizeof(want), "c %zu ERR not-integer",
+			 2 * i + 2);
 		cr_assert(eq(str, (char *)req(buf), want), "value %s", bad[i]);
 		cr_assert(eq(str, (char *)value_of("n"), (char *)bad[i]));
 	}
@@ -308,7 +310,8 @@ Test(kvproto, bad_token)
 	cr_assert(eq(str, (char *)req("c 12 GET k\n\n"), "c 12 ERR bad-token"));
 	cr_assert(eq(str, (char *)req("c 13 GET k\r"), "c 13 ERR bad-token"));
 	/* All of 0x21..0x7e is allowed. */
-	cr_assert(eq(str, (char *)req("c 14 SET !~ \"#$%&'()*+,-./:;<=>?@[\\]^_`{|}"),
+	cr_assert(eq(str,
+		     (char *)req("c 14 SET !~ \"#$%&'()*+,-./:;<=>?@[\\]^_`{|}"),
 		     "c 14 OK"));
 	cr_assert(eq(str, (char *)req("c 15 GET !~"),
 		     "c 15 OK \"#$%&'()*+,-./:;<=>?@[\\]^_`{|}"));
@@ -446,7 +449,8 @@ Test(kvproto, key_table_delete_churn)
 	for (i = 0; i < KV_MAX_KEYS; i++) {
 		snprintf(key, sizeof(key), "k%d", i);
 		snprintf(val, sizeof(val), "v%d", i);
-		cr_assert(eq(str, (char *)value_of(key), i % 2 ? val : "<none>"));
+		cr_assert(eq(str, (char *)value_of(key),
+			     i % 2 ? val : "<none>"));
 	}
 	for (i = 0; i < KV_MAX_KEYS / 2; i++) {
 		snprintf(buf, sizeof(buf), "c %u SET n%d w%d", ++seq, i, i);
@@ -686,9 +690,11 @@ static char *digest(const struct kv_state *s)
 	}
 	free(keys);
 	len += (size_t)snprintf(out + len, cap - len, "|");
-	for (c = s->lru_old, n = 0; c != KV_NIL; c = s->client[c].lru_next, n++) {
+	n = 0;
+	for (c = s->lru_old; c != KV_NIL; c = s->client[c].lru_next) {
 		const struct kv_client *cl = &s->client[c];
 
+		n++;
 		len += (size_t)snprintf(out + len, cap - len, "%.*s:%llu:%.*s;",
 					cl->id_len, cl->id,
 					(unsigned long long)cl->seq,
@@ -730,6 +736,14 @@ static void random_update(char *buf, size_t cap, uint32_t c, uint64_t seq,
 	}
 }
 
+static int dec(const uint8_t *sec, uint64_t gen, uint64_t lsn, uint32_t prev)
+{
+	struct kv_rec rec;
+	uint32_t crc;
+
+	return wal__decode(sec, gen, lsn, prev, &rec, &crc);
+}
+
 Test(kvwal, record_codec)
 {
 	uint8_t sec[WAL_SECTOR];
@@ -768,19 +782,19 @@ Test(kvwal, record_codec)
 
 	/* Wrong generation, position or predecessor: not the record we
 	 * expect there. */
-	cr_assert(eq(int, wal__decode(sec, 6, 9, 0x1234, &out, &crc2), -EINVAL));
-	cr_assert(eq(int, wal__decode(sec, 5, 10, 0x1234, &out, &crc2), -EINVAL));
-	cr_assert(eq(int, wal__decode(sec, 5, 9, 0x1235, &out, &crc2), -EINVAL));
+	cr_assert(eq(int, dec(sec, 6, 9, 0x1234), -EINVAL));
+	cr_assert(eq(int, dec(sec, 5, 10, 0x1234), -EINVAL));
+	cr_assert(eq(int, dec(sec, 5, 9, 0x1235), -EINVAL));
 	/* Any flipped byte, even in the padding, fails the CRC. */
 	sec[48 + 3] ^= 1;
-	cr_assert(eq(int, wal__decode(sec, 5, 9, 0x1234, &out, &crc2), -EINVAL));
+	cr_assert(eq(int, dec(sec, 5, 9, 0x1234), -EINVAL));
 	sec[48 + 3] ^= 1;
 	sec[500] ^= 0x80;
-	cr_assert(eq(int, wal__decode(sec, 5, 9, 0x1234, &out, &crc2), -EINVAL));
+	cr_assert(eq(int, dec(sec, 5, 9, 0x1234), -EINVAL));
 	sec[500] ^= 0x80;
-	cr_assert(eq(int, wal__decode(sec, 5, 9, 0x1234, &out, &crc2), 0));
+	cr_assert(eq(int, dec(sec, 5, 9, 0x1234), 0));
 	memset(sec, 0, sizeof(sec));
-	cr_assert(eq(int, wal__decode(sec, 5, 9, 0x1234, &out, &crc2), -EINVAL));
+	cr_assert(eq(int, dec(sec, 5, 9, 0x1234), -EINVAL));
 }
 
 Test(kvwal, crc32_vector)
@@ -1000,7 +1014,8 @@ Test(kvwal, compaction_round_trip)
 		for (j = 0; j < (int)n; j++) {
 			uint32_t c = rnd(8);
 
-			random_update(msgs[j], sizeof(msgs[j]), c, ++seq[c], 40);
+			random_update(msgs[j], sizeof(msgs[j]), c, ++seq[c],
+				      40);
 			p[j] = msgs[j];
 		}
 		cr_assert(ge(int, srv_batch(s, p, n), 0));
