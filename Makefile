@@ -72,7 +72,15 @@ all: $(CMDS) guests
 
 include guest/guest.mk
 
-guests: $(GUEST_ELFS)
+# Test guests (tests/guests/*.c) on the same runtime.
+TEST_GUEST_ELFS := $(patsubst tests/guests/%.c,$(BUILD)/guests/%.elf,$(wildcard tests/guests/*.c))
+$(BUILD)/guests/obj/tests/%.c.o: tests/guests/%.c guest/guest.mk
+	@mkdir -p $(@D)
+	$(Q)$(GUEST_CC) $(GUEST_CFLAGS) -Iguest -c $< -o $@
+$(TEST_GUEST_ELFS): $(BUILD)/guests/%.elf: $(BUILD)/guests/obj/tests/%.c.o $(GUEST_RT_OBJS) guest/guest.ld
+	$(Q)$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ $< $(GUEST_RT_OBJS)
+
+guests: $(GUEST_ELFS) $(TEST_GUEST_ELFS)
 
 $(BUILD)/obj/backends/backends.o: override CFLAGS += $(BACKEND_DEFS)
 # Rebuild the backend table when the set of detected backends changes.

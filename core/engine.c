@@ -96,6 +96,10 @@ int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h)
 {
 	memset(h, 0, sizeof(*h));
 	h->proto_version = KEMARI_PROTO_VERSION;
+	/* Tests of the version refusal pose as another version. */
+	if (getenv("KEMARI_TEST_PROTO_VERSION"))
+		h->proto_version =
+			(uint32_t)atoi(getenv("KEMARI_TEST_PROTO_VERSION"));
 	h->page_size = (uint32_t)KEMARI_PAGE_SIZE;
 	h->ram_size = e->ram_size;
 	h->image_hash = e->image_hash;

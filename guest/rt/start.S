@@ -8,6 +8,10 @@
 	.globl _start
 	.type _start, @function
 _start:
+	/* RSI = vCPU id: the runtime is single-threaded, so only vCPU 0 runs
+	 * it; the others park in HLT, which the VMM sees as idle. */
+	test	%rsi, %rsi
+	jnz	2f
 	lea	rt__stack_top(%rip), %rsp
 	xor	%ebp, %ebp
 	/* Kept for the console and guest_panic(), usable before guest_main. */
@@ -18,6 +22,8 @@ _start:
 	call	rt__exit	/* OUT to the shutdown port, then HLT */
 1:	hlt
 	jmp	1b
+2:	hlt
+	jmp	2b
 	.size _start, . - _start
 
 	.bss

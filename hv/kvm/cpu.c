@@ -330,6 +330,11 @@ static int kvm_cpu__idle(struct kvm_vcpu *vcpu)
 	struct kvm_vm *vm = vcpu->vm;
 	int timeout = 100, err;
 
+	/* Devices are polled by vCPU 0; parked vCPUs just wait. */
+	if (vcpu->id != 0) {
+		usleep(20000);
+		return 0;
+	}
 	if (vm->cfg.hooks.tick) {
 		uint64_t now = kemari_now_ns();
 

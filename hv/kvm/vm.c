@@ -19,21 +19,31 @@
 
 static int kvm_vm__open_dev(struct kvm_vm *vm)
 {
+	/* KEMARI_KVM_DEV: another device node, for tests of these errors. */
+	const char *dev = getenv("KEMARI_KVM_DEV");
 	int api;
 
-	vm->sys_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (!dev || !*dev)
+		dev = "/dev/kvm";
+	vm->sys_fd = open(dev, O_RDWR | O_CLOEXEC);
 	if (vm->sys_fd < 0) {
 		int err = -errno;
 
 		if (err == -ENOENT || err == -ENODEV || err == -ENXIO)
 			return kemari_err(err,
-					  "/dev/kvm is missing: load the kvm module (kvm_intel/kvm_amd) or run on a host with virtualization enabled");
+					  "%s is missing: load the kvm module (kvm_intel/kvm_amd) or run on a host with virtualization enabled",
+					  dev);
 		if (err == -EACCES || err == -EPERM)
 			return kemari_err(err,
-					  "/dev/kvm: permission denied: run as root or add yourself to the 'kvm' group");
-		return kemari_err(err, "/dev/kvm: %s", strerror(-err));
+					  "%s: permission denied: run as root or add yourself to the 'kvm' group",
+					  dev);
+		return kemari_err(err, "%s: %s", dev, strerror(-err));
 	}
 	api = ioctl(vm->sys_fd, KVM_GET_API_VERSION, 0);
+	if (api < 0)
+		return kemari_err(-ENOTTY,
+				  "%s is not a KVM device (KVM_GET_API_VERSION failed): point at /dev/kvm",
+				  dev);
 	if (api < KVM_MIN_API)
 		return kemari_err(-ENOTSUP,
 				  "KVM API version %d is too old (need %d): use a newer kernel",

@@ -1,0 +1,461 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Replication over a transport (tcp by default, KEMARI_TEST_TRANSPORT to pick
+ * another): failover consistency under kill -9 at random moments and at each
+ * protocol phase, secondary loss, refusals, and malformed streams.
+ *
+ * The consistency check: several clients INCR random keys, retrying each
+ * request with the same seq until it is acknowledged; at the end every key
+ * equals the number of acknowledged INCRs on it and the values handed out
+ * for a key are exactly 1..final. Nothing acknowledged may be lost, nothing
+ * applied twice.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <criterion/parameterized.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kemari/dirty.h"
+#include "kemari/kemari.h"
+#include "kemari/wire.h"
+#include "kvclient.h"
+
+static char dir[256], disk[300], plog[300], slog[300], server[64],
+	peer[64], common[1024], xport[128];
+static struct hproc pri, sec;
+
+static const char *env_or(const char *k, const char *def)
+{
+	const char *v = getenv(k);
+
+	return v && *v ? v : def;
+}
+
+static void setup(void)
+{
+	uint16_t port = h_port(), rport = h_port();
+
+	h_tmpdir(dir, sizeof(dir));
+	snprintf(disk, sizeof(disk), "%s/disk.img", dir);
+	snprintf(plog, sizeof(plog), "%s/primary.log", dir);
+	snprintf(slog, sizeof(slog), "%s/secondary.log", dir);
+	snprintf(server, sizeof(server), "127.0.0.1:%u", port);
+	snprintf(peer, sizeof(peer), "%s:%u",
+		 env_or("KEMARI_TEST_ADDR", "127.0.0.1"), rport);
+	snprintf(xport, sizeof(xport), "--transport=%s",
+		 env_or("KEMARI_TEST_TRANSPORT", "tcp"));
+	/* Emulated machines stall for longer than the default 200 ms. */
+	snprintf(common, sizeof(common),
+		 "--mem=64M --disk=%s --net=udp:%s --no-progress %s %s", disk,
+		 server, xport, env_or("KEMARI_TEST_HB", ""));
+	pri.pid = sec.pid = 0;
+}
+
+static void teardown(void)
+{
+	h_reap(&pri);
+	h_reap(&sec);
+}
+
+TestSuite(replication, .init = setup, .fini = teardown, .timeout = 300);
+
+static void start_secondary(const char *extra)
+{
+	cr_assert(eq(int, h_spawn(&sec, slog,
+				  "@B/kemari-run --role=secondary --listen=%s --guest=@B/guests/kvstore.elf %s %s",
+				  peer, common, extra ? extra : ""),
+		     0));
+	if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
+		h_dump(slog);
+		cr_fatal("secondary did not start");
+	}
+}
+
+static void start_primary(const char *extra)
+{
+	cr_assert(eq(int, h_spawn(&pri, plog,
+				  "@B/kemari-run --role=primary --peer=%s --guest=@B/guests/kvstore.elf %s %s",
+				  peer, common, extra ? extra : ""),
+		     0));
+}
+
+static void wait_ready(void)
+{
+	if (h_kv_ready(server, h_ms(30000))) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fatal("kvstore not serving");
+	}
+}
+
+struct load_run {
+	struct kv_load_cfg cfg;
+	struct kv_load_result res;
+	volatile int stop;
+	int err;
+	pthread_t tid;
+	char prefix[32];
+};
+
+static void *load_thread(void *arg)
+{
+	struct load_run *l = arg;
+
+	l->err = kv_load__run(&l->cfg, &l->res);
+	return NULL;
+}
+
+static void load_start(struct load_run *l)
+{
+	memset(l, 0, sizeof(*l));
+	snprintf(l->prefix, sizeof(l->prefix), "r%x", (unsigned int)getpid());
+	l->cfg.server = server;
+	l->cfg.clients = 3;
+	l->cfg.keys = 4;
+	l->cfg.stop_flag = &l->stop;
+	l->cfg.prefix = l->prefix;
+	l->cfg.timeout_ms = h_ms(30000);
+	pthread_create(&l->tid, NULL, load_thread, l);
+}
+
+static void load_check(struct load_run *l)
+{
+	l->stop = 1;
+	pthread_join(l->tid, NULL);
+	cr_assert(eq(int, l->err, 0), "load failed: %s", strerror(-l->err));
+	cr_log_info("acked %llu, final %llu, lost %llu, twice %llu, dup %llu, failed %llu",
+		    (unsigned long long)l->res.acked,
+		    (unsigned long long)l->res.final_sum,
+		    (unsigned long long)l->res.lost,
+		    (unsigned long long)l->res.phantom,
+		    (unsigned long long)l->res.duplicated,
+		    (unsigned long long)l->res.failed);
+	cr_assert(gt(u64, l->res.acked, 0));
+	cr_assert(eq(u64, l->res.failed, 0));
+	cr_assert(eq(u64, l->res.lost, 0));
+	cr_assert(eq(u64, l->res.phantom, 0));
+	cr_assert(eq(u64, l->res.duplicated, 0));
+	cr_assert(eq(u64, l->res.final_sum, l->res.acked));
+}
+
+static void wait_takeover(void)
+{
+	if (h_wait_log(slog, "takeover: resumed from epoch", h_ms(30000))) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fatal("secondary did not take over");
+	}
+}
+
+/* Epoch the secondary resumed from, from its one-line takeover report. */
+static long long resumed_epoch(void)
+{
+	FILE *f = fopen(slog, "r");
+	char line[1024];
+	long long e = -1;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, "resumed from epoch ");
+
+		if (p)
+			e = atoll(p + strlen("resumed from epoch "));
+	}
+	if (f)
+		fclose(f);
+	return e;
+}
+
+ParameterizedTestParameters(replication, kill9_at_random_moment)
+{
+	static int runs[64];
+	int n = atoi(env_or("KEMARI_FAILOVER_RUNS", "20"));
+
+	n = n < 1 ? 1 : n > 64 ? 64 : n;
+	for (int i = 0; i < n; i++)
+		runs[i] = i;
+	return cr_make_param_array(int, runs, (size_t)n);
+}
+
+ParameterizedTest(int *run, replication, kill9_at_random_moment)
+{
+	struct load_run l;
+	unsigned int delay;
+
+	srand((unsigned int)time(NULL) ^ (unsigned int)(*run * 7919));
+	delay = 200 + (unsigned int)rand() % 1500;
+	start_secondary(NULL);
+	start_primary(NULL);
+	wait_ready();
+	load_start(&l);
+	usleep((useconds_t)h_ms((int)delay) * 1000);
+	h_kill(&pri, SIGKILL);
+	cr_log_info("run %d: primary killed after %u ms of load", *run, delay);
+	wait_takeover();
+	usleep((useconds_t)h_ms(500) * 1000);
+	load_check(&l);
+	cr_assert(not(h_log_has(slog, "error")));
+}
+
+struct phase_case {
+	char fault[16]; /* no pointers: parameters cross into a new process */
+	int committed; /* 1: epoch N is committed at the secondary */
+};
+
+ParameterizedTestParameters(replication, kill9_at_each_phase)
+{
+	static struct phase_case cases[] = {
+		{ "before-push", 0 }, { "mid-push", 0 },     { "after-push", 0 },
+		{ "after-commit", 1 }, { "after-ack", 1 },
+	};
+
+	return cr_make_param_array(struct phase_case, cases,
+				   sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(struct phase_case *pc, replication, kill9_at_each_phase)
+{
+	const long long at = 40;
+	struct load_run l;
+	char fault[64];
+
+	snprintf(fault, sizeof(fault), "--fault=%s:%lld", pc->fault, at);
+	start_secondary(NULL);
+	start_primary(fault);
+	wait_ready();
+	load_start(&l);
+	if (h_wait_log(plog, "fault injection: crashing at", h_ms(60000))) {
+		h_dump(plog);
+		cr_fatal("fault never fired");
+	}
+	cr_assert(eq(int, h_wait(&pri, h_ms(10000)), 128 + SIGKILL));
+	wait_takeover();
+	/* Before a commit arrives the epoch is discarded; after, it is kept. */
+	cr_assert(eq(i64, resumed_epoch(), pc->committed ? at : at - 1),
+		  "%s", pc->fault);
+	usleep((useconds_t)h_ms(300) * 1000);
+	load_check(&l);
+}
+
+Test(replication, kill9_during_initial_sync_then_new_primary)
+{
+	char reply[128];
+
+	start_secondary(NULL);
+	start_primary("--fault=sync");
+	cr_assert(eq(int, h_wait(&pri, h_ms(30000)), 128 + SIGKILL));
+	cr_assert(eq(int, h_wait_log(slog, "nothing to take over; waiting for a primary",
+				    h_ms(10000)),
+		     0));
+	/* It neither took over nor bound the service address. */
+	cr_assert(not(h_log_has(slog, "takeover")));
+	cr_assert(eq(int, h_kv_ready(server, h_ms(1000)), -ETIMEDOUT));
+	start_primary(NULL);
+	wait_ready();
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR z", reply, sizeof(reply)), 0));
+	cr_assert(eq(str, reply, "OK 1"));
+}
+
+Test(replication, secondary_killed_primary_continues)
+{
+	char reply[128];
+
+	start_secondary(NULL);
+	start_primary("--stats=/dev/null");
+	wait_ready();
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR a", reply, sizeof(reply)), 0));
+	h_kill(&sec, SIGKILL);
+	h_wait(&sec, h_ms(5000));
+	cr_assert(eq(int, h_wait_log(plog, "continuing unprotected", h_ms(10000)), 0));
+	cr_assert(eq(int, h_kv(server, "c", 2, "INCR a", reply, sizeof(reply)), 0));
+	cr_assert(eq(str, reply, "OK 2"));
+	h_kill(&pri, SIGTERM);
+	cr_assert(eq(int, h_wait(&pri, h_ms(10000)), 0));
+	cr_assert(h_log_has(plog, "pause summary: "));
+}
+
+Test(replication, orderly_primary_stop_is_not_a_failure)
+{
+	start_secondary(NULL);
+	start_primary(NULL);
+	wait_ready();
+	h_kill(&pri, SIGTERM);
+	cr_assert(eq(int, h_wait(&pri, h_ms(10000)), 0));
+	cr_assert(eq(int, h_wait(&sec, h_ms(10000)), 0));
+	cr_assert(h_log_has(slog, "the primary shut down in order"));
+	cr_assert(not(h_log_has(slog, "takeover")));
+}
+
+static const char *primary_version; /* pose as this protocol version */
+
+static void expect_refusal(const char *pextra, const char *sextra,
+			   const char *needle)
+{
+	start_secondary(sextra);
+	if (primary_version)
+		setenv("KEMARI_TEST_PROTO_VERSION", primary_version, 1);
+	cr_assert(eq(int, h_spawn(&pri, plog,
+				  "@B/kemari-run --role=primary --peer=%s %s %s",
+				  peer, common, pextra),
+		     0));
+	cr_assert(eq(int, h_wait(&pri, h_ms(30000)), 1));
+	if (!h_log_has(plog, needle) || !h_log_has(slog, needle)) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fail("'%s' not in both logs", needle);
+	}
+}
+
+Test(replication, ram_size_mismatch_refused)
+{
+	expect_refusal("--guest=@B/guests/kvstore.elf --mem=128M", NULL,
+		       "guest RAM 128 MiB on the primary but 64 MiB here: use the same --mem");
+}
+
+Test(replication, image_mismatch_refused)
+{
+	expect_refusal("--guest=@B/guests/dirtier.elf", NULL,
+		       "on the primary but ");
+	cr_assert(h_log_has(plog, "guest image hash "));
+}
+
+Test(replication, protocol_version_mismatch_refused)
+{
+	primary_version = "99";
+	expect_refusal("--guest=@B/guests/kvstore.elf", NULL,
+		       "protocol version 99 on the primary but 1 here");
+}
+
+/* --- hand-made streams ---------------------------------------------------- */
+
+static int raw_connect(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	char host[64];
+	char *colon;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	snprintf(host, sizeof(host), "%s", peer);
+	colon = strrchr(host, ':');
+	*colon = 0;
+	inet_pton(AF_INET, host, &sa.sin_addr);
+	sa.sin_port = htons((uint16_t)atoi(colon + 1));
+	cr_assert(eq(int, connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0));
+	return fd;
+}
+
+static void raw_frame(int fd, uint16_t type, const void *p, uint32_t len)
+{
+	struct kemari_wire_hdr h;
+
+	kemari_wire__seal(&h, type, 0, p, len);
+	cr_assert(eq(long, write(fd, &h, sizeof(h)), (long)sizeof(h)));
+	if (len)
+		cr_assert(eq(long, write(fd, p, len), (long)len));
+}
+
+static void raw_hello(int fd)
+{
+	struct kemari_hello h = { .proto_version = KEMARI_PROTO_VERSION,
+				  .page_size = 4096,
+				  .ram_size = 64ULL << 20,
+				  .ncpus = 1 };
+	char path[300];
+	struct kemari_wire_hdr w;
+
+	snprintf(path, sizeof(path), "%s/guests/kvstore.elf", h_build());
+	cr_assert(eq(int, kemari_hash_file(path, &h.image_hash), 0));
+	snprintf(h.hv, sizeof(h.hv), "kvm");
+	raw_frame(fd, KEMARI_MSG_HELLO, &h, sizeof(h));
+	/* WELCOME */
+	cr_assert(eq(long, read(fd, &w, sizeof(w)), (long)sizeof(w)));
+	cr_assert(eq(u16, w.type, KEMARI_MSG_WELCOME));
+	{
+		char buf[256];
+
+		cr_assert(eq(long, read(fd, buf, w.len), (long)w.len));
+	}
+}
+
+static void secondary_survives(const char *needle)
+{
+	char reply[64];
+
+	if (h_wait_log(slog, needle, h_ms(10000))) {
+		h_dump(slog);
+		cr_fatal("no '%s'", needle);
+	}
+	cr_assert(not(h_log_has(slog, "takeover")));
+	cr_assert(eq(int, h_kv_ready(server, h_ms(500)), -ETIMEDOUT));
+	/* Still a working secondary: a real primary syncs and serves. */
+	start_primary(NULL);
+	wait_ready();
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR q", reply, sizeof(reply)), 0));
+	cr_assert(eq(str, reply, "OK 1"));
+}
+
+Test(replication, garbage_stream_refused)
+{
+	int fd;
+
+	start_secondary(NULL);
+	fd = raw_connect();
+	cr_assert(eq(long, write(fd, "GET / HTTP/1.0\r\n\r\n_padding_padding", 34), 34L));
+	secondary_survives("bad frame magic 0x20544547 (not a Kemari peer");
+	close(fd);
+}
+
+Test(replication, out_of_bounds_run_refused)
+{
+	struct kemari_run r = { .pfn = (64ULL << 20) / 4096 - 1, .npages = 2 };
+	int fd;
+
+	start_secondary(NULL);
+	fd = raw_connect();
+	raw_hello(fd);
+	raw_frame(fd, KEMARI_MSG_PAGES, &r, sizeof(r));
+	secondary_survives("malformed replication stream: replication stream: run of 2 pages at page 16383 is outside the 16384-page guest RAM");
+	close(fd);
+}
+
+Test(replication, bad_checksum_refused)
+{
+	struct kemari_wire_hdr h;
+	uint32_t junk = 7;
+	int fd;
+
+	start_secondary(NULL);
+	fd = raw_connect();
+	raw_hello(fd);
+	kemari_wire__seal(&h, KEMARI_MSG_HEARTBEAT, 0, &junk, sizeof(junk));
+	h.crc ^= 1;
+	cr_assert(eq(long, write(fd, &h, sizeof(h)), (long)sizeof(h)));
+	cr_assert(eq(long, write(fd, &junk, 4), 4L));
+	secondary_survives("checksum mismatch in a HEARTBEAT frame");
+	close(fd);
+}
+
+Test(replication, truncated_stream_is_not_taken_over)
+{
+	struct kemari_run r = { .pfn = 0, .npages = 4 };
+	char page[4096] = { 1 };
+	int fd;
+
+	start_secondary(NULL);
+	fd = raw_connect();
+	raw_hello(fd);
+	raw_frame(fd, KEMARI_MSG_PAGES, &r, sizeof(r));
+	cr_assert(eq(long, write(fd, page, sizeof(page)), 4096L));
+	close(fd); /* three pages and the commit never come */
+	secondary_survives("primary lost before the initial sync completed");
+}

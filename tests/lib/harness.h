@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/* Integration-test helpers: processes, logs, ports, the kvstore. */
+#ifndef KEMARI_TEST_HARNESS_H
+#define KEMARI_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct hproc {
+	pid_t pid;
+	char log[512];
+	int status; /* exit code, or 128 + signal; -1 while running */
+};
+
+/* The build directory (KEMARI_BUILD or "build") and a fresh temp dir. */
+const char *h_build(void);
+void h_tmpdir(char *out, size_t n);
+/* A port no other test of this run uses. */
+uint16_t h_port(void);
+/* Start a command (split at spaces; %s etc. formatted first); stdout and
+ * stderr go to log. "@B/" in a word means the build dir. */
+int h_spawn(struct hproc *p, const char *log, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* The same, as another user (uid/gid 65534) for permission tests. */
+int h_spawn_as_nobody(struct hproc *p, const char *log, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Wait for exit up to timeout_ms: the exit code, 128+signal, -ETIMEDOUT. */
+int h_wait(struct hproc *p, int timeout_ms);
+void h_kill(struct hproc *p, int sig);
+/* Kill (SIGKILL) and reap, if still running. */
+void h_reap(struct hproc *p);
+bool h_log_has(const char *log, const char *needle);
+/* Poll the log for needle; 0 or -ETIMEDOUT. */
+int h_wait_log(const char *log, const char *needle, int timeout_ms);
+/* Print a log to stderr (for failing tests). */
+void h_dump(const char *log);
+/* PING the kvstore until it answers; 0 or -ETIMEDOUT. */
+int h_kv_ready(const char *server, int timeout_ms);
+/* One kvstore request with the client's next seq, reply into buf. */
+int h_kv(const char *server, const char *client, uint64_t seq, const char *cmd,
+	 char *reply, size_t cap);
+/* Milliseconds scaled for slow (emulated) machines: KEMARI_TIME_SCALE. */
+int h_ms(int ms);
+
+#endif

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run a test program that needs KVM: natively when /dev/kvm works on this
+# host, otherwise inside the emulated test VM (QEMU TCG with kvm_amd inside,
+# tests/vm/vm.sh), where everything is slower, so timeouts are scaled.
+#   tests/run-kvm.sh PROGRAM [ARGS...]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+kvm_usable() {
+	[ "${KEMARI_FORCE_VM:-0}" = 1 ] && return 1
+	[ -c /dev/kvm ] || return 1
+	(exec 3<>/dev/kvm) 2>/dev/null
+}
+
+if kvm_usable; then
+	exec "$@"
+fi
+why="no /dev/kvm"
+[ -e /dev/kvm ] && why="/dev/kvm does not open"
+[ "${KEMARI_FORCE_VM:-0}" = 1 ] && why="KEMARI_FORCE_VM=1"
+echo "run-kvm: $why on this host: running inside the emulated test VM (QEMU TCG, kvm_amd)"
+exec "$here/vm/vm.sh" run -t "${KEMARI_VM_TIMEOUT:-4000}" -m 3072 -- \
+	env KEMARI_TIME_SCALE="${KEMARI_TIME_SCALE:-4}" \
+	KEMARI_TEST_HB="${KEMARI_TEST_HB:---heartbeat-ms=50 --heartbeat-timeout-ms=3000}" \
+	KEMARI_FAILOVER_RUNS="${KEMARI_FAILOVER_RUNS:-20}" \
+	"$@"
