@@ -112,8 +112,10 @@ CRIT_LIBS = $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null)
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 INTEG_SRCS := $(wildcard tests/integration/*.c)
 TEST_LIB_SRCS := $(wildcard tests/lib/*.c)
+XPORT_SRCS := $(wildcard tests/xport/*.c)
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
+XPORT_BIN := $(BUILD)/tests/xport
 
 $(BUILD)/obj/tests/%.o: override CFLAGS += -Iguest -Itests/lib -Icmd
 
@@ -127,7 +129,12 @@ $(INTEG_BIN): $(INTEG_SRCS:%.c=$(BUILD)/obj/%.o) $(TEST_LIB_SRCS:%.c=$(BUILD)/ob
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CRIT_LIBS) $(LDLIBS)
 
-tests: $(UNIT_BIN) $(INTEG_BIN)
+$(XPORT_BIN): $(XPORT_SRCS:%.c=$(BUILD)/obj/%.o) $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CRIT_LIBS) $(LDLIBS)
+
+tests: $(UNIT_BIN) $(INTEG_BIN) $(XPORT_BIN)
 
 deps:
 	$(Q)scripts/deps.sh
@@ -141,6 +148,8 @@ check-run: all tests
 	$(Q)guest/check-nosse.sh $(GUEST_ELFS)
 	$(Q)echo "== unit tests"
 	$(Q)$(UNIT_BIN) --jobs 2 --short-filename
+	$(Q)echo "== transport conformance (every transport usable here)"
+	$(Q)$(XPORT_BIN) --jobs 1 --short-filename
 	$(Q)echo "== KVM integration tests"
 	$(Q)tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
 

@@ -1,0 +1,381 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Transport conformance: one suite, run over every transport present (and
+ * usable here). Both ends live in this process: a receiver thread plays the
+ * secondary (accept, register the receive buffers, answer), the test body
+ * plays the primary (connect, register the source, push, flush, send).
+ *
+ * KEMARI_XPORTS=tcp,ofi limits the list; KEMARI_TEST_ADDR picks the address
+ * (169.254.77.1 for soft-RoCE); KEMARI_OFI_PROVIDER picks a provider.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kemari/dirty.h"
+#include "kemari/kemari.h"
+#include "kemari/wire.h"
+#include "kemari/xport.h"
+
+#define REGION (32ULL << 20)
+#define NPAGES (REGION / 4096)
+#define MSG_READY 100
+#define MSG_DONE 101
+
+struct xname {
+	char name[16];
+};
+
+struct side {
+	const struct kemari_xport_ops *ops;
+	struct kemari_xport *l, *srv, *cli;
+	uint8_t *src, *dst;
+	uint64_t dst_len;
+	char addr[64];
+	pthread_t tid;
+	int accept_err;
+};
+
+static const char *env_or(const char *k, const char *def)
+{
+	const char *v = getenv(k);
+
+	return v && *v ? v : def;
+}
+
+static size_t list_xports(struct xname *out, size_t max)
+{
+	const char *want = getenv("KEMARI_XPORTS");
+	size_t n = 0;
+
+	for (unsigned int i = 0; kemari_xport_backends[i] && n < max; i++) {
+		const char *nm = kemari_xport_backends[i]->name;
+
+		if (want && *want) {
+			char pat[32], list[256];
+
+			snprintf(pat, sizeof(pat), ",%s,", nm);
+			snprintf(list, sizeof(list), ",%s,", want);
+			if (!strstr(list, pat))
+				continue;
+		} else if (!strcmp(nm, "rdma")) {
+			continue; /* needs an RDMA device: soft-RoCE VM only */
+		}
+		snprintf(out[n++].name, sizeof(out[0].name), "%s", nm);
+	}
+	return n;
+}
+
+static void *accept_thread(void *arg)
+{
+	struct side *s = arg;
+
+	s->accept_err = s->l->ops->accept(s->l, &s->srv, 20000);
+	if (!s->accept_err)
+		s->accept_err = s->srv->ops->reg_dst(s->srv, s->dst, s->dst_len);
+	if (!s->accept_err)
+		s->accept_err = s->srv->ops->send(s->srv, MSG_READY, 0, NULL, 0);
+	return NULL;
+}
+
+static void open_pair(struct side *s, const char *name, uint64_t dst_len)
+{
+	static unsigned int seq;
+	struct kemari_xport_opts o = { .connect_timeout_ms = 10000,
+				       .provider = getenv("KEMARI_OFI_PROVIDER") };
+	struct kemari_msg m;
+	int err;
+
+	memset(s, 0, sizeof(*s));
+	s->ops = kemari_xport_find(name);
+	cr_assert(not(eq(ptr, (void *)s->ops, NULL)), "no transport %s", name);
+	s->src = mmap(NULL, REGION, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	s->dst = mmap(NULL, REGION, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(s->src != MAP_FAILED && s->dst != MAP_FAILED);
+	s->dst_len = dst_len;
+	for (uint64_t p = 0; p < NPAGES; p++)
+		for (int i = 0; i < 4096; i += 8)
+			*(uint64_t *)(s->src + p * 4096 + i) =
+				p * 0x100000001ULL + (uint64_t)i;
+	snprintf(s->addr, sizeof(s->addr), "%s:%u",
+		 env_or("KEMARI_TEST_ADDR", "127.0.0.1"),
+		 30000 + (getpid() % 3000) * 8 + (seq++ % 8));
+	err = s->ops->listen(&s->l, s->addr, &o);
+	cr_assert(eq(int, err, 0), "listen: %s", kemari_last_error(err));
+	pthread_create(&s->tid, NULL, accept_thread, s);
+	err = s->ops->connect(&s->cli, s->addr, &o);
+	cr_assert(eq(int, err, 0), "connect: %s", kemari_last_error(err));
+	pthread_join(s->tid, NULL);
+	cr_assert(eq(int, s->accept_err, 0), "accept: %s",
+		  kemari_last_error(s->accept_err));
+	err = s->cli->ops->reg_src(s->cli, s->src, REGION);
+	cr_assert(eq(int, err, 0), "reg_src: %s", kemari_last_error(err));
+	err = s->cli->ops->recv(s->cli, &m, 10000);
+	cr_assert(eq(int, err, 0), "ready: %s", kemari_last_error(err));
+	cr_assert(eq(u16, m.type, MSG_READY));
+}
+
+static void close_pair(struct side *s)
+{
+	if (s->cli)
+		s->cli->ops->close(s->cli);
+	if (s->srv)
+		s->srv->ops->close(s->srv);
+	if (s->l)
+		s->l->ops->close(s->l);
+	munmap(s->src, REGION);
+	munmap(s->dst, REGION);
+}
+
+/*
+ * The receiver runs concurrently, as a real secondary does: a push larger
+ * than the socket buffers only completes while the other end reads.
+ */
+struct rmsg {
+	uint16_t type;
+	uint64_t epoch;
+	uint32_t len;
+	uint8_t *payload;
+};
+
+struct receiver {
+	struct side *s;
+	pthread_t tid;
+	struct rmsg msgs[8];
+	unsigned int n;
+	int err;
+};
+
+static void *receiver_thread(void *arg)
+{
+	struct receiver *rc = arg;
+
+	while (rc->n < 8) {
+		struct kemari_msg m;
+		struct rmsg *r = &rc->msgs[rc->n];
+
+		rc->err = rc->s->srv->ops->recv(rc->s->srv, &m, 20000);
+		if (rc->err)
+			break;
+		r->type = m.type;
+		r->epoch = m.epoch;
+		r->len = m.len;
+		r->payload = malloc(m.len + 1);
+		memcpy(r->payload, m.payload, m.len);
+		rc->n++;
+		if (m.type == MSG_DONE)
+			break;
+	}
+	return NULL;
+}
+
+static void receiver_start(struct receiver *rc, struct side *s)
+{
+	memset(rc, 0, sizeof(*rc));
+	rc->s = s;
+	pthread_create(&rc->tid, NULL, receiver_thread, rc);
+}
+
+/* Join; the last message must be DONE(epoch). Returns messages before it. */
+static unsigned int receiver_done(struct receiver *rc, uint64_t epoch)
+{
+	struct rmsg *last;
+
+	pthread_join(rc->tid, NULL);
+	cr_assert(eq(int, rc->err, 0), "recv: %s", kemari_last_error(rc->err));
+	cr_assert(gt(u32, rc->n, 0));
+	last = &rc->msgs[rc->n - 1];
+	cr_assert(eq(u16, last->type, MSG_DONE));
+	cr_assert(eq(u64, last->epoch, epoch));
+	cr_assert(eq(u32, last->len, 8));
+	cr_assert(eq(u64, *(const uint64_t *)last->payload, epoch));
+	return rc->n - 1;
+}
+
+/* Push, flush, send DONE(epoch); the receiver must see DONE(epoch) last. */
+static int push_commit(struct side *s, const struct kemari_run *r, size_t n,
+		       uint64_t epoch)
+{
+	int err = s->cli->ops->push(s->cli, r, n);
+
+	err = err ?: s->cli->ops->flush(s->cli);
+	return err ?: s->cli->ops->send(s->cli, MSG_DONE, epoch, &epoch,
+					sizeof(epoch));
+}
+
+/* One epoch end to end with a concurrent receiver. */
+static void epoch(struct side *s, const struct kemari_run *r, size_t n,
+		  uint64_t e)
+{
+	struct receiver rc;
+
+	receiver_start(&rc, s);
+	cr_assert(eq(int, push_commit(s, r, n, e), 0));
+	cr_assert(eq(u32, receiver_done(&rc, e), 0));
+}
+
+static void expect_pages(struct side *s, uint64_t pfn, uint64_t n, bool same)
+{
+	for (uint64_t p = pfn; p < pfn + n; p++) {
+		int diff = memcmp(s->src + p * 4096, s->dst + p * 4096, 4096);
+
+		if (same)
+			cr_assert(eq(int, diff, 0), "page %llu differs",
+				  (unsigned long long)p);
+		else
+			cr_assert(eq(u8, s->dst[p * 4096], 0),
+				  "page %llu was written", (unsigned long long)p);
+	}
+}
+
+static struct xname xnames[8];
+
+#define XPORT_TEST(tname)                                                      \
+	ParameterizedTestParameters(xport, tname)                              \
+	{                                                                      \
+		size_t n = list_xports(xnames, 8);                             \
+		return cr_make_param_array(struct xname, xnames, n);           \
+	}                                                                      \
+	static void tname##_body(struct side *s);                              \
+	ParameterizedTest(struct xname *x, xport, tname, .timeout = 120)       \
+	{                                                                      \
+		struct side s;                                                 \
+		cr_log_info("transport %s", x->name);                          \
+		open_pair(&s, x->name, REGION);                                \
+		tname##_body(&s);                                              \
+		close_pair(&s);                                                \
+	}                                                                      \
+	static void tname##_body(struct side *s)
+
+XPORT_TEST(one_page_run)
+{
+	struct kemari_run r = { .pfn = 3, .npages = 1 };
+
+	epoch(s, &r, 1, 1);
+	expect_pages(s, 3, 1, true);
+	expect_pages(s, 2, 1, false);
+	expect_pages(s, 4, 1, false);
+}
+
+XPORT_TEST(whole_region_in_one_run)
+{
+	/* Longer than any device's single message: the transport splits. */
+	struct kemari_run r = { .pfn = 0, .npages = (uint32_t)NPAGES };
+
+	epoch(s, &r, 1, 7);
+	expect_pages(s, 0, NPAGES, true);
+}
+
+XPORT_TEST(many_small_runs)
+{
+	static struct kemari_run r[3000];
+
+	for (unsigned int i = 0; i < 3000; i++)
+		r[i] = (struct kemari_run){ .pfn = 2 * i + 1, .npages = 1 };
+	epoch(s, r, 3000, 2);
+	for (unsigned int i = 0; i < 3000; i++) {
+		expect_pages(s, 2 * i + 1, 1, true);
+		expect_pages(s, 2 * i, 1, false);
+	}
+}
+
+XPORT_TEST(empty_epoch)
+{
+	epoch(s, NULL, 0, 3);
+	expect_pages(s, 0, 16, false);
+}
+
+XPORT_TEST(control_interleaved_with_pushes)
+{
+	struct kemari_run a = { .pfn = 10, .npages = 5 };
+	struct kemari_run b = { .pfn = 100, .npages = 300 };
+	static uint8_t big[KEMARI_MSG_MAX / 2];
+	uint32_t max = s->cli->ops->max_msg(s->cli);
+	uint32_t blen = KEMARI_MIN(max, (uint32_t)sizeof(big));
+	struct receiver rc;
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 13);
+	cr_assert(ge(u32, max, 4096));
+	receiver_start(&rc, s);
+	cr_assert(eq(int, s->cli->ops->push(s->cli, &a, 1), 0));
+	cr_assert(eq(int, s->cli->ops->send(s->cli, 42, 9, "first", 5), 0));
+	cr_assert(eq(int, s->cli->ops->push(s->cli, &b, 1), 0));
+	cr_assert(eq(int, s->cli->ops->send(s->cli, 43, 9, big, blen), 0));
+	cr_assert(eq(int, push_commit(s, NULL, 0, 9), 0));
+	cr_assert(eq(u32, receiver_done(&rc, 9), 2));
+	cr_assert(eq(u16, rc.msgs[0].type, 42));
+	cr_assert(eq(u32, rc.msgs[0].len, 5));
+	cr_assert(eq(int, memcmp(rc.msgs[0].payload, "first", 5), 0));
+	cr_assert(eq(u16, rc.msgs[1].type, 43));
+	cr_assert(eq(u32, rc.msgs[1].len, blen));
+	cr_assert(eq(int, memcmp(rc.msgs[1].payload, big, blen), 0));
+	expect_pages(s, 10, 5, true);
+	expect_pages(s, 100, 300, true);
+}
+
+XPORT_TEST(flush_orders_data_before_control)
+{
+	/* Many epochs back to back: each DONE must find its pages there. */
+	for (uint64_t e = 1; e <= 50; e++) {
+		struct kemari_run r = { .pfn = e * 97 % (NPAGES - 64),
+					.npages = 64 };
+
+		/* Change the source so stale data would show. */
+		for (uint64_t p = r.pfn; p < r.pfn + r.npages; p++)
+			*(uint64_t *)(s->src + p * 4096) = e << 32 | p;
+		epoch(s, &r, 1, e);
+		expect_pages(s, r.pfn, r.npages, true);
+	}
+}
+
+XPORT_TEST(recv_times_out_then_peer_loss_is_reported)
+{
+	struct kemari_msg m;
+	int err;
+
+	cr_assert(eq(int, s->srv->ops->recv(s->srv, &m, 50), -ETIMEDOUT));
+	s->cli->ops->close(s->cli);
+	s->cli = NULL;
+	do {
+		err = s->srv->ops->recv(s->srv, &m, 5000);
+	} while (err == -ETIMEDOUT);
+	cr_assert(eq(int, err, -ECONNRESET), "%s", kemari_last_error(err));
+}
+
+/* The receiver registered less than the sender pushes into. */
+ParameterizedTestParameters(xport, run_past_the_region_is_refused)
+{
+	size_t n = list_xports(xnames, 8);
+
+	return cr_make_param_array(struct xname, xnames, n);
+}
+
+ParameterizedTest(struct xname *x, xport, run_past_the_region_is_refused,
+		  .timeout = 120)
+{
+	struct side s;
+	struct kemari_run r = { .pfn = NPAGES / 2 - 1, .npages = 2 };
+	struct receiver rc;
+	int perr, rerr;
+
+	open_pair(&s, x->name, REGION / 2);
+	receiver_start(&rc, &s);
+	perr = push_commit(&s, &r, 1, 1);
+	pthread_join(rc.tid, NULL);
+	rerr = rc.err;
+	/* Either end may refuse (tcp: the receiver; rdma: the NIC), but
+	 * nothing past the registered region is ever written. */
+	cr_assert(not(eq(int, perr ? perr : rerr, 0)));
+	cr_assert(eq(u8, s.dst[REGION / 2], 0));
+	close_pair(&s);
+}
