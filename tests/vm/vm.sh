@@ -75,6 +75,10 @@ job=$(sed -n 's/.*kemari.job=\([^ ]*\).*/\1/p' /proc/cmdline)
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host
 for d in tmp run var/tmp; do mount -t tmpfs tmpfs /host/$d; done
 mount -t devtmpfs dev /host/dev
+ln -sf /proc/self/fd /host/dev/fd
+ln -sf /proc/self/fd/0 /host/dev/stdin
+ln -sf /proc/self/fd/1 /host/dev/stdout
+ln -sf /proc/self/fd/2 /host/dev/stderr
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mkdir -p /host/dev/pts /host/dev/shm /host$job
