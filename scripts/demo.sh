@@ -47,8 +47,10 @@ step "2. primary: initial sync of 64 MiB, then the kvstore guest boots protected
 	2> >(sed -u 's/^/   [P] /' >&2) &
 P=$!
 pids+=($P)
-for _ in $(seq 300); do
+for i in $(seq 300); do
 	"$B/kemari-kv" --timeout-ms=300 PING >/dev/null 2>&1 && break
+	kill -0 $P 2>/dev/null || { echo "demo: the primary exited (see [P] above)"; exit 1; }
+	[ "$i" = 300 ] && { echo "demo: the kvstore never answered"; exit 1; }
 	sleep 0.2
 done
 
@@ -62,7 +64,7 @@ step "4. load: 4 clients x exactly-once INCR on 8 keys for $((load_ms / 1000)) s
 	>"$work/load.out" 2>&1 &
 L=$!
 sleep "$kill_after"
-kill -9 $P
+{ kill -9 $P; wait $P; } 2>/dev/null || true
 echo "   primary killed (SIGKILL) at $(date +%T.%N | cut -c1-12)"
 rc=0
 wait $L || rc=$?
