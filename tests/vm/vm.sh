@@ -26,8 +26,16 @@ prepare() {
 	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
 		awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 	[ -n "$pkg" ] || die77 "cannot resolve the kernel package behind linux-image-amd64 (apt-cache)"
-	if [ -f "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/pkg" 2>/dev/null)" = "$pkg" ] &&
-		[ "$CACHE/initrd.gz" -nt "$0" ]; then
+	# Rebuilt when the kernel package or this script's content changes
+	# (not its mtime: several checkouts share the cache).
+	local stamp
+	stamp="$pkg $(sha256sum "$0" | cut -d' ' -f1)"
+	if [ -f "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/stamp" 2>/dev/null)" = "$stamp" ]; then
+		return 0
+	fi
+	exec 9>"$CACHE/.lock"
+	flock 9
+	if [ -f "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/stamp" 2>/dev/null)" = "$stamp" ]; then
 		return 0
 	fi
 	echo "vm.sh: preparing $pkg (kernel + initramfs) in $CACHE" >&2
@@ -101,7 +109,7 @@ INIT
 	chmod +x "$ird/init"
 	(cd "$ird" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$CACHE/initrd.gz.tmp")
 	mv "$CACHE/initrd.gz.tmp" "$CACHE/initrd.gz"
-	echo "$pkg" >"$CACHE/pkg"
+	echo "$stamp" >"$CACHE/stamp"
 	rm -rf "$CACHE/root" "$ird"
 }
 
