@@ -157,12 +157,21 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)scripts/demo.sh
 
+# Soft-RoCE: rdma and ofi-verbs inside the emulated VM (tests/check-rdma.sh).
+check-rdma: deps
+	$(Q)$(MAKE) --no-print-directory all tests
+	$(Q)tests/check-rdma.sh
+
+# Patch series against Debian 12's Xen, Linux and QEMU (scripts/check-patches.sh).
+check-patches: deps
+	$(Q)scripts/check-patches.sh
+
 format:
 	$(Q)clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all guests tests deps check check-run demo format clean
+.PHONY: all guests tests deps check check-run check-rdma check-patches demo format clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
