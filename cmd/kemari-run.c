@@ -40,6 +40,8 @@ static void usage(FILE *f)
 		"                        secondary binds it only when it takes over)\n"
 		"  --guest-arg=KEY=VAL   workload parameter for the guest (repeatable)\n"
 		"  --tap-console         also synchronize at console output\n"
+		"  --dirty-track=MODE    auto, ring (KVM dirty ring: cost follows the dirty\n"
+		"                        set) or bitmap (KVM_GET_DIRTY_LOG); default auto\n"
 		"\n"
 		"Replication:\n"
 		"  --heartbeat-ms=N            heartbeat period (default 20)\n"
@@ -99,6 +101,7 @@ enum {
 	OPT_NET,
 	OPT_GUEST_ARG,
 	OPT_TAP_CONSOLE,
+	OPT_DIRTY_TRACK,
 	OPT_HB,
 	OPT_HB_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
@@ -124,6 +127,7 @@ static const struct option long_opts[] = {
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "guest-arg", required_argument, NULL, OPT_GUEST_ARG },
 	{ "tap-console", no_argument, NULL, OPT_TAP_CONSOLE },
+	{ "dirty-track", required_argument, NULL, OPT_DIRTY_TRACK },
 	{ "heartbeat-ms", required_argument, NULL, OPT_HB },
 	{ "heartbeat-timeout-ms", required_argument, NULL, OPT_HB_TIMEOUT },
 	{ "connect-timeout-ms", required_argument, NULL, OPT_CONNECT_TIMEOUT },
@@ -253,6 +257,20 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			break;
 		case OPT_TAP_CONSOLE:
 			cfg->hv_cfg.tap_console = 1;
+			break;
+		case OPT_DIRTY_TRACK:
+			if (!strcmp(optarg, "auto"))
+				cfg->hv_cfg.dirty_track = KEMARI_DIRTY_AUTO;
+			else if (!strcmp(optarg, "ring"))
+				cfg->hv_cfg.dirty_track = KEMARI_DIRTY_RING;
+			else if (!strcmp(optarg, "bitmap"))
+				cfg->hv_cfg.dirty_track = KEMARI_DIRTY_BITMAP;
+			else {
+				fprintf(stderr,
+					"kemari-run: error: --dirty-track=%s: use auto, ring or bitmap\n",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case OPT_HB:
 			if (parse_uint("heartbeat-ms", optarg, 1, 60000,

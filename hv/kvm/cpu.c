@@ -95,6 +95,9 @@ int kvm_cpu__create(struct kvm_vm *vm, unsigned int id)
 	err = kvm_cpu__set_cpuid(vcpu);
 	if (err)
 		goto err_unmap;
+	err = kvm_vm__map_ring(vm, vcpu);
+	if (err)
+		goto err_unmap;
 	return 0;
 
 err_unmap:
@@ -108,6 +111,8 @@ err_close:
 
 void kvm_cpu__destroy(struct kvm_vcpu *vcpu)
 {
+	if (vcpu->vm)
+		kvm_vm__unmap_ring(vcpu->vm, vcpu);
 	if (vcpu->run)
 		munmap(vcpu->run, (size_t)vcpu->vm->vcpu_mmap_size);
 	if (vcpu->fd >= 0)
@@ -382,6 +387,9 @@ static int kvm_cpu__loop(struct kvm_vcpu *vcpu)
 			err = kvm_cpu__idle(vcpu);
 			break;
 		case KVM_EXIT_INTR:
+			break;
+		case KVM_EXIT_DIRTY_RING_FULL:
+			err = kvm_vm__ring_full(vm);
 			break;
 		default:
 			err = kvm_cpu__exit_error(vcpu);

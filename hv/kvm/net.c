@@ -159,8 +159,22 @@ static int kvm_net__pollfd(struct kvm_dev *dev)
 static int kvm_net__reattach(struct kvm_dev *dev)
 {
 	struct kvm_net *n = kemari_container_of(dev, struct kvm_net, dev);
+	uint64_t deadline = kemari_now_ns() + 3000000000ULL;
+	int err;
 
-	return n->fd < 0 ? kvm_net__bind(n) : 0;
+	/*
+	 * Taking over the service address: the dead primary's socket may
+	 * linger a moment (process teardown, or a floating address moving
+	 * over), so keep trying for a few seconds before giving up.
+	 */
+	while (n->fd < 0) {
+		err = kvm_net__bind(n);
+		if (err != -EADDRINUSE || kemari_now_ns() >= deadline)
+			return err;
+		kemari_err_clear();
+		usleep(20000);
+	}
+	return 0;
 }
 
 static void kvm_net__destroy(struct kvm_dev *dev)

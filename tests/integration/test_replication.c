@@ -154,6 +154,8 @@ static void wait_takeover(void)
 	if (h_wait_log(slog, "takeover: resumed from epoch", h_ms(30000))) {
 		h_dump(plog);
 		h_dump(slog);
+		cr_log_info("exit %d of the diagnostics",
+			    system("ss -uanp; ps -ef | grep kemari"));
 		cr_fatal("secondary did not take over");
 	}
 }
