@@ -57,7 +57,7 @@ static void setup(void)
 		 env_or("KEMARI_TEST_TRANSPORT", "tcp"));
 	/* Emulated machines stall for longer than the default 200 ms. */
 	snprintf(common, sizeof(common),
-		 "--mem=64M --disk=%s --net=udp:%s --no-progress %s %s", disk,
+		 "--mem=64M --disk=%s --disk-size=16M --net=udp:%s --no-progress %s %s", disk,
 		 server, xport, env_or("KEMARI_TEST_HB", ""));
 	pri.pid = sec.pid = 0;
 }
@@ -66,6 +66,7 @@ static void teardown(void)
 {
 	h_reap(&pri);
 	h_reap(&sec);
+	h_rmtree(dir);
 }
 
 TestSuite(replication, .init = setup, .fini = teardown, .timeout = 300);

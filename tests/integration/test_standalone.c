@@ -43,13 +43,14 @@ static void setup(void)
 static void teardown(void)
 {
 	h_reap(&vm);
+	h_rmtree(dir);
 }
 
 static void start_kvstore(const char *extra)
 {
 	cr_assert(eq(int, h_spawn(&vm, log_,
 				  "@B/kemari-run --guest=@B/guests/kvstore.elf --mem=64M --disk=%s --net=%s %s",
-				  disk, netarg, extra ? extra : ""),
+				  disk, netarg, extra ? extra : "--disk-size=16M"),
 		     0));
 	if (h_kv_ready(server, h_ms(20000))) {
 		h_dump(log_);
