@@ -49,6 +49,9 @@ static void usage(FILE *f)
 		"  --connect-timeout-ms=N      primary: keep trying to reach the peer for N ms (default 10000)\n"
 		"  --on-secondary-loss=continue|pause  primary's policy (default continue)\n"
 		"  --stats=PATH                per-epoch metrics as JSON lines\n"
+		"  --speculate-us=N            push dirty pages every N us while the guest\n"
+		"                              runs, so the tap sends only the rest (0: off)\n"
+		"  --full-copy                 baseline: copy all of RAM at every epoch\n"
 		"  --fault=PHASE[:EPOCH]       testing: primary crashes (SIGKILL) at PHASE of\n"
 		"                              epoch EPOCH or later; PHASE is sync, before-push,\n"
 		"                              mid-push, after-push, after-commit or after-ack\n"
@@ -107,6 +110,8 @@ enum {
 	OPT_CONNECT_TIMEOUT,
 	OPT_ON_LOSS,
 	OPT_STATS,
+	OPT_SPECULATE,
+	OPT_FULL_COPY,
 	OPT_FAULT,
 	OPT_NO_PROGRESS,
 	OPT_LIST_TRANSPORTS,
@@ -133,6 +138,8 @@ static const struct option long_opts[] = {
 	{ "connect-timeout-ms", required_argument, NULL, OPT_CONNECT_TIMEOUT },
 	{ "on-secondary-loss", required_argument, NULL, OPT_ON_LOSS },
 	{ "stats", required_argument, NULL, OPT_STATS },
+	{ "speculate-us", required_argument, NULL, OPT_SPECULATE },
+	{ "full-copy", no_argument, NULL, OPT_FULL_COPY },
 	{ "fault", required_argument, NULL, OPT_FAULT },
 	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
 	{ "list-transports", no_argument, NULL, OPT_LIST_TRANSPORTS },
@@ -301,6 +308,14 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			break;
 		case OPT_STATS:
 			cfg->stats_path = optarg;
+			break;
+		case OPT_SPECULATE:
+			if (parse_uint("speculate-us", optarg, 0, 10000000,
+				       &cfg->speculate_us))
+				return -EINVAL;
+			break;
+		case OPT_FULL_COPY:
+			cfg->full_copy = true;
 			break;
 		case OPT_FAULT:
 			if (kemari_fault__parse(optarg, &cfg->fault,

@@ -118,6 +118,7 @@ int kemari_engine__create(struct kemari_engine **out,
 	if (!e)
 		return -ENOMEM;
 	e->cfg = *cfg;
+	pthread_mutex_init(&e->xlock, NULL);
 	e->cfg.hv_cfg.hooks.ctx = e;
 	e->cfg.hv_cfg.hooks.tick_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 20;
 	e->cfg.hv_cfg.hooks.event = standalone__event;
@@ -208,6 +209,8 @@ void kemari_engine__destroy(struct kemari_engine *e)
 	if (e->shadow)
 		munmap(e->shadow, e->ram_size);
 	kemari_dirty__fini(&e->dirty);
+	kemari_dirty__fini(&e->epoch_set);
+	pthread_mutex_destroy(&e->xlock);
 	free(e->runs);
 	kemari_buf__fini(&e->cpu_state);
 	kemari_buf__fini(&e->dev_state);

@@ -6,6 +6,8 @@
  * secondary holds an epoch that contains the request that caused it.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -243,26 +245,46 @@ static int primary__initial_sync(struct kemari_engine *e)
 	return 0;
 }
 
-/* One epoch; the event is released by the caller. */
+/*
+ * Push what was dirtied since the last push and add it to the open epoch.
+ * Runs are computed from e->dirty; on return *runs/n describe the pages
+ * just pushed (the epoch's whole list when nothing was pushed before).
+ */
+static int primary__push_pending(struct kemari_engine *e, long *nruns)
+{
+	long n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
+	int err;
+
+	if (n < 0)
+		return (int)n;
+	err = e->conn->ops->push(e->conn, e->runs, (size_t)n);
+	if (err)
+		return err;
+	for (uint64_t i = 0; i < e->dirty.count; i++)
+		kemari_dirty__mark(&e->epoch_set, e->dirty.pfns[i]);
+	kemari_dirty__clear(&e->dirty);
+	*nruns = n;
+	return 0;
+}
+
+/* One epoch; the event is released by the caller. xlock held. */
 static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 			       struct kemari_epoch_stats *s)
 {
 	const struct kemari_xport_ops *x = e->conn->ops;
 	uint64_t epoch = e->epoch + 1, t1, t2, t3;
+	bool spec = e->epoch_set.count > 0;
 	struct kemari_commit c;
 	long n;
 	int err;
 
 	s->epoch = epoch;
+	s->spec_pages = e->spec_pages;
+	if (e->cfg.full_copy)
+		kemari_dirty__mark_all(&e->dirty);
 	err = e->hv->ops->collect_dirty(e->hv, &e->dirty);
 	if (err)
 		return err;
-	s->dirty_pages = e->dirty.count;
-	n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
-	if (n < 0)
-		return (int)n;
-	s->runs = (uint64_t)n;
-	s->bytes = s->dirty_pages * KEMARI_PAGE_SIZE;
 	t1 = kemari_now_ns();
 	kemari_buf__reset(&e->cpu_state);
 	kemari_buf__reset(&e->dev_state);
@@ -273,15 +295,30 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	t2 = kemari_now_ns();
 	engine__fault(e, KEMARI_FAULT_BEFORE_PUSH, epoch);
 	if (e->cfg.fault == KEMARI_FAULT_MID_PUSH &&
-	    epoch >= e->cfg.fault_epoch && n > 0) {
+	    epoch >= e->cfg.fault_epoch && e->dirty.count > 0) {
+		n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
+		if (n < 0)
+			return (int)n;
 		err = x->push(e->conn, e->runs, (size_t)(n + 1) / 2);
 		err = err ?: x->flush(e->conn);
 		if (err)
 			return err;
 		engine__fault(e, KEMARI_FAULT_MID_PUSH, epoch);
 	}
-	err = x->push(e->conn, e->runs, (size_t)n);
-	err = err ?: primary__send_runs(e, epoch, e->runs, (size_t)n, &c);
+	err = primary__push_pending(e, &n);
+	if (err)
+		return err;
+	/* Without speculation the pages just pushed are the whole epoch. */
+	if (spec) {
+		n = kemari_dirty__runs(&e->epoch_set, &e->runs, &e->runs_cap,
+				       0);
+		if (n < 0)
+			return (int)n;
+	}
+	s->dirty_pages = e->epoch_set.count;
+	s->runs = (uint64_t)n;
+	s->bytes = s->dirty_pages * KEMARI_PAGE_SIZE;
+	err = primary__send_runs(e, epoch, e->runs, (size_t)n, &c);
 	err = err ?: primary__send(e, KEMARI_MSG_CPU_STATE, epoch,
 				   e->cpu_state.data,
 				   (uint32_t)e->cpu_state.len);
@@ -303,13 +340,47 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	if (err)
 		return err;
 	e->epoch = epoch;
-	kemari_dirty__clear(&e->dirty);
+	kemari_dirty__clear(&e->epoch_set);
+	e->spec_pages = 0;
 	s->harvest_us = (t1 - t0) / 1000;
 	s->state_us = (t2 - t1) / 1000;
 	s->push_us = (t3 - t2) / 1000;
 	s->commit_ack_us = (kemari_now_ns() - t3) / 1000;
 	engine__fault(e, KEMARI_FAULT_AFTER_ACK, epoch);
 	return 0;
+}
+
+/*
+ * Speculation: while the guest runs, push what it dirtied, so the tap only
+ * sends what changed since. Dirty tracking is re-armed (harvest clears it)
+ * before a page is read for sending, so a page written after that is dirty
+ * again and goes out again at the tap: the shadow may hold torn copies
+ * mid-epoch, never at a commit.
+ */
+static void *primary__speculate(void *arg)
+{
+	struct kemari_engine *e = arg;
+	struct timespec ts = { 0, (long)e->cfg.speculate_us * 1000L };
+
+	while (!atomic_load(&e->stop) && e->spec_running) {
+		long n;
+		int err;
+
+		nanosleep(&ts, NULL);
+		if (atomic_load(&e->tap_waiting) || pthread_mutex_trylock(&e->xlock))
+			continue;
+		if (e->protected && !atomic_load(&e->tap_waiting)) {
+			uint64_t before = e->epoch_set.count;
+
+			err = e->hv->ops->collect_dirty(e->hv, &e->dirty);
+			err = err ?: primary__push_pending(e, &n);
+			/* A failure here shows again at the tap or tick. */
+			if (!err)
+				e->spec_pages += e->epoch_set.count - before;
+		}
+		pthread_mutex_unlock(&e->xlock);
+	}
+	return NULL;
 }
 
 /* Hold a guest whose protection is gone, per --on-secondary-loss=pause. */
@@ -332,18 +403,25 @@ int primary__event(void *ctx, struct kemari_event *ev)
 	if (!e->protected)
 		return kemari_event__release(ev);
 	t0 = kemari_now_ns();
+	atomic_store(&e->tap_waiting, true);
+	pthread_mutex_lock(&e->xlock);
+	atomic_store(&e->tap_waiting, false);
 	err = e->hv->ops->pause(e->hv);
-	if (err)
+	if (err) {
+		pthread_mutex_unlock(&e->xlock);
 		return err;
+	}
 	err = primary__checkpoint(e, t0, &s);
 	if (err) {
 		primary__lose_secondary(e, err);
+		pthread_mutex_unlock(&e->xlock);
 		if (e->paused_for_loss) {
 			e->hv->ops->resume(e->hv);
 			return primary__hold(e);
 		}
 	} else {
 		s.pause_us = (kemari_now_ns() - t0) / 1000;
+		pthread_mutex_unlock(&e->xlock);
 		metrics__record(&e->metrics, &s);
 	}
 	err = kemari_event__release(ev);
@@ -361,6 +439,13 @@ int primary__tick(void *ctx)
 	engine__tick_common(e);
 	if (!e->protected)
 		return 0;
+	/* Busy speculating: that traffic keeps the peer's timer alive. */
+	if (pthread_mutex_trylock(&e->xlock))
+		return 0;
+	if (!e->protected) {
+		pthread_mutex_unlock(&e->xlock);
+		return 0;
+	}
 	if (now - e->last_tx_ns >= (uint64_t)e->cfg.heartbeat_ms * 1000000ULL)
 		err = primary__send(e, KEMARI_MSG_HEARTBEAT, e->epoch, NULL, 0);
 	while (!err) {
@@ -383,11 +468,11 @@ int primary__tick(void *ctx)
 		err = kemari_err(-ETIMEDOUT,
 				 "no heartbeat from the secondary for %u ms",
 				 e->cfg.heartbeat_timeout_ms);
-	if (err) {
+	if (err)
 		primary__lose_secondary(e, err);
-		if (e->paused_for_loss)
-			return primary__hold(e);
-	}
+	pthread_mutex_unlock(&e->xlock);
+	if (err && e->paused_for_loss)
+		return primary__hold(e);
 	return 0;
 }
 
@@ -396,6 +481,7 @@ int primary__run(struct kemari_engine *e)
 	int status, err;
 
 	err = kemari_dirty__init(&e->dirty, e->npages);
+	err = err ?: kemari_dirty__init(&e->epoch_set, e->npages);
 	if (err)
 		return err;
 	err = e->cfg.xport->connect(&e->conn, e->cfg.peer, &e->cfg.xport_opts);
@@ -408,7 +494,16 @@ int primary__run(struct kemari_engine *e)
 		kemari_err(err, "initial sync failed");
 		return err;
 	}
+	if (e->cfg.speculate_us) {
+		e->spec_running = true;
+		if (pthread_create(&e->spec_thread, NULL, primary__speculate, e))
+			e->spec_running = false;
+	}
 	status = engine__run_guest(e);
+	if (e->spec_running) {
+		e->spec_running = false;
+		pthread_join(e->spec_thread, NULL);
+	}
 	if (e->protected) {
 		/* An orderly end: the secondary must not take over. */
 		primary__send(e, KEMARI_MSG_BYE, e->epoch, NULL, 0);

@@ -53,6 +53,10 @@ struct kemari_engine_cfg {
 	/* Called at the fault point; expected not to return (cmd/ kills). */
 	void (*fault_hook)(enum kemari_fault f, uint64_t epoch);
 	bool progress; /* progress bar for the initial sync */
+	/* Push dirty pages every N us while the guest runs (0: off). */
+	unsigned int speculate_us;
+	/* Baseline: copy all of RAM at every epoch (naive checkpointing). */
+	bool full_copy;
 };
 
 struct kemari_engine;

@@ -9,6 +9,8 @@
 #include <criterion/new/assert.h>
 #include <criterion/redirect.h>
 #include <errno.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +30,7 @@ struct fake_hv {
 	uint8_t ram[RAM];
 	char loaded_cpu[32], loaded_dev[32];
 	int runs, reattached, events_to_fire;
+	bool slow; /* dirty page 20 + i, wait, then kick (speculation) */
 	uint64_t dirty_next[8];
 	unsigned int ndirty_next;
 	unsigned int cpu_serial;
@@ -43,6 +46,7 @@ static void op(const char *s)
 }
 
 static const struct kemari_hv_ops fake_hv_ops;
+static pthread_mutex_t fhv_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int fhv_create(struct kemari_hv **out, const struct kemari_hv_cfg *cfg)
 {
@@ -89,9 +93,17 @@ static int fhv_run(struct kemari_hv *hv)
 					   .release = fhv_release };
 		/* The guest wrote page 9 and 10, then kicked. */
 		fhv->ram[9 * 4096] = (uint8_t)(0x40 + i);
-		fhv->dirty_next[0] = 9;
-		fhv->dirty_next[1] = 10;
-		fhv->ndirty_next = 2;
+		if (fhv->slow) {
+			/* Written long before the kick: speculation's. */
+			pthread_mutex_lock(&fhv_lock);
+			fhv->dirty_next[fhv->ndirty_next++] = 20 + (uint64_t)i;
+			pthread_mutex_unlock(&fhv_lock);
+			usleep(50000);
+		}
+		pthread_mutex_lock(&fhv_lock);
+		fhv->dirty_next[fhv->ndirty_next++] = 9;
+		fhv->dirty_next[fhv->ndirty_next++] = 10;
+		pthread_mutex_unlock(&fhv_lock);
 		if (fhv->cfg.hooks.event(fhv->cfg.hooks.ctx, &ev))
 			return -EIO;
 	}
@@ -126,9 +138,11 @@ static int fhv_dirty_start(struct kemari_hv *hv)
 static int fhv_collect(struct kemari_hv *hv, struct kemari_dirty *d)
 {
 	(void)hv;
+	pthread_mutex_lock(&fhv_lock);
 	for (unsigned int i = 0; i < fhv->ndirty_next; i++)
 		kemari_dirty__mark(d, fhv->dirty_next[i]);
 	fhv->ndirty_next = 0;
+	pthread_mutex_unlock(&fhv_lock);
 	return 0;
 }
 
@@ -217,6 +231,7 @@ static struct {
 	uint64_t epoch;
 } sent[64];
 static unsigned int nsent;
+static uint64_t runs_pages[16]; /* pages listed in RUNS, per epoch */
 static bool auto_ack; /* primary tests: the peer acks every COMMIT */
 static int ack_fail_at = -1;
 
@@ -300,12 +315,14 @@ static int fx_send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 		   const void *p, uint32_t len)
 {
 	(void)x;
-	(void)p;
-	(void)len;
 	if (type == KEMARI_MSG_HEARTBEAT)
 		return 0;
 	sent[nsent].type = type;
 	sent[nsent++].epoch = epoch;
+	if (type == KEMARI_MSG_RUNS && epoch < 16)
+		for (uint32_t i = 0; i < len / sizeof(struct kemari_run); i++)
+			runs_pages[epoch] +=
+				((const struct kemari_run *)p)[i].npages;
 	if (type == KEMARI_MSG_COMMIT) {
 		op("commit");
 		if (auto_ack && (int)epoch != ack_fail_at) {
@@ -458,6 +475,7 @@ static void reset(void)
 {
 	cr_redirect_stderr(); /* the expected error lines are not news */
 	nscript = pos = accepts = nsent = 0;
+	memset(runs_pages, 0, sizeof(runs_pages));
 	auto_ack = false;
 	ack_fail_at = -1;
 	oplog[0] = 0;
@@ -645,4 +663,35 @@ Test(engine, primary_without_ack_releases_unprotected)
 		     "pause push commit release resume "
 		     "release "),
 		  "%s", oplog);
+}
+
+Test(engine, speculation_pushes_ahead_and_the_epoch_lists_everything)
+{
+	add_welcome();
+	auto_ack = true;
+	{
+		struct kemari_engine_cfg cfg = {
+			.role = KEMARI_ROLE_PRIMARY, .hv = &fake_hv_ops,
+			.hv_cfg = { .mem_size = RAM, .ncpus = 1 },
+			.xport = &fake_x_ops, .peer = "p",
+			.heartbeat_ms = 1000, .heartbeat_timeout_ms = 5000,
+			.speculate_us = 1000,
+		};
+
+		kemari_log_set_level(KEMARI_LOG_ERROR);
+		cr_assert(eq(int, kemari_engine__create(&engine, &cfg), 0));
+		fhv->events_to_fire = 2;
+		fhv->slow = true;
+		cr_assert(eq(int, kemari_engine__run(engine), 0));
+		kemari_engine__destroy(engine);
+	}
+	/* Page 20+i went out while the "guest" ran; the tap pushed 9 and 10;
+	 * each epoch's run list names all three. */
+	cr_assert(eq(str, oplog,
+		     "push commit ack "
+		     "push pause push commit ack release resume "
+		     "push pause push commit ack release resume "),
+		  "%s", oplog);
+	cr_assert(eq(u64, runs_pages[1], 3));
+	cr_assert(eq(u64, runs_pages[2], 3));
 }
