@@ -462,3 +462,70 @@ Test(replication, truncated_stream_is_not_taken_over)
 	close(fd); /* three pages and the commit never come */
 	secondary_survives("primary lost before the initial sync completed");
 }
+
+Test(replication, silent_primary_detected_by_heartbeat)
+{
+	struct load_run l;
+
+	start_secondary(NULL);
+	start_primary(NULL);
+	wait_ready();
+	load_start(&l);
+	usleep((useconds_t)h_ms(300) * 1000);
+	/* A hung host: no crash, no closed connection, just silence. */
+	h_kill(&pri, SIGSTOP);
+	if (h_wait_log(slog, "primary lost at epoch", h_ms(20000))) {
+		h_dump(slog);
+		cr_fatal("silence not detected");
+	}
+	cr_assert(h_log_has(slog, "no heartbeat for"));
+	/* Fence it (it still holds the service address on this host). */
+	h_kill(&pri, SIGKILL);
+	wait_takeover();
+	load_check(&l);
+}
+
+Test(replication, silent_secondary_detected_by_heartbeat)
+{
+	char reply[64];
+
+	start_secondary(NULL);
+	start_primary(NULL);
+	wait_ready();
+	h_kill(&sec, SIGSTOP);
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR s", reply, sizeof(reply)), 0));
+	cr_assert(eq(str, reply, "OK 1"));
+	cr_assert(eq(int, h_wait_log(plog, "continuing unprotected", h_ms(20000)), 0));
+	cr_assert(h_log_has(plog, "secondary lost"));
+	h_kill(&sec, SIGKILL);
+}
+
+Test(replication, two_vcpus_fail_over)
+{
+	struct load_run l;
+
+	start_secondary("--cpus=2");
+	start_primary("--cpus=2");
+	wait_ready();
+	load_start(&l);
+	usleep((useconds_t)h_ms(800) * 1000);
+	h_kill(&pri, SIGKILL);
+	wait_takeover();
+	usleep((useconds_t)h_ms(300) * 1000);
+	load_check(&l);
+}
+
+Test(replication, speculation_and_bitmap_tracking_fail_over)
+{
+	struct load_run l;
+
+	start_secondary("--dirty-track=bitmap");
+	start_primary("--dirty-track=bitmap --speculate-us=500");
+	wait_ready();
+	load_start(&l);
+	usleep((useconds_t)h_ms(800) * 1000);
+	h_kill(&pri, SIGKILL);
+	wait_takeover();
+	usleep((useconds_t)h_ms(300) * 1000);
+	load_check(&l);
+}
