@@ -529,3 +529,21 @@ Test(replication, speculation_and_bitmap_tracking_fail_over)
 	usleep((useconds_t)h_ms(300) * 1000);
 	load_check(&l);
 }
+
+Test(replication, secondary_loss_with_pause_policy_holds_the_guest)
+{
+	char reply[64];
+
+	start_secondary(NULL);
+	start_primary("--on-secondary-loss=pause");
+	wait_ready();
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR p", reply, sizeof(reply)), 0));
+	h_kill(&sec, SIGKILL);
+	cr_assert(eq(int, h_wait_log(plog, "guest paused per --on-secondary-loss=pause",
+				    h_ms(20000)),
+		     0));
+	/* Nothing leaves the unprotected guest any more. */
+	cr_assert(eq(int, h_kv_ready(server, h_ms(1500)), -ETIMEDOUT));
+	h_kill(&pri, SIGTERM);
+	cr_assert(eq(int, h_wait(&pri, h_ms(10000)), 0));
+}
