@@ -43,7 +43,7 @@ struct kemari_engine {
 	struct kemari_xport *conn;
 
 	/* Primary */
-	pthread_mutex_t xlock;   /* the connection and the epoch's page sets */
+	pthread_mutex_t xlock;	 /* the connection and the epoch's page sets */
 	atomic_bool tap_waiting; /* the speculator yields to a tap */
 	pthread_t spec_thread;
 	bool spec_running;

@@ -46,9 +46,10 @@ static int kvm_net__bind(struct kvm_net *n)
 		close(n->fd);
 		n->fd = -1;
 		if (err == -EADDRINUSE)
-			return kemari_err(err,
-					  "net %s: address already in use (another kemari-run or service holds it): stop it or choose another --net port",
-					  n->spec);
+			return kemari_err(
+				err,
+				"net %s: address already in use (another kemari-run or service holds it): stop it or choose another --net port",
+				n->spec);
 		return kemari_err(err, "net %s: cannot bind: %s", n->spec,
 				  strerror(-err));
 	}
@@ -207,9 +208,10 @@ int kvm_net__create(struct kvm_vm *vm, const char *spec, bool defer_bind)
 	n->spec = strdup(spec);
 	if (strncmp(spec, "udp:", 4) ||
 	    kemari_parse_hostport(spec + 4, &n->ip, &n->port)) {
-		err = kemari_err(-EINVAL,
-				 "--net=%s: expected udp:IPV4:PORT, e.g. udp:127.0.0.1:7500",
-				 spec);
+		err = kemari_err(
+			-EINVAL,
+			"--net=%s: expected udp:IPV4:PORT, e.g. udp:127.0.0.1:7500",
+			spec);
 		goto err_free;
 	}
 	if (!defer_bind) {

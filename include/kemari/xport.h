@@ -27,13 +27,13 @@ struct kemari_xport {
 };
 
 struct kemari_xport_opts {
-	const char *provider;        /* ofi: provider name, NULL = best */
+	const char *provider; /* ofi: provider name, NULL = best */
 	unsigned int connect_timeout_ms;
 };
 
 /* A received control message; payload stays valid until the next recv. */
 struct kemari_msg {
-	uint16_t type;     /* enum kemari_msg_type (wire.h) */
+	uint16_t type; /* enum kemari_msg_type (wire.h) */
 	uint64_t epoch;
 	uint32_t len;
 	const void *payload;

@@ -10,9 +10,9 @@
 #include <criterion/redirect.h>
 #include <errno.h>
 #include <pthread.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kemari/buf.h"
 #include "kemari/engine.h"
@@ -199,13 +199,24 @@ static int fhv_stat(struct kemari_hv *hv, unsigned int i, uint64_t *v)
 }
 
 static const struct kemari_hv_ops fake_hv_ops = {
-	.name = "fake", .create = fhv_create, .destroy = fhv_destroy,
-	.load_guest = fhv_load_guest, .map_ram = fhv_map_ram, .run = fhv_run,
-	.stop = fhv_stop, .pause = fhv_pause, .resume = fhv_resume,
-	.dirty_start = fhv_dirty_start, .collect_dirty = fhv_collect,
-	.save_cpu = fhv_save_cpu, .load_cpu = fhv_load_cpu,
-	.save_dev = fhv_save_dev, .load_dev = fhv_load_dev,
-	.reattach = fhv_reattach, .flush = fhv_flush, .guest_stat = fhv_stat,
+	.name = "fake",
+	.create = fhv_create,
+	.destroy = fhv_destroy,
+	.load_guest = fhv_load_guest,
+	.map_ram = fhv_map_ram,
+	.run = fhv_run,
+	.stop = fhv_stop,
+	.pause = fhv_pause,
+	.resume = fhv_resume,
+	.dirty_start = fhv_dirty_start,
+	.collect_dirty = fhv_collect,
+	.save_cpu = fhv_save_cpu,
+	.load_cpu = fhv_load_cpu,
+	.save_dev = fhv_save_dev,
+	.load_dev = fhv_load_dev,
+	.reattach = fhv_reattach,
+	.flush = fhv_flush,
+	.guest_stat = fhv_stat,
 };
 
 /* ---- a scripted transport --------------------------------------------- */
@@ -232,7 +243,7 @@ static struct {
 } sent[64];
 static unsigned int nsent;
 static uint64_t runs_pages[16]; /* pages listed in RUNS, per epoch */
-static bool auto_ack; /* primary tests: the peer acks every COMMIT */
+static bool auto_ack;		/* primary tests: the peer acks every COMMIT */
 static int ack_fail_at = -1;
 
 struct fake_x {
@@ -295,8 +306,7 @@ static int fx_reg_src(struct kemari_xport *x, void *b, uint64_t n)
 	return 0;
 }
 
-static int fx_push(struct kemari_xport *x, const struct kemari_run *r,
-		   size_t n)
+static int fx_push(struct kemari_xport *x, const struct kemari_run *r, size_t n)
 {
 	(void)x;
 	(void)r;
@@ -387,10 +397,18 @@ static void fx_close(struct kemari_xport *x)
 }
 
 static const struct kemari_xport_ops fake_x_ops = {
-	.name = "fake", .listen = fx_listen, .accept = fx_accept,
-	.connect = fx_connect, .reg_src = fx_reg_src, .reg_dst = fx_reg,
-	.push = fx_push, .flush = fx_flush, .send = fx_send, .recv = fx_recv,
-	.max_msg = fx_max, .close = fx_close,
+	.name = "fake",
+	.listen = fx_listen,
+	.accept = fx_accept,
+	.connect = fx_connect,
+	.reg_src = fx_reg_src,
+	.reg_dst = fx_reg,
+	.push = fx_push,
+	.flush = fx_flush,
+	.send = fx_send,
+	.recv = fx_recv,
+	.max_msg = fx_max,
+	.close = fx_close,
 };
 
 /* ---- script builders ---------------------------------------------------- */
@@ -457,7 +475,8 @@ static void add_initial(uint8_t fill)
 {
 	uint64_t p[8];
 	struct kemari_run all = { .pfn = 0, .npages = PAGES };
-	struct kemari_commit c = { .nruns = 1, .npages = PAGES,
+	struct kemari_commit c = { .nruns = 1,
+				   .npages = PAGES,
 				   .flags = KEMARI_COMMIT_INITIAL };
 
 	for (uint64_t i = 0; i < PAGES; i++) {
@@ -619,10 +638,13 @@ Test(engine, primary_epoch_order)
 	 * hook is not possible, so run twice: sync, then events. */
 	{
 		struct kemari_engine_cfg cfg = {
-			.role = KEMARI_ROLE_PRIMARY, .hv = &fake_hv_ops,
+			.role = KEMARI_ROLE_PRIMARY,
+			.hv = &fake_hv_ops,
 			.hv_cfg = { .mem_size = RAM, .ncpus = 1 },
-			.xport = &fake_x_ops, .peer = "p",
-			.heartbeat_ms = 1000, .heartbeat_timeout_ms = 5000,
+			.xport = &fake_x_ops,
+			.peer = "p",
+			.heartbeat_ms = 1000,
+			.heartbeat_timeout_ms = 5000,
 		};
 
 		kemari_log_set_level(KEMARI_LOG_ERROR);
@@ -647,10 +669,13 @@ Test(engine, primary_without_ack_releases_unprotected)
 	ack_fail_at = 2;
 	{
 		struct kemari_engine_cfg cfg = {
-			.role = KEMARI_ROLE_PRIMARY, .hv = &fake_hv_ops,
+			.role = KEMARI_ROLE_PRIMARY,
+			.hv = &fake_hv_ops,
 			.hv_cfg = { .mem_size = RAM, .ncpus = 1 },
-			.xport = &fake_x_ops, .peer = "p",
-			.heartbeat_ms = 1000, .heartbeat_timeout_ms = 5000,
+			.xport = &fake_x_ops,
+			.peer = "p",
+			.heartbeat_ms = 1000,
+			.heartbeat_timeout_ms = 5000,
 		};
 
 		kemari_log_set_level(KEMARI_LOG_ERROR);
@@ -675,10 +700,13 @@ Test(engine, speculation_pushes_ahead_and_the_epoch_lists_everything)
 	auto_ack = true;
 	{
 		struct kemari_engine_cfg cfg = {
-			.role = KEMARI_ROLE_PRIMARY, .hv = &fake_hv_ops,
+			.role = KEMARI_ROLE_PRIMARY,
+			.hv = &fake_hv_ops,
 			.hv_cfg = { .mem_size = RAM, .ncpus = 1 },
-			.xport = &fake_x_ops, .peer = "p",
-			.heartbeat_ms = 1000, .heartbeat_timeout_ms = 5000,
+			.xport = &fake_x_ops,
+			.peer = "p",
+			.heartbeat_ms = 1000,
+			.heartbeat_timeout_ms = 5000,
 			.speculate_us = 1000,
 		};
 

@@ -9,13 +9,13 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stdbool.h>
-#include <stdio.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -76,9 +76,10 @@ static int tcp__sockaddr(const char *addr, struct sockaddr_in *sa)
 	uint16_t port;
 
 	if (kemari_parse_hostport(addr, &ip, &port))
-		return kemari_err(-EINVAL,
-				  "address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
-				  addr);
+		return kemari_err(
+			-EINVAL,
+			"address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
+			addr);
 	memset(sa, 0, sizeof(*sa));
 	sa->sin_family = AF_INET;
 	sa->sin_addr.s_addr = htonl(ip);
@@ -115,9 +116,10 @@ static int tcp__listen(struct kemari_xport **out, const char *addr,
 		err = -errno;
 		close(fd);
 		if (err == -EADDRINUSE)
-			return kemari_err(err,
-					  "cannot listen on %s: address already in use (another secondary?): stop it or choose another --listen port",
-					  addr);
+			return kemari_err(
+				err,
+				"cannot listen on %s: address already in use (another secondary?): stop it or choose another --listen port",
+				addr);
 		return kemari_err(err, "cannot listen on %s: %s", addr,
 				  strerror(-err));
 	}
@@ -177,7 +179,8 @@ static int tcp__connect(struct kemari_xport **out, const char *addr,
 	for (;;) {
 		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
-			return kemari_err(-errno, "socket: %s", strerror(errno));
+			return kemari_err(-errno, "socket: %s",
+					  strerror(errno));
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
 			break;
 		err = -errno;
@@ -185,9 +188,10 @@ static int tcp__connect(struct kemari_xport **out, const char *addr,
 		if (kemari_now_ns() >= deadline ||
 		    (err != -ECONNREFUSED && err != -EAGAIN &&
 		     err != -ETIMEDOUT && err != -EINTR))
-			return kemari_err(err,
-					  "cannot reach the secondary at %s: %s (start it first, or check --peer)",
-					  addr, strerror(-err));
+			return kemari_err(
+				err,
+				"cannot reach the secondary at %s: %s (start it first, or check --peer)",
+				addr, strerror(-err));
 		usleep(50000);
 	}
 	tcp__tune(fd);
@@ -266,13 +270,15 @@ static int tcp__push(struct kemari_xport *x, const struct kemari_run *runs,
 		t->iov[iovn++] = (struct iovec){ (void *)runs, dlen };
 		for (size_t i = 0; i < k; i++) {
 			uint64_t off = runs[i].pfn * KEMARI_PAGE_SIZE;
-			uint64_t len = (uint64_t)runs[i].npages * KEMARI_PAGE_SIZE;
+			uint64_t len =
+				(uint64_t)runs[i].npages * KEMARI_PAGE_SIZE;
 
 			if (off > t->src_len || len > t->src_len - off)
-				return kemari_err(-ERANGE,
-						  "internal: run %llu+%u outside guest RAM",
-						  (unsigned long long)runs[i].pfn,
-						  runs[i].npages);
+				return kemari_err(
+					-ERANGE,
+					"internal: run %llu+%u outside guest RAM",
+					(unsigned long long)runs[i].pfn,
+					runs[i].npages);
 			t->iov[iovn++] = (struct iovec){ t->src + off, len };
 		}
 		err = tcp__writev_all(t, t->iov, iovn);
@@ -302,8 +308,8 @@ static int tcp__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 	struct iovec iov[2];
 
 	if (len > KEMARI_MSG_MAX)
-		return kemari_err(-EMSGSIZE, "internal: %u-byte control message",
-				  len);
+		return kemari_err(-EMSGSIZE,
+				  "internal: %u-byte control message", len);
 	kemari_wire__seal(&h, type, epoch, payload, len);
 	iov[0] = (struct iovec){ &h, sizeof(h) };
 	iov[1] = (struct iovec){ (void *)payload, len };
@@ -355,7 +361,7 @@ static int tcp__readv_all(struct tcp_xport *t, struct iovec *iov, int n)
 			iov->iov_len -= (size_t)r;
 		}
 		continue;
-wait:
+	wait:
 		if (tcp__wait(t, TCP_STALL_MS))
 			return tcp__lost(t, -ETIMEDOUT);
 	}
@@ -378,9 +384,10 @@ static int tcp__recv_pages(struct tcp_xport *t, const struct kemari_wire_hdr *h)
 	int err;
 
 	if (h->len % sizeof(*runs) || k > TCP_IOV_BATCH)
-		return kemari_err(-EBADMSG,
-				  "replication stream: PAGES frame with a %u-byte run list",
-				  h->len);
+		return kemari_err(
+			-EBADMSG,
+			"replication stream: PAGES frame with a %u-byte run list",
+			h->len);
 	err = tcp__read_all(t, t->rbuf, h->len);
 	if (err)
 		return err;
@@ -388,17 +395,18 @@ static int tcp__recv_pages(struct tcp_xport *t, const struct kemari_wire_hdr *h)
 	if (err)
 		return err;
 	if (!t->dst)
-		return kemari_err(-EBADMSG,
-				  "replication stream: page data before the handshake");
+		return kemari_err(
+			-EBADMSG,
+			"replication stream: page data before the handshake");
 	/* Check every run before reading any data into the buffers. */
 	for (size_t i = 0; i < k; i++) {
 		if (runs[i].npages == 0 || runs[i].pfn >= dst_pages ||
 		    runs[i].npages > dst_pages - runs[i].pfn)
-			return kemari_err(-EBADMSG,
-					  "replication stream: run of %u pages at page %llu is outside the %llu-page guest RAM",
-					  runs[i].npages,
-					  (unsigned long long)runs[i].pfn,
-					  (unsigned long long)dst_pages);
+			return kemari_err(
+				-EBADMSG,
+				"replication stream: run of %u pages at page %llu is outside the %llu-page guest RAM",
+				runs[i].npages, (unsigned long long)runs[i].pfn,
+				(unsigned long long)dst_pages);
 		t->iov[i].iov_base = t->dst + runs[i].pfn * KEMARI_PAGE_SIZE;
 		t->iov[i].iov_len = (size_t)runs[i].npages * KEMARI_PAGE_SIZE;
 	}
