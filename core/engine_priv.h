@@ -22,7 +22,8 @@ struct kemari_epoch_stats {
 	uint64_t push_us;
 	uint64_t commit_ack_us;
 	uint64_t pause_us;
-	uint64_t spec_pages; /* pushed ahead of the tap, while the guest ran */
+	uint64_t spec_pages;
+	uint64_t applied_next; /* the secondary applied every epoch below */ /* pushed ahead of the tap, while the guest ran */
 };
 
 struct kemari_metrics {
@@ -50,6 +51,7 @@ struct kemari_engine {
 	struct kemari_dirty dirty;     /* dirtied since the last push */
 	struct kemari_dirty epoch_set; /* pushed in the open epoch */
 	uint64_t spec_pages;
+	uint64_t applied_next; /* the secondary applied every epoch below */
 	struct kemari_run *runs;
 	size_t runs_cap;
 	struct kemari_buf cpu_state, dev_state;

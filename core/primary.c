@@ -72,6 +72,18 @@ static int primary__send_state(struct kemari_engine *e, uint64_t epoch)
 					(uint32_t)e->dev_state.len);
 }
 
+static void primary__note_applied(struct kemari_engine *e,
+				  const struct kemari_msg *m)
+{
+	struct kemari_ack a;
+
+	if (m->len != sizeof(a))
+		return;
+	memcpy(&a, m->payload, sizeof(a));
+	if (a.applied_next > e->applied_next)
+		e->applied_next = a.applied_next;
+}
+
 /* Wait for the ack of epoch; heartbeats on the way are fine. */
 static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
 			     unsigned int timeout_ms)
@@ -103,8 +115,12 @@ static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
 					"secondary acknowledged epoch %llu, expected %llu",
 					(unsigned long long)m.epoch,
 					(unsigned long long)epoch);
+			primary__note_applied(e, &m);
 			return 0;
 		case KEMARI_MSG_HEARTBEAT:
+			break;
+		case KEMARI_MSG_APPLIED:
+			primary__note_applied(e, &m);
 			break;
 		case KEMARI_MSG_REFUSE:
 			return kemari_err(-EPROTO, "secondary refused: %.*s",
@@ -260,6 +276,44 @@ static int primary__initial_sync(struct kemari_engine *e)
  * Runs are computed from e->dirty; on return *runs/n describe the pages
  * just pushed (the epoch's whole list when nothing was pushed before).
  */
+/*
+ * One-sided pushes land in the secondary's receive buffers at once: wait
+ * until it has copied the last epoch out of them into its replica.
+ */
+static int primary__wait_applied(struct kemari_engine *e)
+{
+	uint64_t deadline = kemari_now_ns() +
+			    (uint64_t)KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
+						 30000u) * 1000000ULL;
+
+	if (!(e->conn->ops->caps & KEMARI_XPORT_CAP_ONESIDED))
+		return 0;
+	while (e->applied_next <= e->epoch) {
+		struct kemari_msg m;
+		int err = e->conn->ops->recv(e->conn, &m, 10);
+
+		if (err == -ETIMEDOUT) {
+			if (kemari_now_ns() >= deadline)
+				return kemari_err(-ETIMEDOUT,
+						  "the secondary never applied epoch %llu",
+						  (unsigned long long)e->epoch);
+			continue;
+		}
+		if (err)
+			return err;
+		e->last_rx_ns = kemari_now_ns();
+		if (m.type == KEMARI_MSG_APPLIED)
+			primary__note_applied(e, &m);
+		else if (m.type == KEMARI_MSG_BYE)
+			return kemari_err(-ECONNRESET, "the secondary shut down");
+		else if (m.type != KEMARI_MSG_HEARTBEAT)
+			return kemari_err(-EPROTO,
+					  "unexpected %s from the secondary",
+					  kemari_wire__type_name(m.type));
+	}
+	return 0;
+}
+
 static int primary__push_pending(struct kemari_engine *e, long *nruns)
 {
 	long n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
@@ -267,6 +321,9 @@ static int primary__push_pending(struct kemari_engine *e, long *nruns)
 
 	if (n < 0)
 		return (int)n;
+	err = primary__wait_applied(e);
+	if (err)
+		return err;
 	err = e->conn->ops->push(e->conn, e->runs, (size_t)n);
 	if (err)
 		return err;

@@ -105,6 +105,7 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	struct kemari_commit c;
 	struct kemari_ack ack;
 	uint64_t npages = 0;
+	int err;
 
 	if (m->len != sizeof(c))
 		return kemari_err(-EBADMSG, "COMMIT of %u bytes", m->len);
@@ -128,13 +129,12 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 			-EBADMSG,
 			"COMMIT of epoch %llu is incomplete (pages or state missing)",
 			(unsigned long long)m->epoch);
-	/* The epoch is complete: apply it, then acknowledge. */
-	for (size_t i = 0; i < n; i++) {
-		uint64_t off = runs[i].pfn * KEMARI_PAGE_SIZE;
-
-		memcpy(e->ram + off, e->shadow + off,
-		       (size_t)runs[i].npages * KEMARI_PAGE_SIZE);
-	}
+	/*
+	 * The epoch is complete here: acknowledge first, so the primary
+	 * resumes while we copy it into the replica. Nothing of epoch N+1 can
+	 * overwrite the receive buffers meanwhile: a stream transport queues
+	 * it behind this loop, and a one-sided one waits for APPLIED.
+	 */
 	kemari_buf__reset(&e->cpu_committed);
 	kemari_buf__reset(&e->dev_committed);
 	if (kemari_buf__append(&e->cpu_committed, e->pend_cpu.data,
@@ -142,17 +142,29 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	    kemari_buf__append(&e->dev_committed, e->pend_dev.data,
 			       e->pend_dev.len))
 		return -ENOMEM;
+	ack.applied_next = e->have_commit ? e->epoch + 1 : 0;
 	e->epoch = m->epoch;
 	e->have_commit = true;
+	err = secondary__send(e, KEMARI_MSG_ACK, e->epoch, &ack, sizeof(ack));
+	/* Even if the ack was lost, the epoch is complete: apply it. */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t off = runs[i].pfn * KEMARI_PAGE_SIZE;
+
+		memcpy(e->ram + off, e->shadow + off,
+		       (size_t)runs[i].npages * KEMARI_PAGE_SIZE);
+	}
 	kemari_buf__reset(&e->pend_runs);
 	kemari_buf__reset(&e->pend_cpu);
 	kemari_buf__reset(&e->pend_dev);
 	if (c.flags & KEMARI_COMMIT_INITIAL)
-		kemari_info(
-			"initial sync complete: %llu MiB; protecting the guest",
-			(unsigned long long)(e->ram_size >> 20));
-	ack.applied_epoch = e->epoch;
-	return secondary__send(e, KEMARI_MSG_ACK, e->epoch, &ack, sizeof(ack));
+		kemari_info("initial sync complete: %llu MiB; protecting the guest",
+			    (unsigned long long)(e->ram_size >> 20));
+	if (!err && (e->conn->ops->caps & KEMARI_XPORT_CAP_ONESIDED)) {
+		ack.applied_next = e->epoch + 1;
+		err = secondary__send(e, KEMARI_MSG_APPLIED, e->epoch, &ack,
+				      sizeof(ack));
+	}
+	return err;
 }
 
 static int secondary__stash(struct kemari_buf *b, const struct kemari_msg *m,

@@ -72,6 +72,8 @@ const char *kemari_wire__type_name(uint16_t type)
 		return "HEARTBEAT";
 	case KEMARI_MSG_BYE:
 		return "BYE";
+	case KEMARI_MSG_APPLIED:
+		return "APPLIED";
 	case KEMARI_MSG_PAGES:
 		return "PAGES";
 	case KEMARI_MSG_XPORT:

@@ -244,6 +244,7 @@ static struct {
 static unsigned int nsent;
 static uint64_t runs_pages[16]; /* pages listed in RUNS, per epoch */
 static bool auto_ack;		/* primary tests: the peer acks every COMMIT */
+static bool onesided; /* ...and reports APPLIED after each ACK */
 static int ack_fail_at = -1;
 
 struct fake_x {
@@ -252,12 +253,13 @@ struct fake_x {
 };
 
 static const struct kemari_xport_ops fake_x_ops;
+static const struct kemari_xport_ops *cur_x_ops = &fake_x_ops;
 
 static struct kemari_xport *fx_new(void)
 {
 	struct fake_x *f = calloc(1, sizeof(*f));
 
-	f->x.ops = &fake_x_ops;
+	f->x.ops = cur_x_ops;
 	return &f->x;
 }
 
@@ -344,6 +346,14 @@ static int fx_send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 			s->epoch = epoch;
 			s->len = 8;
 			memcpy(s->payload, &epoch, 8);
+			if (onesided) {
+				uint64_t next = epoch + 1;
+
+				s = &script[nscript++];
+				*s = script[nscript - 2];
+				s->type = KEMARI_MSG_APPLIED;
+				memcpy(s->payload, &next, 8);
+			}
 		} else if (auto_ack) {
 			script[nscript++].kind = ST_EOF;
 		}
@@ -380,6 +390,8 @@ static int fx_recv(struct kemari_xport *x, struct kemari_msg *m, int t)
 			m->payload = rbuf;
 			if (s->type == KEMARI_MSG_ACK)
 				op("ack");
+			if (s->type == KEMARI_MSG_APPLIED)
+				op("applied");
 			return 0;
 		}
 	}
@@ -500,6 +512,8 @@ static void reset(void)
 	nscript = pos = accepts = nsent = 0;
 	memset(runs_pages, 0, sizeof(runs_pages));
 	auto_ack = false;
+	onesided = false;
+	cur_x_ops = &fake_x_ops;
 	ack_fail_at = -1;
 	oplog[0] = 0;
 	free(fhv);
@@ -726,4 +740,42 @@ Test(engine, speculation_pushes_ahead_and_the_epoch_lists_everything)
 		  "%s", oplog);
 	cr_assert(eq(u64, runs_pages[1], 3));
 	cr_assert(eq(u64, runs_pages[2], 3));
+}
+
+static const struct kemari_xport_ops *onesided_ops(void)
+{
+	static struct kemari_xport_ops o;
+
+	o = fake_x_ops;
+	o.caps = KEMARI_XPORT_CAP_ONESIDED;
+	cur_x_ops = &o;
+	return &o;
+}
+
+Test(engine, one_sided_pushes_wait_until_the_last_epoch_is_applied)
+{
+	add_welcome();
+	auto_ack = true;
+	onesided = true;
+	{
+		struct kemari_engine_cfg cfg = {
+			.role = KEMARI_ROLE_PRIMARY, .hv = &fake_hv_ops,
+			.hv_cfg = { .mem_size = RAM, .ncpus = 1 },
+			.xport = onesided_ops(), .peer = "p",
+			.heartbeat_ms = 1000, .heartbeat_timeout_ms = 5000,
+		};
+
+		kemari_log_set_level(KEMARI_LOG_ERROR);
+		cr_assert(eq(int, kemari_engine__create(&engine, &cfg), 0));
+		fhv->events_to_fire = 2;
+		cr_assert(eq(int, kemari_engine__run(engine), 0));
+		kemari_engine__destroy(engine);
+	}
+	/* The ack comes before the copy into the replica; the next epoch's
+	 * pages wait for APPLIED, not just ACK. */
+	cr_assert(eq(str, oplog,
+		     "push commit ack "
+		     "pause applied push commit ack release resume "
+		     "pause applied push commit ack release resume "),
+		  "%s", oplog);
 }

@@ -228,11 +228,19 @@ static int tcp__lost(struct tcp_xport *t, int err)
 			  err ? strerror(-err) : "closed by the peer");
 }
 
-/* Write all of iov[0..n), advancing through partial writes. */
-static int tcp__writev_all(struct tcp_xport *t, struct iovec *iov, int n)
+/*
+ * Write all of iov[0..n), advancing through partial writes. more: another
+ * frame follows at once (MSG_MORE), so an epoch's pages, run list and
+ * state leave in full segments and only its commit pushes them out —
+ * TCP_NODELAY otherwise sends every small frame as its own segment.
+ */
+static int tcp__writev_all(struct tcp_xport *t, struct iovec *iov, int n,
+			   bool more)
 {
 	while (n > 0) {
-		ssize_t w = writev(t->fd, iov, n);
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+		ssize_t w = sendmsg(t->fd, &mh,
+				    MSG_NOSIGNAL | (more ? MSG_MORE : 0));
 
 		if (w < 0) {
 			if (errno == EINTR)
@@ -281,7 +289,7 @@ static int tcp__push(struct kemari_xport *x, const struct kemari_run *runs,
 					runs[i].npages);
 			t->iov[iovn++] = (struct iovec){ t->src + off, len };
 		}
-		err = tcp__writev_all(t, t->iov, iovn);
+		err = tcp__writev_all(t, t->iov, iovn, true);
 		if (err)
 			return err;
 		runs += k;
@@ -306,6 +314,7 @@ static int tcp__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 	struct tcp_xport *t = to_tcp(x);
 	struct kemari_wire_hdr h;
 	struct iovec iov[2];
+	bool more;
 
 	if (len > KEMARI_MSG_MAX)
 		return kemari_err(-EMSGSIZE,
@@ -313,7 +322,10 @@ static int tcp__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 	kemari_wire__seal(&h, type, epoch, payload, len);
 	iov[0] = (struct iovec){ &h, sizeof(h) };
 	iov[1] = (struct iovec){ (void *)payload, len };
-	return tcp__writev_all(t, iov, len ? 2 : 1);
+	/* These always precede an epoch's COMMIT. */
+	more = type == KEMARI_MSG_RUNS || type == KEMARI_MSG_CPU_STATE ||
+	       type == KEMARI_MSG_DEV_STATE;
+	return tcp__writev_all(t, iov, len ? 2 : 1, more);
 }
 
 /* Wait until fd is readable; 0, -ETIMEDOUT, or -errno. */
