@@ -145,7 +145,7 @@ run() {
 		timeout --kill-after=10 "$timeout" qemu-system-x86_64 -accel tcg -cpu max \
 			-m "$mem" -smp 2 -nographic -no-reboot -net none \
 			-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" \
-			-append "console=ttyS0 loglevel=3 panic=-1 kemari.job=$job" \
+			-append "console=ttyS0 loglevel=3 panic=-1 no_timer_check kemari.job=$job" \
 			-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 			-virtfs local,path="$job",mount_tag=job,security_model=none,multidevs=remap \
 			</dev/null >"$log" 2>&1 &
