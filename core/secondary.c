@@ -18,6 +18,13 @@
 #include "kemari/kemari.h"
 
 #define HANDSHAKE_MS 10000
+#define APPLY_CHUNK (8ULL << 20)
+/*
+ * Before the first commit there is nothing to take over, so silence costs
+ * nothing but a restart: be patient with a primary whose heartbeats queue
+ * behind gigabytes of initial-sync writes on a slow link.
+ */
+#define SYNC_SILENCE_MS 30000u
 
 enum serve_end {
 	SERVE_DROPPED,	/* connection unusable; nothing to take over */
@@ -149,9 +156,20 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	/* Even if the ack was lost, the epoch is complete: apply it. */
 	for (size_t i = 0; i < n; i++) {
 		uint64_t off = runs[i].pfn * KEMARI_PAGE_SIZE;
+		uint64_t len = (uint64_t)runs[i].npages * KEMARI_PAGE_SIZE;
 
-		memcpy(e->ram + off, e->shadow + off,
-		       (size_t)runs[i].npages * KEMARI_PAGE_SIZE);
+		/* A big epoch (the initial sync of a large guest) takes
+		 * longer than a heartbeat period: keep beating meanwhile. */
+		for (uint64_t done = 0; done < len; done += APPLY_CHUNK) {
+			uint64_t k = KEMARI_MIN(APPLY_CHUNK, len - done);
+
+			memcpy(e->ram + off + done, e->shadow + off + done, k);
+			if (!err && kemari_now_ns() - e->last_tx_ns >=
+					    (uint64_t)e->cfg.heartbeat_ms *
+						    1000000ULL)
+				err = secondary__send(e, KEMARI_MSG_HEARTBEAT,
+						      e->epoch, NULL, 0);
+		}
 	}
 	kemari_buf__reset(&e->pend_runs);
 	kemari_buf__reset(&e->pend_cpu);
@@ -235,8 +253,13 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 		if (atomic_load(&e->stop))
 			return SERVE_STOP;
 		if (err == -ETIMEDOUT) {
-			if (now - e->last_rx_ns >
-			    (uint64_t)e->cfg.heartbeat_timeout_ms * 1000000ULL)
+			unsigned int limit =
+				e->have_commit
+					? e->cfg.heartbeat_timeout_ms
+					: KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
+						     SYNC_SILENCE_MS);
+
+			if (now - e->last_rx_ns > (uint64_t)limit * 1000000ULL)
 				return secondary__lost(
 					e,
 					kemari_err(-ETIMEDOUT,
