@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <rdma/fabric.h>
@@ -95,9 +96,14 @@ struct ofi_cm {
 	uint32_t window;
 };
 
-/* A listener and the connections it accepted share one fabric. */
+/*
+ * A listener and the connections it accepted share one fabric. It keeps
+ * the fi_info it was opened from: providers may point into it (sockets
+ * does, from its connection thread) for as long as the fabric lives.
+ */
 struct ofi_fabric {
 	struct fid_fabric *fab;
+	struct fi_info *info;
 	atomic_int refs;
 };
 
@@ -238,8 +244,14 @@ static int ofi__fabric_open(struct ofi_fabric **out, struct fi_info *info)
 
 	if (!f)
 		return -ENOMEM;
-	ret = fi_fabric(info->fabric_attr, &f->fab, NULL);
+	f->info = fi_dupinfo(info);
+	if (!f->info) {
+		free(f);
+		return -ENOMEM;
+	}
+	ret = fi_fabric(f->info->fabric_attr, &f->fab, NULL);
 	if (ret) {
+		fi_freeinfo(f->info);
 		free(f);
 		return kemari_err(ofi__errno(ret),
 				  "libfabric provider %s: fi_fabric: %s",
@@ -261,6 +273,7 @@ static void ofi__fabric_put(struct ofi_fabric *f)
 {
 	if (f && atomic_fetch_sub(&f->refs, 1) == 1) {
 		fi_close(&f->fab->fid);
+		fi_freeinfo(f->info);
 		free(f);
 	}
 }
@@ -908,6 +921,9 @@ static void ofi__attrs(struct ofi_xport *t)
 	uint64_t order = i->tx_attr->msg_order & i->rx_attr->msg_order;
 	uint64_t hdr = sizeof(struct kemari_wire_hdr);
 
+	/* Test hook: behave as if the provider did not promise SAW. */
+	if (getenv("KEMARI_OFI_NO_SAW"))
+		order &= ~FI_ORDER_SAW;
 	t->mru = ofi_mr__use(i->domain_attr->mr_mode);
 	t->lim = ofi_limits__make(i->ep_attr->max_msg_size,
 				  i->tx_attr->iov_limit,
@@ -1074,6 +1090,32 @@ static int ofi__wait_connected(struct ofi_xport *t, int timeout_ms,
 
 /* --- ops ---------------------------------------------------------------- */
 
+/*
+ * Whether a plain TCP socket cannot bind addr: socket-based providers do
+ * not all say EADDRINUSE when their listen fails for that reason.
+ */
+static bool ofi__port_busy(const char *addr)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	uint32_t ip;
+	uint16_t port;
+	bool busy;
+	int fd, one = 1;
+
+	if (kemari_parse_hostport(addr, &ip, &port))
+		return false;
+	sa.sin_addr.s_addr = htonl(ip);
+	sa.sin_port = htons(port);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	busy = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
+	       errno == EADDRINUSE;
+	close(fd);
+	return busy;
+}
+
 static int ofi__listen_one(struct ofi_xport *t, struct fi_info *info)
 {
 	struct fi_eq_attr eqa = { .size = 64, .wait_obj = FI_WAIT_UNSPEC };
@@ -1101,7 +1143,9 @@ static int ofi__listen_one(struct ofi_xport *t, struct fi_info *info)
 		goto err;
 	return 0;
 err:
-	if (ret == -FI_EADDRINUSE)
+	if (ret == -FI_EADDRINUSE ||
+	    (info->ep_attr->protocol == FI_PROTO_SOCK_TCP &&
+	     ofi__port_busy(t->addr)))
 		return kemari_err(-EADDRINUSE,
 				  "cannot listen on %s: address already in use (another secondary?): stop it or choose another --listen port",
 				  t->addr);
@@ -1135,14 +1179,11 @@ static int ofi__listen(struct kemari_xport **out, const char *addr,
 		t->listener = true;
 		if (i > 0)
 			kemari_err_clear();
-		err = ofi__listen_one(t, cand[i]);
+		/* The passive endpoint may point into its info: keep it. */
+		t->info = fi_dupinfo(cand[i]);
+		err = t->info ? ofi__listen_one(t, t->info) : -ENOMEM;
 		if (!err) {
-			t->info = fi_dupinfo(cand[i]);
 			fi_freeinfo(list);
-			if (!t->info) {
-				ofi__free(t);
-				return -ENOMEM;
-			}
 			kemari_info("ofi: listening on %s with libfabric provider %s",
 				    addr, t->prov);
 			*out = &t->x;
@@ -1261,7 +1302,7 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 			    (uint64_t)opts->connect_timeout_ms * 1000000ULL;
 	struct ofi_cm cm = { .magic = OFI_CM_MAGIC };
 	struct fi_info *list, *cand[8];
-	char host[64], port[8], why[256] = "no attempt";
+	char host[64], port[8], why[256] = "no attempt", tried[128] = "";
 	int err, last = -ECONNREFUSED;
 	size_t n;
 
@@ -1312,8 +1353,14 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 				fi_freeinfo(list);
 				return 0;
 			}
-			snprintf(why, sizeof(why), "%s (libfabric provider %s)",
-				 kemari_last_error(err), t->prov);
+			/* The best provider's reason speaks for the round. */
+			if (i == 0)
+				snprintf(why, sizeof(why), "%s",
+					 kemari_last_error(err));
+			if (!strstr(tried, t->prov))
+				snprintf(tried + strlen(tried),
+					 sizeof(tried) - strlen(tried), "%s%s",
+					 tried[0] ? ", " : "", t->prov);
 			kemari_err_clear();
 			ofi__free(t);
 			last = err;
@@ -1325,8 +1372,8 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 		usleep(50000);
 	}
 	err = kemari_err(last,
-			 "cannot reach the secondary at %s: %s (start it first, or check --peer)",
-			 addr, why);
+			 "cannot reach the secondary at %s: %s (libfabric provider%s %s) (start it first, or check --peer)",
+			 addr, why, strchr(tried, ',') ? "s" : "", tried);
 out:
 	fi_freeinfo(list);
 	return err;
