@@ -15,8 +15,9 @@
 
 /* Plan every write of runs[] under l; returns the number of writes. */
 static unsigned int plan(const struct kemari_run *runs, size_t n,
-			 struct ofi_limits l, struct ofi_seg out[][OFI_MAX_SEGS],
-			 unsigned int *nseg, unsigned int max)
+			 struct ofi_limits l,
+			 struct ofi_seg out[][OFI_MAX_SEGS], unsigned int *nseg,
+			 unsigned int max)
 {
 	struct ofi_split s;
 	unsigned int w = 0, k;
@@ -189,7 +190,7 @@ Test(ofi_batch, more_on_all_but_last_selective_signals)
 	cr_assert(eq(u32, f[1], OFI_OP_MORE));
 	cr_assert(eq(u32, f[2], OFI_OP_MORE));
 	cr_assert(eq(u32, f[3], OFI_OP_MORE | OFI_OP_SIGNAL)); /* seq 104 */
-	cr_assert(eq(u32, f[4], OFI_OP_SIGNAL));               /* last */
+	cr_assert(eq(u32, f[4], OFI_OP_SIGNAL));	       /* last */
 }
 
 Test(ofi_batch, unordered_completions_signal_every_write)
@@ -214,8 +215,8 @@ Test(ofi_mr, verbs_mode_uses_descriptors_addresses_and_provider_keys)
 	char region[64];
 
 	mr_is(u, 1, 1, 1, 0);
-	cr_assert(eq(u64, ofi_mr__base(&u, region),
-		     (uint64_t)(uintptr_t)region));
+	cr_assert(
+	    eq(u64, ofi_mr__base(&u, region), (uint64_t)(uintptr_t)region));
 	cr_assert(eq(u64, ofi_mr__requested_key(&u, 4), 0));
 }
 
@@ -251,14 +252,24 @@ Test(ofi_credit, returned_in_half_windows)
 
 Test(ofi_prov, verbs_then_tcp_then_sockets_never_shm_udp_or_layers)
 {
-	cr_assert(eq(int, ofi_prov__rank("verbs"), 0));
-	cr_assert(eq(int, ofi_prov__rank("tcp"), 1));
-	cr_assert(eq(int, ofi_prov__rank("sockets"), 2));
-	cr_assert(eq(int, ofi_prov__rank("net"), 3));
-	cr_assert(eq(int, ofi_prov__rank("shm"), -1));
-	cr_assert(eq(int, ofi_prov__rank("udp"), -1));
-	cr_assert(eq(int, ofi_prov__rank("verbs;ofi_rxm"), -1));
-	cr_assert(eq(int, ofi_prov__rank("ofi_rxd"), -1));
-	cr_assert(eq(int, ofi_prov__rank(NULL), -1));
+	cr_assert(eq(int, ofi_prov__rank("verbs", false), 0));
+	cr_assert(eq(int, ofi_prov__rank("tcp", false), 1));
+	cr_assert(eq(int, ofi_prov__rank("sockets", false), 2));
+	cr_assert(eq(int, ofi_prov__rank("net", false), 3));
+	cr_assert(eq(int, ofi_prov__rank("shm", false), -1));
+	cr_assert(eq(int, ofi_prov__rank("udp", false), -1));
+	cr_assert(eq(int, ofi_prov__rank("verbs;ofi_rxm", false), -1));
+	cr_assert(eq(int, ofi_prov__rank("ofi_rxd", false), -1));
+	cr_assert(eq(int, ofi_prov__rank(NULL, false), -1));
+}
+
+Test(ofi_prov, no_verbs_on_loopback)
+{
+	cr_assert(eq(int, ofi_prov__rank("verbs", true), -1));
+	cr_assert(eq(int, ofi_prov__rank("tcp", true), 1));
+	cr_assert(eq(int, ofi_addr__loopback(0x7f000001), 1));
+	cr_assert(eq(int, ofi_addr__loopback(0x7f0a0b0c), 1));
+	cr_assert(
+	    eq(int, ofi_addr__loopback(0xa9fe4d01), 0)); /* 169.254.77.1 */
 }
 #endif

@@ -58,23 +58,23 @@
 #include "kemari/xport.h"
 #include "ofi_plan.h"
 
-#define OFI_API FI_VERSION(1, 10)
-#define OFI_MSG_MAX (64u * 1024)   /* control payload per message */
-#define OFI_WINDOW 32              /* receive credits we lend the peer */
-#define OFI_WINDOW_MAX 4096        /* more from a peer is nonsense */
-#define OFI_TX_SLOTS 16            /* registered send buffers */
-#define OFI_TX_DEPTH_MAX 1024      /* outstanding transmit operations */
-#define OFI_WRITE_MAX (4ULL << 20) /* bytes per RMA write */
-#define OFI_BATCH 64               /* writes between two doorbells */
-#define OFI_BACKLOG_MAX (64u << 20)
-#define OFI_STALL_MS 10000  /* no transmit completion this long: peer gone */
-#define OFI_SLICE_MS 100    /* blocking waits look at the EQ this often */
-#define OFI_SPIN_NS 20000   /* busy-poll before sleeping */
-#define OFI_HOT_SPIN_NS 1000000 /* ... right after a send (a pause) */
-#define OFI_HOT_NS 2000000
-#define OFI_ACCEPT_MS 10000
-#define OFI_ATTEMPT_MS 3000 /* one fi_connect waits this long at most */
-#define OFI_CM_MAGIC 0x4b4d4f46U /* "FOMK" */
+#define OFI_API		 FI_VERSION(1, 10)
+#define OFI_MSG_MAX	 (64u * 1024) /* control payload per message */
+#define OFI_WINDOW	 32	      /* receive credits we lend the peer */
+#define OFI_WINDOW_MAX	 4096	      /* more from a peer is nonsense */
+#define OFI_TX_SLOTS	 16	      /* registered send buffers */
+#define OFI_TX_DEPTH_MAX 1024	      /* outstanding transmit operations */
+#define OFI_WRITE_MAX	 (4ULL << 20) /* bytes per RMA write */
+#define OFI_BATCH	 64	      /* writes between two doorbells */
+#define OFI_BACKLOG_MAX	 (64u << 20)
+#define OFI_STALL_MS	 10000 /* no transmit completion this long: peer gone */
+#define OFI_SLICE_MS	 100   /* blocking waits look at the EQ this often */
+#define OFI_SPIN_NS	 20000 /* busy-poll before sleeping */
+#define OFI_HOT_SPIN_NS	 1000000 /* ... right after a send (a pause) */
+#define OFI_HOT_NS	 2000000
+#define OFI_ACCEPT_MS	 10000
+#define OFI_ATTEMPT_MS	 3000 /* one fi_connect waits this long at most */
+#define OFI_CM_MAGIC	 0x4b4d4f46U /* "FOMK" */
 
 /* Our keys where the provider lets us pick (unique per domain). */
 enum { OFI_KEY_RX = 1, OFI_KEY_TX, OFI_KEY_SRC, OFI_KEY_DST };
@@ -85,7 +85,7 @@ enum { OFI_XP_REGION = 1, OFI_XP_CREDIT = 2 };
 struct ofi_xp {
 	uint32_t op;
 	uint32_t credits; /* OFI_XP_CREDIT */
-	uint64_t base;    /* OFI_XP_REGION: address of offset 0 */
+	uint64_t base;	  /* OFI_XP_REGION: address of offset 0 */
 	uint64_t key;
 	uint64_t len;
 };
@@ -179,6 +179,7 @@ struct ofi_xport {
 	uint8_t *dst;
 	uint64_t dst_len;
 	struct fid_mr *dstmr;
+	uint64_t pinned; /* bytes registered on this connection */
 	bool peer_known;
 	uint64_t peer_base, peer_key, peer_len;
 
@@ -253,10 +254,9 @@ static int ofi__fabric_open(struct ofi_fabric **out, struct fi_info *info)
 	if (ret) {
 		fi_freeinfo(f->info);
 		free(f);
-		return kemari_err(ofi__errno(ret),
-				  "libfabric provider %s: fi_fabric: %s",
-				  info->fabric_attr->prov_name,
-				  ofi__strerror(ret));
+		return kemari_err(
+		    ofi__errno(ret), "libfabric provider %s: fi_fabric: %s",
+		    info->fabric_attr->prov_name, ofi__strerror(ret));
 	}
 	atomic_init(&f->refs, 1);
 	*out = f;
@@ -316,20 +316,14 @@ static void ofi__names(const struct fi_info *list, char *out, size_t len)
 	out[0] = 0;
 	for (const struct fi_info *i = list; i; i = i->next) {
 		const char *nm = i->fabric_attr->prov_name;
-		char pat[40];
+		bool seen = false;
 
-		snprintf(pat, sizeof(pat), "%s,", nm);
-		if (strstr(out, pat) == out ||
-		    (snprintf(pat, sizeof(pat), " %s,", nm), strstr(out, pat)))
-			continue;
-		n += (size_t)snprintf(out + n, n < len ? len - n : 0, "%s%s,",
-				      n ? " " : "", nm);
-		if (n >= len)
-			break;
+		for (const struct fi_info *j = list; j != i; j = j->next)
+			seen |= !strcmp(j->fabric_attr->prov_name, nm);
+		if (!seen && n < len)
+			n += (size_t)snprintf(out + n, len - n, "%s%s",
+					      n ? ", " : "", nm);
 	}
-	n = strlen(out);
-	if (n && out[n - 1] == ',')
-		out[n - 1] = 0;
 }
 
 static int ofi__no_provider(const char *prov, const char *host,
@@ -347,18 +341,22 @@ static int ofi__no_provider(const char *prov, const char *host,
 		ofi__names(all, have, sizeof(have));
 	fi_freeinfo(all);
 	if (prov)
-		return kemari_err(-ENOENT,
-				  "libfabric provider '%s' not available for FI_EP_MSG with RMA at %s (have: %s): use --provider=NAME",
-				  prov, host, have);
-	return kemari_err(-ENOENT,
-			  "no libfabric provider can do FI_EP_MSG with RMA at %s (have: %s): check the address, or use --transport=tcp",
-			  host, have);
+		return kemari_err(
+		    -ENOENT,
+		    "libfabric provider '%s' not available for FI_EP_MSG with "
+		    "RMA at %s (have: %s): use --provider=NAME",
+		    prov, host, have);
+	return kemari_err(
+	    -ENOENT,
+	    "no libfabric provider can do FI_EP_MSG with RMA at %s (have: %s): "
+	    "check the address, or use --transport=tcp",
+	    host, have);
 }
 
 /*
  * Usable fi_info entries for host:port, best first, one per provider:
- * the named provider only, or by ofi_prov__rank (verbs, tcp, sockets,
- * others; never shm, udp or RDM layers). *list owns the entries.
+ * the named provider only, or by ofi_prov__rank (verbs unless loopback,
+ * tcp, sockets, others; never shm, udp or RDM layers). *list owns the entries.
  */
 static int ofi__candidates(struct fi_info **list, struct fi_info **cand,
 			   size_t max, size_t *n, const char *prov,
@@ -366,8 +364,12 @@ static int ofi__candidates(struct fi_info **list, struct fi_info **cand,
 {
 	uint64_t flags = source ? FI_SOURCE : 0;
 	struct fi_info *h = ofi__hints(prov);
+	struct in_addr a = { 0 };
+	bool loopback;
 	int ret;
 
+	inet_pton(AF_INET, host, &a);
+	loopback = ofi_addr__loopback(ntohl(a.s_addr));
 	*n = 0;
 	*list = NULL;
 	if (prov && !*prov) {
@@ -390,7 +392,7 @@ static int ofi__candidates(struct fi_info **list, struct fi_info **cand,
 			const char *nm = i->fabric_attr->prov_name;
 			bool dup = false;
 
-			if (!prov && ofi_prov__rank(nm) != rank)
+			if (!prov && ofi_prov__rank(nm, loopback) != rank)
 				continue;
 			if (prov && rank > 0)
 				break;
@@ -420,9 +422,10 @@ static int ofi__split_addr(const char *addr, char *host, size_t hlen,
 	uint16_t p;
 
 	if (kemari_parse_hostport(addr, &ip, &p))
-		return kemari_err(-EINVAL,
-				  "address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
-				  addr);
+		return kemari_err(
+		    -EINVAL,
+		    "address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
+		    addr);
 	a.s_addr = htonl(ip);
 	snprintf(host, hlen, "%s", inet_ntoa(a));
 	snprintf(port, plen, "%u", p);
@@ -448,20 +451,28 @@ static int ofi__reg(struct ofi_xport *t, void *base, uint64_t len,
 			*mr = NULL;
 		}
 	}
-	if (!ret)
+	if (!ret) {
+		t->pinned += len;
 		return 0;
+	}
 	*mr = NULL;
+	/* Providers that pin (verbs) fail here when memlock is short. */
 	if (!getrlimit(RLIMIT_MEMLOCK, &rl) && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < len)
-		return kemari_err(-ENOMEM,
-				  "cannot register %llu KiB of %s with libfabric provider %s: the locked-memory limit RLIMIT_MEMLOCK is %llu KiB and needs to be at least %llu KiB: run 'ulimit -l unlimited' (or raise memlock in /etc/security/limits.conf)",
-				  (unsigned long long)(len >> 10), what, t->prov,
-				  (unsigned long long)(rl.rlim_cur >> 10),
-				  (unsigned long long)(len >> 10));
-	return kemari_err(ofi__errno(ret),
-			  "cannot register %llu KiB of %s with libfabric provider %s: %s",
-			  (unsigned long long)(len >> 10), what, t->prov,
-			  ofi__strerror(ret));
+	    rl.rlim_cur < t->pinned + len)
+		return kemari_err(
+		    -ENOMEM,
+		    "cannot register %llu KiB of %s with libfabric provider "
+		    "%s: the locked-memory limit RLIMIT_MEMLOCK is %llu KiB, "
+		    "this connection needs at least %llu KiB: run 'ulimit -l "
+		    "unlimited' (or raise memlock in "
+		    "/etc/security/limits.conf)",
+		    (unsigned long long)(len >> 10), what, t->prov,
+		    (unsigned long long)(rl.rlim_cur >> 10),
+		    (unsigned long long)((t->pinned + len) >> 10));
+	return kemari_err(
+	    ofi__errno(ret),
+	    "cannot register %llu KiB of %s with libfabric provider %s: %s",
+	    (unsigned long long)(len >> 10), what, t->prov, ofi__strerror(ret));
 }
 
 static void ofi__dereg(struct fid_mr **mr)
@@ -485,13 +496,16 @@ static int ofi__cq_error(struct ofi_xport *t, struct fid_cq *cq, bool tx)
 		return ofi__lost(t, "completion queue error (unreadable)");
 	if (!tx && e.err == FI_ETRUNC)
 		return ofi__die(t, -EBADMSG,
-				"replication stream: a message larger than the %zu-byte receive buffer from %s",
+				"replication stream: a message larger than the "
+				"%zu-byte receive buffer from %s",
 				t->frame, t->addr);
 	if (e.err == FI_ECANCELED)
-		return ofi__lost(t, "operations flushed (the peer disconnected)");
-	snprintf(buf, sizeof(buf), "%s %s (%s)",
-		 tx ? "transmit failed:" : "receive failed:", fi_strerror(e.err),
-		 fi_cq_strerror(cq, e.prov_errno, e.err_data, NULL, 0));
+		return ofi__lost(t,
+				 "operations flushed (the peer disconnected)");
+	snprintf(
+	    buf, sizeof(buf), "%s %s (%s)",
+	    tx ? "transmit failed:" : "receive failed:", fi_strerror(e.err),
+	    fi_cq_strerror(cq, e.prov_errno, e.err_data, NULL, 0));
 	return ofi__lost(t, buf);
 }
 
@@ -567,16 +581,17 @@ static int ofi__absorb(struct ofi_xport *t, uint32_t i,
 	int err;
 
 	if (h->len != sizeof(xp))
-		return ofi__die(t, -EBADMSG,
-				"replication stream: transport message of %u bytes from %s",
-				h->len, t->addr);
+		return ofi__die(
+		    t, -EBADMSG,
+		    "replication stream: transport message of %u bytes from %s",
+		    h->len, t->addr);
 	memcpy(&xp, t->rx[i].data + sizeof(*h), sizeof(xp));
 	switch (xp.op) {
 	case OFI_XP_CREDIT:
-		if (xp.credits == 0 ||
-		    xp.credits > OFI_WINDOW_MAX - t->credits)
+		if (xp.credits == 0 || xp.credits > OFI_WINDOW_MAX - t->credits)
 			return ofi__die(t, -EBADMSG,
-					"replication stream: %s returned %u credits on top of %u",
+					"replication stream: %s returned %u "
+					"credits on top of %u",
 					t->addr, xp.credits, t->credits);
 		t->credits += xp.credits;
 		/* Credit messages cost no credit: repost, nothing owed. */
@@ -589,9 +604,10 @@ static int ofi__absorb(struct ofi_xport *t, uint32_t i,
 		err = ofi__consumed(t, i);
 		return err;
 	default:
-		return ofi__die(t, -EBADMSG,
-				"replication stream: unknown transport message %u from %s",
-				xp.op, t->addr);
+		return ofi__die(
+		    t, -EBADMSG,
+		    "replication stream: unknown transport message %u from %s",
+		    xp.op, t->addr);
 	}
 }
 
@@ -605,13 +621,15 @@ static int ofi__rx_one(struct ofi_xport *t, const struct fi_cq_data_entry *c)
 
 	if (c->len < sizeof(h))
 		return ofi__die(t, -EBADMSG,
-				"replication stream: %zu-byte message from %s (shorter than a frame header)",
+				"replication stream: %zu-byte message from %s "
+				"(shorter than a frame header)",
 				c->len, t->addr);
 	memcpy(&h, b->data, sizeof(h));
 	err = kemari_wire__check_hdr(&h, t->max_msg);
 	if (!err && sizeof(h) + h.len != c->len)
 		err = kemari_err(-EBADMSG,
-				 "replication stream: %s frame says %u bytes, the message carried %zu",
+				 "replication stream: %s frame says %u bytes, "
+				 "the message carried %zu",
 				 kemari_wire__type_name(h.type), h.len,
 				 c->len - sizeof(h));
 	err = err ?: kemari_wire__check_crc(&h, b->data + sizeof(h));
@@ -836,7 +854,8 @@ static int ofi__backlog(struct ofi_xport *t, uint16_t type, uint64_t epoch,
 
 	if (t->bl_bytes + sizeof(h) + len > OFI_BACKLOG_MAX)
 		return kemari_err(-ENOBUFS,
-				  "%s has not read a control message for a long time (%zu bytes waiting for credits)",
+				  "%s has not read a control message for a "
+				  "long time (%zu bytes waiting for credits)",
 				  t->addr, t->bl_bytes);
 	p = malloc(sizeof(*p) + sizeof(h) + len);
 	if (!p)
@@ -925,24 +944,24 @@ static void ofi__attrs(struct ofi_xport *t)
 	if (getenv("KEMARI_OFI_NO_SAW"))
 		order &= ~FI_ORDER_SAW;
 	t->mru = ofi_mr__use(i->domain_attr->mr_mode);
-	t->lim = ofi_limits__make(i->ep_attr->max_msg_size,
-				  i->tx_attr->iov_limit,
-				  i->tx_attr->rma_iov_limit, OFI_WRITE_MAX);
+	t->lim =
+	    ofi_limits__make(i->ep_attr->max_msg_size, i->tx_attr->iov_limit,
+			     i->tx_attr->rma_iov_limit, OFI_WRITE_MAX);
 	t->selective = i->tx_attr->comp_order & FI_ORDER_STRICT;
 	t->write_flags = (order & FI_ORDER_SAW) ? 0 : FI_DELIVERY_COMPLETE;
 	t->max_msg = (uint32_t)KEMARI_MIN((uint64_t)OFI_MSG_MAX,
 					  i->ep_attr->max_msg_size - hdr);
 	t->frame = hdr + t->max_msg;
-	t->depth = (uint32_t)KEMARI_MIN((size_t)OFI_TX_DEPTH_MAX,
-					i->tx_attr->size);
+	t->depth =
+	    (uint32_t)KEMARI_MIN((size_t)OFI_TX_DEPTH_MAX, i->tx_attr->size);
 	t->window = OFI_WINDOW;
 	if (i->rx_attr->size &&
 	    i->rx_attr->size < OFI_WINDOW + OFI_CREDIT_RESERVE)
-		t->window = (uint32_t)KEMARI_MAX((size_t)2,
-						 i->rx_attr->size -
-							 OFI_CREDIT_RESERVE);
+		t->window = (uint32_t)KEMARI_MAX(
+		    (size_t)2, i->rx_attr->size - OFI_CREDIT_RESERVE);
 	t->nrx = t->window + OFI_CREDIT_RESERVE;
-	kemari_debug("ofi: %s: provider %s, mr_mode%s%s%s%s, %s, %u-deep tx, %llu-byte/%u-iov writes",
+	kemari_debug("ofi: %s: provider %s, mr_mode%s%s%s%s, %s, %u-deep tx, "
+		     "%llu-byte/%u-iov writes",
 		     t->addr, t->prov, t->mru.local ? " local" : "",
 		     t->mru.virt_addr ? " virt_addr" : "",
 		     t->mru.prov_key ? " prov_key" : "",
@@ -970,7 +989,8 @@ static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 	ofi__attrs(t);
 	if (t->depth < 4 || t->lim.max_segs < 1)
 		return kemari_err(-EINVAL,
-				  "libfabric provider %s: transmit queue of %u entries is too small",
+				  "libfabric provider %s: transmit queue of %u "
+				  "entries is too small",
 				  t->prov, t->depth);
 	step = "fi_domain";
 	ret = fi_domain(t->fab->fab, info, &t->dom, NULL);
@@ -995,7 +1015,8 @@ static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 		goto err;
 	step = "fi_ep_bind";
 	ret = fi_ep_bind(t->ep, &t->eq->fid, 0);
-	ret = ret ?: fi_ep_bind(t->ep, &t->txcq->fid,
+	ret = ret
+		  ?: fi_ep_bind(t->ep, &t->txcq->fid,
 				FI_TRANSMIT | FI_SELECTIVE_COMPLETION);
 	ret = ret ?: fi_ep_bind(t->ep, &t->rxcq->fid, FI_RECV);
 	if (ret)
@@ -1006,20 +1027,20 @@ static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 		goto err;
 
 	t->txc = calloc(t->depth, sizeof(*t->txc));
-	t->txbuf = aligned_alloc(4096, KEMARI_ALIGN_UP(OFI_TX_SLOTS * t->frame,
-						       4096));
+	t->txbuf =
+	    aligned_alloc(4096, KEMARI_ALIGN_UP(OFI_TX_SLOTS * t->frame, 4096));
 	t->rx = calloc(t->nrx, sizeof(*t->rx));
-	t->rxbuf = aligned_alloc(4096,
-				 KEMARI_ALIGN_UP(t->nrx * t->frame, 4096));
+	t->rxbuf =
+	    aligned_alloc(4096, KEMARI_ALIGN_UP(t->nrx * t->frame, 4096));
 	t->ready = calloc(t->nrx, sizeof(*t->ready));
 	if (!t->txc || !t->txbuf || !t->rx || !t->rxbuf || !t->ready)
 		return -ENOMEM;
 	if (t->mru.local) {
 		ret = ofi__reg(t, t->txbuf, OFI_TX_SLOTS * t->frame, FI_SEND,
 			       OFI_KEY_TX, "send buffers", &t->txmr);
-		ret = ret ?: ofi__reg(t, t->rxbuf, t->nrx * t->frame, FI_RECV,
-				      OFI_KEY_RX, "receive buffers",
-				      &t->rxmr);
+		ret = ret
+			  ?: ofi__reg(t, t->rxbuf, t->nrx * t->frame, FI_RECV,
+				      OFI_KEY_RX, "receive buffers", &t->rxmr);
 		if (ret)
 			return ret;
 		t->txdesc = fi_mr_desc(t->txmr);
@@ -1046,7 +1067,7 @@ err:
  * it in the request). -ETIMEDOUT, or the refusal's -errno (message set).
  */
 static int ofi__wait_connected(struct ofi_xport *t, int timeout_ms,
-				bool want_cm)
+			       bool want_cm)
 {
 	struct {
 		struct fi_eq_cm_entry e;
@@ -1066,8 +1087,8 @@ static int ofi__wait_connected(struct ofi_xport *t, int timeout_ms,
 		fi_eq_readerr(t->eq, &ee, 0);
 		return kemari_err(ee.err ? -ee.err : -ECONNREFUSED, "%s",
 				  ee.err == FI_ECONNREFUSED
-					  ? "connection refused"
-					  : fi_strerror(ee.err));
+				      ? "connection refused"
+				      : fi_strerror(ee.err));
 	}
 	if (r < 0)
 		return kemari_err(ofi__errno(r), "%s", ofi__strerror(r));
@@ -1077,8 +1098,8 @@ static int ofi__wait_connected(struct ofi_xport *t, int timeout_ms,
 	if (!want_cm)
 		return 0;
 	if ((size_t)r < sizeof(ev.e) + sizeof(cm))
-		return kemari_err(-EPROTO,
-				  "the peer sent no Kemari connection data (not a Kemari peer?)");
+		return kemari_err(-EPROTO, "the peer sent no Kemari connection "
+					   "data (not a Kemari peer?)");
 	memcpy(&cm, ev.data, sizeof(cm));
 	if (cm.magic != OFI_CM_MAGIC || cm.window == 0 ||
 	    cm.window > OFI_WINDOW_MAX)
@@ -1146,12 +1167,15 @@ err:
 	if (ret == -FI_EADDRINUSE ||
 	    (info->ep_attr->protocol == FI_PROTO_SOCK_TCP &&
 	     ofi__port_busy(t->addr)))
-		return kemari_err(-EADDRINUSE,
-				  "cannot listen on %s: address already in use (another secondary?): stop it or choose another --listen port",
-				  t->addr);
-	return kemari_err(ofi__errno(ret),
-			  "cannot listen on %s with libfabric provider %s: %s: %s",
-			  t->addr, t->prov, step, ofi__strerror(ret));
+		return kemari_err(
+		    -EADDRINUSE,
+		    "cannot listen on %s: address already in use (another "
+		    "secondary?): stop it or choose another --listen port",
+		    t->addr);
+	return kemari_err(
+	    ofi__errno(ret),
+	    "cannot listen on %s with libfabric provider %s: %s: %s", t->addr,
+	    t->prov, step, ofi__strerror(ret));
 }
 
 static int ofi__listen(struct kemari_xport **out, const char *addr,
@@ -1163,7 +1187,8 @@ static int ofi__listen(struct kemari_xport **out, const char *addr,
 	int err;
 
 	err = ofi__split_addr(addr, host, sizeof(host), port, sizeof(port));
-	err = err ?: ofi__candidates(&list, cand, KEMARI_ARRAY_SIZE(cand), &n,
+	err = err
+		  ?: ofi__candidates(&list, cand, KEMARI_ARRAY_SIZE(cand), &n,
 				     opts ? opts->provider : NULL, host, port,
 				     true);
 	if (err)
@@ -1184,8 +1209,9 @@ static int ofi__listen(struct kemari_xport **out, const char *addr,
 		err = t->info ? ofi__listen_one(t, t->info) : -ENOMEM;
 		if (!err) {
 			fi_freeinfo(list);
-			kemari_info("ofi: listening on %s with libfabric provider %s",
-				    addr, t->prov);
+			kemari_info(
+			    "ofi: listening on %s with libfabric provider %s",
+			    addr, t->prov);
 			*out = &t->x;
 			return 0;
 		}
@@ -1255,8 +1281,9 @@ static int ofi__accept(struct kemari_xport *lx, struct kemari_xport **conn,
 		if ((size_t)r < sizeof(ev.e) + sizeof(peer) ||
 		    (memcpy(&peer, ev.data, sizeof(peer)),
 		     peer.magic != OFI_CM_MAGIC || peer.window == 0 ||
-		     peer.window > OFI_WINDOW_MAX)) {
-			kemari_warn("ofi: refusing a connection from %s: not a Kemari peer",
+			 peer.window > OFI_WINDOW_MAX)) {
+			kemari_warn("ofi: refusing a connection from %s: not a "
+				    "Kemari peer",
 				    name);
 			fi_reject(l->pep, ev.e.info->handle, NULL, 0);
 			fi_freeinfo(ev.e.info);
@@ -1298,8 +1325,8 @@ static int ofi__accept(struct kemari_xport *lx, struct kemari_xport **conn,
 static int ofi__connect(struct kemari_xport **out, const char *addr,
 			const struct kemari_xport_opts *opts)
 {
-	uint64_t deadline = kemari_now_ns() +
-			    (uint64_t)opts->connect_timeout_ms * 1000000ULL;
+	uint64_t deadline =
+	    kemari_now_ns() + (uint64_t)opts->connect_timeout_ms * 1000000ULL;
 	struct ofi_cm cm = { .magic = OFI_CM_MAGIC };
 	struct fi_info *list, *cand[8];
 	char host[64], port[8], why[256] = "no attempt", tried[128] = "";
@@ -1307,7 +1334,8 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 	size_t n;
 
 	err = ofi__split_addr(addr, host, sizeof(host), port, sizeof(port));
-	err = err ?: ofi__candidates(&list, cand, KEMARI_ARRAY_SIZE(cand), &n,
+	err = err
+		  ?: ofi__candidates(&list, cand, KEMARI_ARRAY_SIZE(cand), &n,
 				     opts->provider, host, port, false);
 	if (err)
 		return err;
@@ -1329,8 +1357,8 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 			}
 			if (now < deadline)
 				left = (int)KEMARI_MIN(
-					(deadline - now) / 1000000 + 1,
-					(uint64_t)OFI_ATTEMPT_MS);
+				    (deadline - now) / 1000000 + 1,
+				    (uint64_t)OFI_ATTEMPT_MS);
 			t->info = fi_dupinfo(cand[i]);
 			err = t->info ? ofi__fabric_open(&t->fab, t->info)
 				      : -ENOMEM;
@@ -1342,12 +1370,14 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 			}
 			kemari_err_clear();
 			cm.window = t->window;
-			r = fi_connect(t->ep, t->info->dest_addr, &cm, sizeof(cm));
+			r = fi_connect(t->ep, t->info->dest_addr, &cm,
+				       sizeof(cm));
 			err = r ? kemari_err(ofi__errno(r), "fi_connect: %s",
 					     ofi__strerror(r))
 				: ofi__wait_connected(t, left, true);
 			if (!err) {
-				kemari_debug("ofi: connected to %s with libfabric provider %s",
+				kemari_debug("ofi: connected to %s with "
+					     "libfabric provider %s",
 					     addr, t->prov);
 				*out = &t->x;
 				fi_freeinfo(list);
@@ -1372,7 +1402,8 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 		usleep(50000);
 	}
 	err = kemari_err(last,
-			 "cannot reach the secondary at %s: %s (libfabric provider%s %s) (start it first, or check --peer)",
+			 "cannot reach the secondary at %s: %s (libfabric "
+			 "provider%s %s) (start it first, or check --peer)",
 			 addr, why, strchr(tried, ',') ? "s" : "", tried);
 out:
 	fi_freeinfo(list);
@@ -1390,8 +1421,8 @@ static int ofi__reg_src(struct kemari_xport *x, void *base, uint64_t len)
 		return kemari_err(-EBUSY, "internal: reg_src twice");
 	/* Without FI_MR_LOCAL the provider reads unregistered memory. */
 	if (t->mru.local) {
-		err = ofi__reg(t, base, len, FI_WRITE, OFI_KEY_SRC,
-			       "guest RAM", &t->srcmr);
+		err = ofi__reg(t, base, len, FI_WRITE, OFI_KEY_SRC, "guest RAM",
+			       &t->srcmr);
 		if (err)
 			return err;
 		t->srcdesc = fi_mr_desc(t->srcmr);
@@ -1434,9 +1465,11 @@ static int ofi__reg_dst(struct kemari_xport *x, void *base, uint64_t len)
 	xp.key = fi_mr_key(t->dstmr);
 	if (xp.key == FI_KEY_NOTAVAIL) {
 		ofi__dereg(&t->dstmr);
-		return kemari_err(-ENOTSUP,
-				  "libfabric provider %s wants raw memory keys (FI_MR_RAW), which Kemari does not handle: use another --provider",
-				  t->prov);
+		return kemari_err(
+		    -ENOTSUP,
+		    "libfabric provider %s wants raw memory keys (FI_MR_RAW), "
+		    "which Kemari does not handle: use another --provider",
+		    t->prov);
 	}
 	xp.base = ofi_mr__base(&t->mru, base);
 	xp.len = len;
@@ -1497,26 +1530,28 @@ static int ofi__push(struct kemari_xport *x, const struct kemari_run *runs,
 		return err;
 	if (!t->peer_known)
 		return kemari_err(-ENOTCONN,
-				  "internal: push to %s before it announced its receive region (reg_dst)",
+				  "internal: push to %s before it announced "
+				  "its receive region (reg_dst)",
 				  t->addr);
 	/* Every run is checked against both regions before any is posted. */
 	bad = ofi_runs__first_outside(runs, n, t->src_len);
 	if (bad < n)
-		return kemari_err(-ERANGE,
-				  "internal: run of %u pages at page %llu is outside the %llu-page guest RAM; nothing was pushed",
-				  runs[bad].npages,
-				  (unsigned long long)runs[bad].pfn,
-				  (unsigned long long)(t->src_len /
-						       KEMARI_PAGE_SIZE));
+		return kemari_err(
+		    -ERANGE,
+		    "internal: run of %u pages at page %llu is outside the "
+		    "%llu-page guest RAM; nothing was pushed",
+		    runs[bad].npages, (unsigned long long)runs[bad].pfn,
+		    (unsigned long long)(t->src_len / KEMARI_PAGE_SIZE));
 	bad = ofi_runs__first_outside(runs, n, t->peer_len);
 	if (bad < n)
-		return kemari_err(-ERANGE,
-				  "run of %u pages at page %llu is past the end of the %llu-page receive region %s registered; nothing was pushed",
-				  runs[bad].npages,
-				  (unsigned long long)runs[bad].pfn,
-				  (unsigned long long)(t->peer_len /
-						       KEMARI_PAGE_SIZE),
-				  t->addr);
+		return kemari_err(
+		    -ERANGE,
+		    "run of %u pages at page %llu is past the end of the "
+		    "%llu-page receive region %s registered; nothing was "
+		    "pushed",
+		    runs[bad].npages, (unsigned long long)runs[bad].pfn,
+		    (unsigned long long)(t->peer_len / KEMARI_PAGE_SIZE),
+		    t->addr);
 	ofi_split__init(&s, runs, n);
 	ncur = ofi_split__next(&s, &t->lim, cur);
 	while (ncur) {
@@ -1548,8 +1583,8 @@ static int ofi__push(struct kemari_xport *x, const struct kemari_run *runs,
 			if (err)
 				return err;
 			if (kemari_now_ns() - t0 > OFI_STALL_MS * 1000000ULL)
-				return ofi__lost(t,
-						 "the provider took no write for 10 s");
+				return ofi__lost(
+				    t, "the provider took no write for 10 s");
 		}
 		if (r)
 			return ofi__lost(t, ofi__strerror(r));
@@ -1588,7 +1623,8 @@ static int ofi__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 		return err;
 	if (len > t->max_msg)
 		return kemari_err(-EMSGSIZE,
-				  "internal: %u-byte control message (the ofi transport carries %u)",
+				  "internal: %u-byte control message (the ofi "
+				  "transport carries %u)",
 				  len, t->max_msg);
 	return ofi__queue(t, type, epoch, payload, len);
 }
@@ -1605,12 +1641,13 @@ static void ofi__collect_last(struct ofi_xport *t)
 		if (c.len < sizeof(h))
 			continue;
 		memcpy(&h, b->data, sizeof(h));
-		if (h.magic != KEMARI_WIRE_MAGIC || h.type == KEMARI_MSG_XPORT ||
-		    h.len > t->max_msg || sizeof(h) + h.len != c.len ||
+		if (h.magic != KEMARI_WIRE_MAGIC ||
+		    h.type == KEMARI_MSG_XPORT || h.len > t->max_msg ||
+		    sizeof(h) + h.len != c.len ||
 		    kemari_wire__check_crc(&h, b->data + sizeof(h)))
 			continue;
 		t->ready[(t->ready_head + t->ready_n++) % t->nrx] =
-			(uint32_t)(b - t->rx);
+		    (uint32_t)(b - t->rx);
 	}
 }
 

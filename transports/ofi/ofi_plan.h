@@ -30,7 +30,7 @@ struct ofi_seg {
 
 /* What one write may carry: the provider's limits, clipped by ours. */
 struct ofi_limits {
-	uint64_t max_bytes; /* ep_attr->max_msg_size, capped */
+	uint64_t max_bytes;    /* ep_attr->max_msg_size, capped */
 	unsigned int max_segs; /* min(tx iov_limit, rma_iov_limit), capped */
 };
 
@@ -44,7 +44,7 @@ static inline struct ofi_limits ofi_limits__make(uint64_t max_msg_size,
 
 	/* A provider reporting 0 still moves one iovec per operation. */
 	l.max_segs = (unsigned int)KEMARI_MAX(
-		(size_t)1, KEMARI_MIN(segs, (size_t)OFI_MAX_SEGS));
+	    (size_t)1, KEMARI_MIN(segs, (size_t)OFI_MAX_SEGS));
 	l.max_bytes = KEMARI_MIN(max_msg_size, cap_bytes);
 	/* Whole pages per write keep every split page-aligned. */
 	l.max_bytes &= ~(KEMARI_PAGE_SIZE - 1);
@@ -101,7 +101,8 @@ static inline unsigned int ofi_split__next(struct ofi_split *s,
 	while (s->i < s->n && budget > 0) {
 		const struct kemari_run *r = &s->runs[s->i];
 		uint64_t off = r->pfn * KEMARI_PAGE_SIZE + s->done;
-		uint64_t left = (uint64_t)r->npages * KEMARI_PAGE_SIZE - s->done;
+		uint64_t left =
+		    (uint64_t)r->npages * KEMARI_PAGE_SIZE - s->done;
 		uint64_t take = KEMARI_MIN(left, budget);
 
 		if (k > 0 && seg[k - 1].off + seg[k - 1].len == off) {
@@ -132,7 +133,7 @@ static inline unsigned int ofi_split__next(struct ofi_split *s,
  * completion: one completion then retires all earlier work. Otherwise every
  * write asks, and completions are counted one by one.
  */
-#define OFI_OP_MORE 0x1
+#define OFI_OP_MORE   0x1
 #define OFI_OP_SIGNAL 0x2
 
 static inline unsigned int ofi_batch__flags(bool last, uint64_t seq,
@@ -148,10 +149,10 @@ static inline unsigned int ofi_batch__flags(bool last, uint64_t seq,
 
 /* How a domain's mr_mode shapes registrations and remote addressing. */
 struct ofi_mr_use {
-	bool local;     /* FI_MR_LOCAL: register local buffers, pass desc */
+	bool local;	/* FI_MR_LOCAL: register local buffers, pass desc */
 	bool virt_addr; /* FI_MR_VIRT_ADDR: peer addresses by our VA */
-	bool prov_key;  /* FI_MR_PROV_KEY: the provider picks the key */
-	bool endpoint;  /* FI_MR_ENDPOINT: bind each MR to the ep, enable */
+	bool prov_key;	/* FI_MR_PROV_KEY: the provider picks the key */
+	bool endpoint;	/* FI_MR_ENDPOINT: bind each MR to the ep, enable */
 };
 
 static inline struct ofi_mr_use ofi_mr__use(uint64_t mr_mode)
@@ -201,19 +202,29 @@ static inline bool ofi_credit__due(uint32_t owed, uint32_t window)
 /*
  * Default provider order: real RDMA first, then the kernel-socket ones.
  * Negative: cannot serve a connected FI_EP_MSG endpoint with RMA between
- * hosts (shm is host-local, udp has no RMA, "x;ofi_rxm" are RDM layers).
+ * hosts (shm is host-local, udp has no RMA, "x;ofi_rxm" are RDM layers),
+ * or not at this address: rdma_cm maps a loopback address to the first
+ * RDMA device, so verbs listens and resolves there, but its fi_connect
+ * fails (ENODEV).
  */
-static inline int ofi_prov__rank(const char *name)
+static inline int ofi_prov__rank(const char *name, bool loopback)
 {
 	static const char *const order[] = { "verbs", "tcp", "sockets" };
 
 	if (!name || strchr(name, ';') || !strncmp(name, "ofi_", 4) ||
-	    !strcmp(name, "shm") || !strcmp(name, "udp"))
+	    !strcmp(name, "shm") || !strcmp(name, "udp") ||
+	    (loopback && !strcmp(name, "verbs")))
 		return -1;
 	for (size_t i = 0; i < KEMARI_ARRAY_SIZE(order); i++)
 		if (!strcmp(name, order[i]))
 			return (int)i;
 	return (int)KEMARI_ARRAY_SIZE(order);
+}
+
+/* 127.0.0.0/8, host byte order. */
+static inline bool ofi_addr__loopback(uint32_t ip)
+{
+	return (ip >> 24) == 127;
 }
 
 #endif
