@@ -73,7 +73,7 @@
 #define OFI_HOT_SPIN_NS	 1000000 /* ... right after a send (a pause) */
 #define OFI_HOT_NS	 2000000
 #define OFI_ACCEPT_MS	 10000
-#define OFI_ATTEMPT_MS	 3000 /* one fi_connect waits this long at most */
+#define OFI_CLOSE_MS	 1000 /* close lets sent messages leave this long */
 #define OFI_CM_MAGIC	 0x4b4d4f46U /* "FOMK" */
 
 /* Our keys where the provider lets us pick (unique per domain). */
@@ -1328,84 +1328,72 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 	uint64_t deadline =
 	    kemari_now_ns() + (uint64_t)opts->connect_timeout_ms * 1000000ULL;
 	struct ofi_cm cm = { .magic = OFI_CM_MAGIC };
-	struct fi_info *list, *cand[8];
-	char host[64], port[8], why[256] = "no attempt", tried[128] = "";
-	int err, last = -ECONNREFUSED;
+	struct fi_info *list, *cand[1];
+	char host[64], port[8];
 	size_t n;
+	int err;
 
 	err = ofi__split_addr(addr, host, sizeof(host), port, sizeof(port));
 	err = err
-		  ?: ofi__candidates(&list, cand, KEMARI_ARRAY_SIZE(cand), &n,
-				     opts->provider, host, port, false);
+		  ?: ofi__candidates(&list, cand, 1, &n, opts->provider, host,
+				     port, false);
 	if (err)
 		return err;
 	/*
-	 * The secondary may still be starting: retry until the deadline,
-	 * each round over every usable provider in order, since the
-	 * secondary listens with the best one that could bind its address.
+	 * Only the best provider, the one the secondary listens with: a
+	 * fallback would knock at the same TCP port in another provider's
+	 * connection protocol. The secondary may still be starting: retry
+	 * until the deadline.
 	 */
 	for (;;) {
-		for (size_t i = 0; i < n; i++) {
-			struct ofi_xport *t = ofi__alloc(addr, cand[i]);
-			uint64_t now = kemari_now_ns();
-			int left = 1;
-			ssize_t r;
+		struct ofi_xport *t = ofi__alloc(addr, cand[0]);
+		uint64_t now = kemari_now_ns();
+		int left = 1;
+		ssize_t r;
 
-			if (!t) {
-				err = -ENOMEM;
-				goto out;
-			}
-			if (now < deadline)
-				left = (int)KEMARI_MIN(
-				    (deadline - now) / 1000000 + 1,
-				    (uint64_t)OFI_ATTEMPT_MS);
-			t->info = fi_dupinfo(cand[i]);
-			err = t->info ? ofi__fabric_open(&t->fab, t->info)
-				      : -ENOMEM;
-			err = err ?: ofi__conn_setup(t, t->info);
-			if (err) {
-				/* Local resources: retrying will not help. */
-				ofi__free(t);
-				goto out;
-			}
-			kemari_err_clear();
-			cm.window = t->window;
-			r = fi_connect(t->ep, t->info->dest_addr, &cm,
-				       sizeof(cm));
-			err = r ? kemari_err(ofi__errno(r), "fi_connect: %s",
-					     ofi__strerror(r))
-				: ofi__wait_connected(t, left, true);
-			if (!err) {
-				kemari_debug("ofi: connected to %s with "
-					     "libfabric provider %s",
-					     addr, t->prov);
-				*out = &t->x;
-				fi_freeinfo(list);
-				return 0;
-			}
-			/* The best provider's reason speaks for the round. */
-			if (i == 0)
-				snprintf(why, sizeof(why), "%s",
-					 kemari_last_error(err));
-			if (!strstr(tried, t->prov))
-				snprintf(tried + strlen(tried),
-					 sizeof(tried) - strlen(tried), "%s%s",
-					 tried[0] ? ", " : "", t->prov);
-			kemari_err_clear();
-			ofi__free(t);
-			last = err;
-			if (err == -EPROTO)
-				break; /* something answered, not Kemari */
-		}
-		if (last == -EPROTO || kemari_now_ns() >= deadline)
+		if (!t) {
+			err = -ENOMEM;
 			break;
+		}
+		if (now < deadline)
+			left = (int)((deadline - now) / 1000000 + 1);
+		t->info = fi_dupinfo(cand[0]);
+		err = t->info ? ofi__fabric_open(&t->fab, t->info) : -ENOMEM;
+		err = err ?: ofi__conn_setup(t, t->info);
+		if (err) {
+			/* Local resources: retrying will not help. */
+			ofi__free(t);
+			break;
+		}
+		kemari_err_clear();
+		cm.window = t->window;
+		r = fi_connect(t->ep, t->info->dest_addr, &cm, sizeof(cm));
+		err = r ? kemari_err(ofi__errno(r), "fi_connect: %s",
+				     ofi__strerror(r))
+			: ofi__wait_connected(t, left, true);
+		if (!err) {
+			kemari_debug("ofi: connected to %s with libfabric "
+				     "provider %s",
+				     addr, t->prov);
+			*out = &t->x;
+			break;
+		}
+		ofi__free(t);
+		/* EPROTO: something answered, but not Kemari. */
+		if (err == -EPROTO || kemari_now_ns() >= deadline) {
+			char why[256];
+
+			snprintf(why, sizeof(why), "%s",
+				 kemari_last_error(err));
+			err = kemari_err_override(
+			    err,
+			    "cannot reach the secondary at %s: %s (libfabric "
+			    "provider %s) (start it first, or check --peer)",
+			    addr, why, cand[0]->fabric_attr->prov_name);
+			break;
+		}
 		usleep(50000);
 	}
-	err = kemari_err(last,
-			 "cannot reach the secondary at %s: %s (libfabric "
-			 "provider%s %s) (start it first, or check --peer)",
-			 addr, why, strchr(tried, ',') ? "s" : "", tried);
-out:
 	fi_freeinfo(list);
 	return err;
 }
@@ -1718,7 +1706,26 @@ static uint32_t ofi__max_msg(struct kemari_xport *x)
 
 static void ofi__close(struct kemari_xport *x)
 {
-	ofi__free(to_ofi(x));
+	struct ofi_xport *t = to_ofi(x);
+	uint64_t until = kemari_now_ns() + OFI_CLOSE_MS * 1000000ULL;
+
+	/*
+	 * A message sent just before close (REFUSE, BYE) must still arrive,
+	 * as it would from a closed socket: closing the endpoint drops what
+	 * has not completed. Give it a moment; pushes are not waited for on
+	 * their own, but finish on the way.
+	 */
+	while (!t->listener && t->ep && !t->dead &&
+	       (t->bl_head || t->tx_done != t->tx_posted) &&
+	       kemari_now_ns() < until) {
+		struct fi_cq_data_entry c;
+
+		if (ofi__progress(t))
+			break;
+		if (fi_cq_sread(t->txcq, &c, 1, NULL, 10) == 1)
+			ofi__tx_complete(t, c.op_context);
+	}
+	ofi__free(t);
 }
 
 const struct kemari_xport_ops kemari_xport_ofi = {
