@@ -208,6 +208,40 @@ static void mr_is(struct ofi_mr_use u, int local, int virt, int prov, int ep)
 	cr_assert(eq(int, u.endpoint, ep));
 }
 
+Test(ofi_batch, ends_when_nothing_follows_or_the_next_would_wait)
+{
+	const uint64_t W = 8 << 20, M = 1 << 20;
+
+	/* a write in the middle of a long push: more follows, it fits */
+	cr_assert(eq(int, ofi_batch__ends(M, 10, 0, 2 * M, W), 0));
+	/* the last write of the push */
+	cr_assert(eq(int, ofi_batch__ends(0, 10, 0, 2 * M, W), 1));
+	/* the queue is full after this one */
+	cr_assert(eq(int, ofi_batch__ends(M, 0, 0, 2 * M, W), 1));
+	/* the batch is long enough */
+	cr_assert(eq(int, ofi_batch__ends(M, 10, OFI_BATCH - 1, 2 * M, W), 1));
+	cr_assert(eq(int, ofi_batch__ends(M, 10, OFI_BATCH - 2, 2 * M, W), 0));
+	/* the next write would not fit in the byte window */
+	cr_assert(eq(int, ofi_batch__ends(M, 10, 0, W - M, W), 0));
+	cr_assert(eq(int, ofi_batch__ends(M + 1, 10, 0, W - M, W), 1));
+}
+
+Test(ofi_batch, byte_window_admits_one_write_when_empty)
+{
+	cr_assert(eq(int, ofi_inflight__fits(0, 64 << 20, 8 << 20), 1));
+	cr_assert(eq(int, ofi_inflight__fits(4 << 20, 4 << 20, 8 << 20), 1));
+	cr_assert(
+	    eq(int, ofi_inflight__fits(4 << 20, (4 << 20) + 1, 8 << 20), 0));
+}
+
+Test(ofi_split, segment_bytes_add_up)
+{
+	struct ofi_seg seg[3] = { { 0, PG }, { 8 * PG, 3 * PG }, { 0, 0 } };
+
+	cr_assert(eq(u64, ofi_segs__bytes(seg, 3), 4 * PG));
+	cr_assert(eq(u64, ofi_segs__bytes(seg, 0), 0));
+}
+
 Test(ofi_mr, verbs_mode_uses_descriptors_addresses_and_provider_keys)
 {
 	struct ofi_mr_use u = ofi_mr__use(FI_MR_LOCAL | FI_MR_VIRT_ADDR |

@@ -65,7 +65,6 @@
 #define OFI_TX_SLOTS	 16	      /* registered send buffers */
 #define OFI_TX_DEPTH_MAX 1024	      /* outstanding transmit operations */
 #define OFI_WRITE_MAX	 (4ULL << 20) /* bytes per RMA write */
-#define OFI_BATCH	 64	      /* writes between two doorbells */
 #define OFI_BACKLOG_MAX	 (64u << 20)
 #define OFI_STALL_MS	 10000 /* no transmit completion this long: peer gone */
 #define OFI_SLICE_MS	 100   /* blocking waits look at the EQ this often */
@@ -110,7 +109,17 @@ struct ofi_fabric {
 struct ofi_txctx {
 	struct fi_context2 ctx; /* FI_CONTEXT(2) mode: provider scratch */
 	uint64_t seq;
+	uint64_t bytes;	    /* this operation's */
+	uint64_t bytes_end; /* all posted up to and including it */
 	int slot; /* send buffer to free on completion, -1 for writes */
+};
+
+/* What a transmit wait waits for. */
+enum ofi_wait {
+	OFI_WAIT_SLOT,	/* a free send buffer */
+	OFI_WAIT_ROOM,	/* room in the transmit queue */
+	OFI_WAIT_WRITE, /* room, and bytes more fit in the byte window */
+	OFI_WAIT_ALL,	/* every operation completed */
 };
 
 struct ofi_rxbuf {
@@ -149,6 +158,7 @@ struct ofi_xport {
 	uint32_t depth;
 	struct ofi_txctx *txc;
 	uint64_t tx_posted, tx_done;
+	uint64_t tx_bytes, tx_bytes_done;
 	uint64_t tx_progress_ns;
 	uint8_t *txbuf;
 	struct fid_mr *txmr;
@@ -512,10 +522,13 @@ static int ofi__cq_error(struct ofi_xport *t, struct fid_cq *cq, bool tx)
 static void ofi__tx_complete(struct ofi_xport *t, struct ofi_txctx *c)
 {
 	/* In order: one completion retires everything posted before it. */
-	if (t->selective)
+	if (t->selective) {
 		t->tx_done = c->seq + 1;
-	else
+		t->tx_bytes_done = c->bytes_end;
+	} else {
 		t->tx_done++;
+		t->tx_bytes_done += c->bytes;
+	}
 	if (c->slot >= 0)
 		t->txfree[t->ntxfree++] = c->slot;
 	t->tx_progress_ns = kemari_now_ns();
@@ -698,20 +711,48 @@ static uint64_t ofi__room(const struct ofi_xport *t)
 	return t->depth - (t->tx_posted - t->tx_done);
 }
 
-static struct ofi_txctx *ofi__txctx(struct ofi_xport *t, int slot)
+static struct ofi_txctx *ofi__txctx(struct ofi_xport *t, int slot,
+				    uint64_t bytes)
 {
 	struct ofi_txctx *c = &t->txc[t->tx_posted % t->depth];
 
 	c->seq = t->tx_posted;
+	c->bytes = bytes;
+	c->bytes_end = t->tx_bytes + bytes;
 	c->slot = slot;
 	return c;
 }
 
+/* The operation whose context ofi__txctx just filled was posted. */
+static void ofi__posted(struct ofi_xport *t, uint64_t bytes)
+{
+	t->tx_posted++;
+	t->tx_bytes += bytes;
+}
+
+static bool ofi__tx_ready(const struct ofi_xport *t, enum ofi_wait w,
+			  uint64_t bytes)
+{
+	switch (w) {
+	case OFI_WAIT_SLOT:
+		return t->ntxfree > 0;
+	case OFI_WAIT_ROOM:
+		return ofi__room(t) > 0;
+	case OFI_WAIT_WRITE:
+		return ofi__room(t) > 0 &&
+		       ofi_inflight__fits(t->tx_bytes - t->tx_bytes_done, bytes,
+					  OFI_INFLIGHT_MAX);
+	case OFI_WAIT_ALL:
+	default:
+		return t->tx_done == t->tx_posted;
+	}
+}
+
 /*
- * Wait until a transmit slot (want_slot) or queue room is free: transmit
- * completions are local, so this never waits on the peer's application.
+ * Wait for transmit completions until w holds: they are local, so this
+ * never waits on the peer's application.
  */
-static int ofi__wait_tx(struct ofi_xport *t, bool want_slot, bool all)
+static int ofi__wait_tx(struct ofi_xport *t, enum ofi_wait w, uint64_t bytes)
 {
 	uint64_t t0 = kemari_now_ns();
 
@@ -725,8 +766,7 @@ static int ofi__wait_tx(struct ofi_xport *t, bool want_slot, bool all)
 		err = err ?: ofi__check_eq(t);
 		if (err)
 			return err;
-		if (all ? t->tx_done == t->tx_posted
-			: (want_slot ? t->ntxfree > 0 : ofi__room(t) > 0))
+		if (ofi__tx_ready(t, w, bytes))
 			return 0;
 		now = kemari_now_ns();
 		if (now - t->tx_progress_ns > OFI_STALL_MS * 1000000ULL)
@@ -758,11 +798,11 @@ static int ofi__post_send(struct ofi_xport *t, int slot, uint32_t len)
 
 	for (;;) {
 		if (!ofi__room(t)) {
-			err = ofi__wait_tx(t, false, false);
+			err = ofi__wait_tx(t, OFI_WAIT_ROOM, 0);
 			if (err)
 				return err;
 		}
-		msg.context = &ofi__txctx(t, slot)->ctx;
+		msg.context = &ofi__txctx(t, slot, len)->ctx;
 		r = fi_sendmsg(t->ep, &msg, FI_COMPLETION);
 		if (r != -FI_EAGAIN)
 			break;
@@ -772,14 +812,14 @@ static int ofi__post_send(struct ofi_xport *t, int slot, uint32_t len)
 	}
 	if (r)
 		return ofi__lost(t, ofi__strerror(r));
-	t->tx_posted++;
+	ofi__posted(t, len);
 	t->last_tx_ns = kemari_now_ns();
 	return 0;
 }
 
 static int ofi__slot(struct ofi_xport *t, int *slot)
 {
-	int err = t->ntxfree ? 0 : ofi__wait_tx(t, true, false);
+	int err = t->ntxfree ? 0 : ofi__wait_tx(t, OFI_WAIT_SLOT, 0);
 
 	if (!err)
 		*slot = t->txfree[--t->ntxfree];
@@ -1468,7 +1508,7 @@ static int ofi__reg_dst(struct kemari_xport *x, void *base, uint64_t len)
 }
 
 static ssize_t ofi__post_write(struct ofi_xport *t, const struct ofi_seg *seg,
-			       unsigned int k, unsigned int f)
+			       unsigned int k, uint64_t bytes, unsigned int f)
 {
 	struct iovec iov[OFI_MAX_SEGS];
 	void *desc[OFI_MAX_SEGS];
@@ -1479,7 +1519,7 @@ static ssize_t ofi__post_write(struct ofi_xport *t, const struct ofi_seg *seg,
 		.iov_count = k,
 		.rma_iov = rma,
 		.rma_iov_count = k,
-		.context = &ofi__txctx(t, -1)->ctx,
+		.context = &ofi__txctx(t, -1, bytes)->ctx,
 	};
 	uint64_t flags = t->write_flags;
 
@@ -1543,22 +1583,26 @@ static int ofi__push(struct kemari_xport *x, const struct kemari_run *runs,
 	ofi_split__init(&s, runs, n);
 	ncur = ofi_split__next(&s, &t->lim, cur);
 	while (ncur) {
-		uint64_t t0 = kemari_now_ns();
+		uint64_t t0 = kemari_now_ns(),
+			 bytes = ofi_segs__bytes(cur, ncur);
 		unsigned int nnxt;
 		struct ofi_seg *tmp;
 		bool last;
 		ssize_t r;
 
-		if (!ofi__room(t)) {
-			err = ofi__wait_tx(t, false, false);
+		/* The previous write ended its batch if this wait is needed. */
+		if (!ofi__tx_ready(t, OFI_WAIT_WRITE, bytes)) {
+			err = ofi__wait_tx(t, OFI_WAIT_WRITE, bytes);
 			if (err)
 				return err;
 		}
 		nnxt = ofi_split__next(&s, &t->lim, nxt);
-		/* A batch ends before we would have to wait for room. */
-		last = !nnxt || ofi__room(t) == 1 || in_batch + 1 >= OFI_BATCH;
+		last = ofi_batch__ends(nnxt ? ofi_segs__bytes(nxt, nnxt) : 0,
+				       ofi__room(t) - 1, in_batch,
+				       t->tx_bytes - t->tx_bytes_done + bytes,
+				       OFI_INFLIGHT_MAX);
 		for (;;) {
-			r = ofi__post_write(t, cur, ncur,
+			r = ofi__post_write(t, cur, ncur, bytes,
 					    ofi_batch__flags(last, t->tx_posted,
 							     every,
 							     t->selective));
@@ -1576,7 +1620,7 @@ static int ofi__push(struct kemari_xport *x, const struct kemari_run *runs,
 		}
 		if (r)
 			return ofi__lost(t, ofi__strerror(r));
-		t->tx_posted++;
+		ofi__posted(t, bytes);
 		in_batch = last ? 0 : in_batch + 1;
 		tmp = cur;
 		cur = nxt;
@@ -1598,7 +1642,7 @@ static int ofi__flush(struct kemari_xport *x)
 	 * posted from now on are placed after these writes at the peer
 	 * (FI_ORDER_SAW), or the writes were delivery-complete already.
 	 */
-	return ofi__wait_tx(t, false, true);
+	return ofi__wait_tx(t, OFI_WAIT_ALL, 0);
 }
 
 static int ofi__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,

@@ -21,6 +21,14 @@
 #include "kemari/kemari.h"
 
 #define OFI_MAX_SEGS 16 /* iovecs per write we ever build */
+#define OFI_BATCH    64 /* writes between two doorbells */
+/*
+ * Bytes of writes in flight at most: a push returns once its writes are
+ * queued, so without a bound the initial sync would queue all of RAM and a
+ * heartbeat sent after it would wait behind all of it (tcp's socket buffer
+ * is the same bound for the tcp transport). Plenty for RDMA bandwidth.
+ */
+#define OFI_INFLIGHT_MAX (8ULL << 20)
 
 /* One piece of a write: the same byte range of source and destination. */
 struct ofi_seg {
@@ -145,6 +153,38 @@ static inline unsigned int ofi_batch__flags(bool last, uint64_t seq,
 	if (!selective || last || (signal_every && seq % signal_every == 0))
 		f |= OFI_OP_SIGNAL;
 	return f;
+}
+
+static inline uint64_t ofi_segs__bytes(const struct ofi_seg *seg,
+				       unsigned int k)
+{
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; i < k; i++)
+		n += seg[i].len;
+	return n;
+}
+
+/* Whether bytes more may be posted with inflight bytes outstanding. */
+static inline bool ofi_inflight__fits(uint64_t inflight, uint64_t bytes,
+				      uint64_t window)
+{
+	return inflight == 0 || inflight + bytes <= window;
+}
+
+/*
+ * Whether the write about to be posted ends its batch (goes without
+ * FI_MORE, asks for a completion): nothing follows it (next_bytes 0), or
+ * the next write will have to wait for the transmit queue (room_after) or
+ * the byte window, or the batch is long enough.
+ */
+static inline bool ofi_batch__ends(uint64_t next_bytes, uint64_t room_after,
+				   unsigned int in_batch,
+				   uint64_t inflight_after, uint64_t window)
+{
+	return next_bytes == 0 || room_after == 0 ||
+	       in_batch + 1 >= OFI_BATCH ||
+	       !ofi_inflight__fits(inflight_after, next_bytes, window);
 }
 
 /* How a domain's mr_mode shapes registrations and remote addressing. */
