@@ -793,6 +793,7 @@ static int ofi__post_send(struct ofi_xport *t, int slot, uint32_t len)
 		.desc = &desc,
 		.iov_count = 1,
 	};
+	uint64_t t0 = kemari_now_ns();
 	ssize_t r;
 	int err;
 
@@ -807,8 +808,12 @@ static int ofi__post_send(struct ofi_xport *t, int slot, uint32_t len)
 		if (r != -FI_EAGAIN)
 			break;
 		err = ofi__reap_tx(t);
+		err = err ?: ofi__check_eq(t);
 		if (err)
 			return err;
+		if (kemari_now_ns() - t0 > OFI_STALL_MS * 1000000ULL)
+			return ofi__lost(t,
+					 "the provider took no send for 10 s");
 	}
 	if (r)
 		return ofi__lost(t, ofi__strerror(r));
