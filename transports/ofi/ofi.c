@@ -1424,6 +1424,10 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 			break;
 		}
 		ofi__free(t);
+		/* Refused: not listening yet. Anything else is worth a line. */
+		if (err != -ECONNREFUSED && err != -ETIMEDOUT && err != -EPROTO)
+			kemari_warn("ofi: connecting to %s: %s; retrying", addr,
+				    kemari_last_error(err));
 		/* EPROTO: something answered, but not Kemari. */
 		if (err == -EPROTO || kemari_now_ns() >= deadline) {
 			char why[256];
