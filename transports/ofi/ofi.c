@@ -1119,14 +1119,27 @@ static int ofi__wait_connected(struct ofi_xport *t, int timeout_ms,
 		uint8_t data[256];
 	} ev;
 	struct fi_eq_err_entry ee;
+	uint64_t deadline = kemari_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	struct ofi_cm cm;
 	uint32_t type;
 	ssize_t r;
 
-	r = fi_eq_sread(t->eq, &type, &ev, sizeof(ev), timeout_ms, 0);
-	if (r == -FI_EAGAIN)
-		return kemari_err(-ETIMEDOUT, "no answer within %d ms",
-				  timeout_ms);
+	/*
+	 * fi_eq_sread may come back early with nothing (a signal, a wakeup
+	 * meant for the provider): giving up then would abandon a connection
+	 * the peer is accepting, so only our own deadline ends the wait.
+	 */
+	for (;;) {
+		uint64_t now = kemari_now_ns();
+
+		if (now >= deadline)
+			return kemari_err(-ETIMEDOUT, "no answer within %d ms",
+					  timeout_ms);
+		r = fi_eq_sread(t->eq, &type, &ev, sizeof(ev),
+				(int)((deadline - now) / 1000000 + 1), 0);
+		if (r != -FI_EAGAIN && r != -FI_EINTR)
+			break;
+	}
 	if (r == -FI_EAVAIL) {
 		memset(&ee, 0, sizeof(ee));
 		fi_eq_readerr(t->eq, &ee, 0);
