@@ -1356,10 +1356,21 @@ static int ofi__accept(struct kemari_xport *lx, struct kemari_xport **conn,
 		t->fab = ofi__fabric_get(l->fab);
 		err = ofi__conn_setup(t, ev.e.info);
 		if (err) {
-			/* Our resources, not the peer: tell the caller. */
 			fi_reject(l->pep, ev.e.info->handle, NULL, 0);
 			ofi__free(t);
-			return err;
+			/* Out of memory (or memlock) will not get better. */
+			if (err == -ENOMEM)
+				return err;
+			/*
+			 * A request the primary gave up on meanwhile (verbs:
+			 * fi_enable fails on its dead CM id): not fatal to
+			 * the listener, wait for the next.
+			 */
+			kemari_warn("ofi: connection request from %s could not "
+				    "be set up: %s",
+				    name, kemari_last_error(err));
+			kemari_err_clear();
+			continue;
 		}
 		cm.window = t->window;
 		r = fi_accept(t->ep, &cm, sizeof(cm));
