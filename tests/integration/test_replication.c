@@ -341,6 +341,17 @@ Test(replication, protocol_version_mismatch_refused)
 
 /* --- hand-made streams ---------------------------------------------------- */
 
+/* They are tcp frames on a plain socket; other transports have their own
+ * wire (ofi: libfabric's connection protocol, RMA for pages). */
+static void raw_streams_need_tcp(void)
+{
+	const char *t = env_or("KEMARI_TEST_TRANSPORT", "tcp");
+
+	if (strcmp(t, "tcp"))
+		cr_skip_test("hand-made tcp streams do not apply to --transport=%s",
+			     t);
+}
+
 static int raw_connect(void)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
@@ -411,6 +422,7 @@ Test(replication, garbage_stream_refused)
 {
 	int fd;
 
+	raw_streams_need_tcp();
 	start_secondary(NULL);
 	fd = raw_connect();
 	cr_assert(eq(long, write(fd, "GET / HTTP/1.0\r\n\r\n_padding_padding", 34), 34L));
@@ -423,6 +435,7 @@ Test(replication, out_of_bounds_run_refused)
 	struct kemari_run r = { .pfn = (64ULL << 20) / 4096 - 1, .npages = 2 };
 	int fd;
 
+	raw_streams_need_tcp();
 	start_secondary(NULL);
 	fd = raw_connect();
 	raw_hello(fd);
@@ -437,6 +450,7 @@ Test(replication, bad_checksum_refused)
 	uint32_t junk = 7;
 	int fd;
 
+	raw_streams_need_tcp();
 	start_secondary(NULL);
 	fd = raw_connect();
 	raw_hello(fd);
@@ -454,6 +468,7 @@ Test(replication, truncated_stream_is_not_taken_over)
 	char page[4096] = { 1 };
 	int fd;
 
+	raw_streams_need_tcp();
 	start_secondary(NULL);
 	fd = raw_connect();
 	raw_hello(fd);
