@@ -150,8 +150,13 @@ check-run: all tests
 	$(Q)$(UNIT_BIN) --jobs 2 --short-filename
 	$(Q)echo "== transport conformance (every transport usable here)"
 	$(Q)$(XPORT_BIN) --jobs 1 --short-filename
-	$(Q)echo "== KVM integration tests"
+	$(Q)echo "== KVM integration tests (tcp)"
 	$(Q)tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
+ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
+	$(Q)echo "== failover over ofi (libfabric tcp provider)"
+	$(Q)KEMARI_FAILOVER_RUNS=5 tests/run-kvm.sh env "KEMARI_TEST_TRANSPORT=ofi --provider=tcp" \
+		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/*'
+endif
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -1807,6 +1807,8 @@ static void ofi__close(struct kemari_xport *x)
 
 const struct kemari_xport_ops kemari_xport_ofi = {
 	.name = "ofi",
+	/* RMA writes land in the receive buffers without the receiver. */
+	.caps = KEMARI_XPORT_CAP_ONESIDED,
 	.listen = ofi__listen,
 	.accept = ofi__accept,
 	.connect = ofi__connect,
