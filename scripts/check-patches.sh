@@ -256,15 +256,25 @@ build_qemu() {
 	[ -n "$targets" ] || return 1
 	# shellcheck disable=SC2086
 	(cd "$t/build" && run "$log" nice_run ninja -j"$JOBS" $targets) || return 1
+	# Unit tests among the targets: link their object with GLib.
+	local o
+	for o in $targets; do
+		case $o in tests/unit/*.p/*.c.o) ;; *) continue ;; esac
+		(cd "$t/build" && run "$log" cc -pthread -o "${o%%.p/*}" "$o" \
+			$(pkg-config --libs glib-2.0)) || return 1
+	done
 }
 
-# Unit test of the touched QEMU code, where the series has one.
+# Unit tests of the touched QEMU code (the series' build-targets name them).
 test_qemu() {
-	local t=$CACHE/build/qemu log=$LOGS/qemu-test.log
+	local t=$CACHE/build/qemu log=$LOGS/qemu-test.log o n=0
 	: >"$log"
-	[ -x "$t/build/tests/unit/test-event-tap" ] || return 0
-	run "$log" "$t/build/tests/unit/test-event-tap" || return 1
-	EXTRA=", unit test passed"
+	for o in $(grep -v '^#' "$ROOT/$QEMU_TARGETS_FILE"); do
+		case $o in tests/unit/*.p/*.c.o) ;; *) continue ;; esac
+		run "$log" "$t/build/${o%%.p/*}" || return 1
+		n=$((n + 1))
+	done
+	[ $n -eq 0 ] || EXTRA=", unit test passed"
 }
 
 # series PKG: fetch, unpack, apply, build; prints the series' line.

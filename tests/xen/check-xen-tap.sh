@@ -6,6 +6,7 @@
 # patched libxenctrl (tests/xen/evtchn-tap-test.c, run by dom0-tap.sh).
 #
 #   tests/xen/check-xen-tap.sh [XEN_TREE]
+#   tests/xen/check-xen-tap.sh prepare     kernel pieces and packages only
 #
 # XEN_TREE is the patched and built Xen source tree (xen/xen, tools/include,
 # tools/libs/*), by default the one scripts/check-patches.sh leaves in its
@@ -16,9 +17,10 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 TREE=${1:-${KEMARI_XEN_TREE:-/var/cache/kemari-patches/build/xen}}
+[ "$TREE" != prepare ] || TREE=
 CACHE=${KEMARI_XEN_CACHE:-/var/cache/kemari-xen}
 JOBROOT=${KEMARI_XEN_JOBS:-/var/tmp/kemari-xen}
-TIMEOUT=${KEMARI_XEN_TIMEOUT:-900}
+TIMEOUT=${KEMARI_XEN_TIMEOUT:-1800}
 DOM0_MODULES="xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xenfs virtio_pci 9pnet_virtio 9p"
 DOMU_MODULES="xen-privcmd"
 PKGS=(qemu-system-x86 busybox-static kmod cpio xz-utils gcc libc6-dev libxen-dev
@@ -46,13 +48,15 @@ deps() {
 	[ -z "$own" ] || rm -f $rcd
 }
 
-# Kernel pieces from Debian's package, rebuilt when it or this script changes.
+# Kernel pieces from Debian's package, rebuilt when it or the code that makes
+# them changes.
 prepare_kernel() {
 	local pkg stamp
 	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
 		awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 	[ -n "$pkg" ] || die77 "cannot resolve the kernel package behind linux-image-amd64"
-	stamp="$pkg $(sha256sum "$0" | cut -d' ' -f1)"
+	stamp="$pkg $DOM0_MODULES $DOMU_MODULES $(declare -f prepare_kernel modules_for \
+		build_dom0_initrd | sha256sum | cut -d' ' -f1)"
 	mkdir -p "$CACHE"
 	exec 9>"$CACHE/.lock"
 	flock 9
@@ -171,7 +175,14 @@ build_domu_initrd() {
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in $(cat /modules.order); do insmod /lib/modules/$m; done
+# Debian's privcmd refuses a domU's hypercalls unless told otherwise: this
+# domU must reach Xen itself, so that Xen is what refuses its domctls.
+for m in $(cat /modules.order); do
+	case $m in
+	xen-privcmd.ko) insmod /lib/modules/$m unrestricted=1 ;;
+	*) insmod /lib/modules/$m ;;
+	esac
+done
 dom=$(sed -n 's/.*kemari.domid=\([0-9]*\).*/\1/p' /proc/cmdline)
 /bin/tap-guest "${dom:-1}"
 i=0
@@ -240,4 +251,9 @@ main() {
 	[ "${KEMARI_XEN_KEEP:-0}" = 1 ] || rm -rf "$job"
 }
 
+if [ "${1:-}" = prepare ]; then
+	deps
+	prepare_kernel
+	exit 0
+fi
 main "$@"

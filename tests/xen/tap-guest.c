@@ -3,7 +3,7 @@
  * XEN_DOMCTL_evtchn_tap through /dev/xen/privcmd as the guest itself, for
  * its own domain and for dom0, and prints what Xen answered, one line each:
  *
- *   GUEST-HYPERCALL xen_version rc=0x40011   (the path reaches Xen)
+ *   GUEST-HYPERCALL xen_version rc=0x40011 errno=0   (the path reaches Xen)
  *   GUEST-DOMCTL dom=D op=OP rc=RC errno=E
  *
  * dom0's test (dom0-tap.sh) requires EPERM for every line naming an
@@ -68,7 +68,8 @@ int main(int argc, char **argv)
 		};
 		int rc = ioctl(fd, IOCTL_PRIVCMD_HYPERCALL, &call);
 
-		printf("GUEST-HYPERCALL xen_version rc=%#x\n", (unsigned int)rc);
+		printf("GUEST-HYPERCALL xen_version rc=%#x errno=%d\n",
+		       (unsigned int)rc, rc < 0 ? errno : 0);
 	}
 
 	for (unsigned int d = 0; d < 2; d++) {
