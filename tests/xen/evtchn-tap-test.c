@@ -8,7 +8,8 @@
  * PORT is one of the domU's interdomain ports that it sends on by itself
  * (its console port: every line it prints is a send), CONSOLE_LOG the file
  * xenconsoled writes that console to. Prints one "PASS: ..." or "FAIL: ..."
- * line per check; exits 1 if any failed, 2 if it could not start.
+ * line per check; exits 1 if any failed, 2 if it could not start. Also
+ * checks XEN_DOMCTL_evtchn_restore on the same domU.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -240,6 +241,46 @@ static void tap_test__run(struct tap_test *t)
 	      "release of all ports with none held is a no-op: rc=%d", rc);
 }
 
+/*
+ * XEN_DOMCTL_evtchn_restore (xen-patches/0003): a port made at a chosen
+ * number in the domU is unbound to dom0 there, cannot be made twice, and a
+ * backend in dom0 can bind it. The domU never uses the port.
+ */
+static void tap_test__restore(struct tap_test *t)
+{
+	const evtchn_port_t port = 1000; /* below xl's default limit, 1023 */
+	xc_evtchn_status_t st = { .dom = t->dom, .port = port };
+	xenevtchn_port_or_error_t lp;
+	int rc, err;
+
+	rc = xc_evtchn_restore_unbound(t->xch, t->dom, port, 0);
+	check(t, rc == 0, "restore: port %u made in dom %u: rc=%d", port,
+	      t->dom, rc);
+	rc = xc_evtchn_status(t->xch, &st);
+	check(t, rc == 0 && st.status == EVTCHNSTAT_unbound &&
+			 st.u.unbound.dom == 0,
+	      "restore: port %u is unbound to dom0 (status %u)", port,
+	      st.status);
+	rc = xc_evtchn_restore_unbound(t->xch, t->dom, port, 0);
+	err = errno;
+	check(t, rc == -1 && err == EBUSY,
+	      "restore: the same port again refused (%s)",
+	      rc ? strerror(err) : "no error");
+	lp = xenevtchn_bind_interdomain(t->xce, t->dom, port);
+	st = (xc_evtchn_status_t){ .dom = t->dom, .port = port };
+	rc = xc_evtchn_status(t->xch, &st);
+	check(t, lp > 0 && rc == 0 && st.status == EVTCHNSTAT_interdomain &&
+			 st.u.interdomain.dom == 0 &&
+			 st.u.interdomain.port == (evtchn_port_t)lp,
+	      "restore: a dom0 backend binds it (dom0 port %d)", (int)lp);
+	if (lp > 0)
+		xenevtchn_unbind(t->xce, (evtchn_port_t)lp);
+	rc = xc_evtchn_restore_unbound(t->xch, t->dom, 0, 0);
+	err = errno;
+	check(t, rc == -1 && err == EINVAL, "restore: port 0 refused (%s)",
+	      rc ? strerror(err) : "no error");
+}
+
 int main(int argc, char **argv)
 {
 	struct tap_test t = { 0 };
@@ -272,6 +313,7 @@ int main(int argc, char **argv)
 		t.virq_port = (evtchn_port_t)vp;
 		tap_test__run(&t);
 	}
+	tap_test__restore(&t);
 
 	xenevtchn_close(t.xce);
 	xc_interface_close(t.xch);
