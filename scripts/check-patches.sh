@@ -304,10 +304,22 @@ series() {
 		echo "$name: FAILED: $APPLY_ERR"
 		return 1
 	fi
-	if ! "build_$pkg"; then
-		echo "$name: applied to $pkg $VER; build FAILED (last lines of $LOGS/$pkg-build.log follow)"
-		tail -15 "$LOGS/$pkg-build.log" | sed 's/^/    /'
-		return 1
+	# A tree whose patches and build recipe are those of its last good
+	# build is not rebuilt (Xen would relink itself for a new timestamp).
+	local stamp built=$CACHE/build/$pkg.built
+	stamp=$( (cd "$CACHE/build/$pkg.applied" && cat series $(cat series)
+		declare -f "build_$pkg"
+		[ "$pkg" != qemu ] || cat "$ROOT/$QEMU_TARGETS_FILE") | sha256sum)
+	if [ "$(cat "$built" 2>/dev/null)" = "$stamp" ]; then
+		say "$pkg: same patches and recipe as its last build; not rebuilt"
+	else
+		rm -f "$built"
+		if ! "build_$pkg"; then
+			echo "$name: applied to $pkg $VER; build FAILED (last lines of $LOGS/$pkg-build.log follow)"
+			tail -15 "$LOGS/$pkg-build.log" | sed 's/^/    /'
+			return 1
+		fi
+		echo "$stamp" >"$built"
 	fi
 	EXTRA=
 	if [ "$pkg" = qemu ] && ! test_qemu; then
