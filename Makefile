@@ -171,12 +171,17 @@ check-rdma: deps
 check-patches: deps
 	$(Q)scripts/check-patches.sh
 
+# The patched Xen booted under QEMU TCG, tap tested against a PV domU
+# (also part of check-patches; needs the tree check-patches built).
+check-xen-tap:
+	$(Q)tests/xen/check-xen-tap.sh
+
 format:
 	$(Q)clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all guests tests deps check check-run check-rdma check-patches demo format clean
+.PHONY: all guests tests deps check check-run check-rdma check-patches check-xen-tap demo format clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
