@@ -530,6 +530,8 @@ int primary__tick(void *ctx)
 		if (m.type == KEMARI_MSG_BYE)
 			err = kemari_err(-ECONNRESET,
 					 "the secondary shut down");
+		else if (m.type == KEMARI_MSG_APPLIED)
+			primary__note_applied(e, &m);
 		else if (m.type != KEMARI_MSG_HEARTBEAT)
 			err = kemari_err(-EPROTO,
 					 "unexpected %s from the secondary",
