@@ -13,6 +13,7 @@ set -euo pipefail
 
 CACHE=${KEMARI_VM_CACHE:-/var/cache/kemari-vm}
 JOBROOT=${KEMARI_VM_JOBS:-/var/tmp/kemari-vm}
+KEEPER=$(cd "$(dirname "$0")" && pwd)/kvm-keeper.c
 MODULES="crc32_generic rdma_rxe rdma_ucm dummy virtio_pci 9pnet_virtio 9p overlay kvm-amd"
 
 die77() { echo "vm.sh: $*" >&2; exit 77; }
@@ -29,7 +30,7 @@ prepare() {
 	# Rebuilt when the kernel package or prepare()'s content changes
 	# (not its mtime: several checkouts share the cache).
 	local stamp
-	stamp="$pkg $(sed -n '/^prepare() {/,/^}/p' "$0" | sha256sum | cut -d' ' -f1)"
+	stamp="$pkg $({ sed -n '/^prepare() {/,/^}/p' "$0"; cat "$KEEPER"; } | sha256sum | cut -d' ' -f1)"
 	if [ -f "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/stamp" 2>/dev/null)" = "$stamp" ]; then
 		return 0
 	fi
@@ -56,6 +57,8 @@ prepare() {
 	local ird="$CACHE/initrd" dep="$CACHE/root/lib/modules/$kv/modules.dep"
 	mkdir -p "$ird"/{bin,sbin,proc,sys,dev,host,lib/modules,etc}
 	cp /bin/busybox "$ird/bin/busybox"
+	gcc -static -O2 -o "$ird/bin/kvm-keeper" "$KEEPER" ||
+		die77 "cannot build $KEEPER: run 'make deps' (gcc, libc6-dev)"
 	# Load order: dependencies first, as modules.dep lists them (reversed).
 	local order=() m line f d
 	for m in $MODULES; do
@@ -80,6 +83,9 @@ for m in $(cat /modules.order); do
 	insmod /lib/modules/$m 2>/dev/null || echo "vm-init: insmod $m failed"
 done
 job=$(sed -n 's/.*kemari.job=\([^ ]*\).*/\1/p' /proc/cmdline)
+# Keeps KVM's static keys from flipping at every VM the tests create (see
+# tests/vm/kvm-keeper.c: text patching under TCG can freeze the VM).
+/bin/kvm-keeper &
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host
 for d in tmp run var/tmp; do mount -t tmpfs tmpfs /host/$d; done
 mount -t devtmpfs dev /host/dev
