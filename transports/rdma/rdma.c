@@ -214,6 +214,7 @@ struct rdma_xport {
 	char bad_why[256];
 	const char *gone; /* a CM event said the peer is gone */
 	uint64_t last_activity_ns;
+	uint64_t cm_polled_ns; /* the CM channel is a syscall: not every spin */
 };
 
 extern const struct kemari_xport_ops kemari_xport_rdma;
@@ -272,29 +273,38 @@ static int rdma__have_device(void)
 	return l && n > 0 ? 0 : rdma__no_device();
 }
 
-/* Record the connection's first failure; every later call reports it. */
-static int rdma__fail(struct rdma_xport *t, int err, const char *fmt, ...)
+/*
+ * Remember the connection's first failure (it may be found while reaping
+ * completions for another call); operations report it from then on.
+ */
+static void rdma__die(struct rdma_xport *t, int err, const char *fmt, ...)
     KEMARI_PRINTF(3, 4);
-static int rdma__fail(struct rdma_xport *t, int err, const char *fmt, ...)
+static void rdma__die(struct rdma_xport *t, int err, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!t->dead) {
-		t->dead = err;
-		va_start(ap, fmt);
-		vsnprintf(t->why, sizeof(t->why), fmt, ap);
-		va_end(ap);
-	}
+	if (t->dead)
+		return;
+	t->dead = err;
+	va_start(ap, fmt);
+	vsnprintf(t->why, sizeof(t->why), fmt, ap);
+	va_end(ap);
+}
+
+static void rdma__lost(struct rdma_xport *t, const char *why)
+{
+	rdma__die(t, -ECONNRESET, "connection to %s lost: %s", t->addr, why);
+}
+
+static int rdma__dead(struct rdma_xport *t)
+{
 	return kemari_err(t->dead, "%s", t->why);
 }
 
-static int rdma__lost(struct rdma_xport *t, const char *why)
-{
-	return rdma__fail(t, -ECONNRESET, "connection to %s lost: %s", t->addr,
-			  why);
-}
-
-/* A malformed frame: remember kemari_wire's reason, deliver it in order. */
+/*
+ * A malformed frame: keep kemari_wire's reason (the checks ran right after
+ * a kemari_err_clear), deliver it after the good messages before it.
+ */
 static void rdma__malformed(struct rdma_xport *t, int err)
 {
 	if (t->bad)
@@ -303,12 +313,12 @@ static void rdma__malformed(struct rdma_xport *t, int err)
 	snprintf(t->bad_why, sizeof(t->bad_why), "%s", kemari_last_error(err));
 }
 
-/* A stream that went bad (malformed) or died: the same error every time. */
+/* A stream that went bad or died: the same error every time. */
 static int rdma__broken(struct rdma_xport *t)
 {
 	if (t->bad)
 		return kemari_err(t->bad, "%s", t->bad_why);
-	return kemari_err(t->dead, "%s", t->why);
+	return rdma__dead(t);
 }
 
 /* ---- memory registration ---------------------------------------------- */
@@ -366,16 +376,35 @@ static void rdma__region_fini(struct rdma_region *r)
 }
 
 /*
- * Register [base, base + len) as regions of at most the device's
- * max_mr_size (or KEMARI_RDMA_MR_MAX, a test knob that forces several).
+ * Test knob KEMARI_RDMA_MR_MAX=SRC[,DST]: register the source (and the
+ * receive buffers) in regions of at most that size, as a device with a
+ * small max_mr_size would; different sizes make requests span several
+ * local regions (SGEs) and split at remote ones.
  */
+static uint64_t rdma__mr_knob(bool dst)
+{
+	const char *knob = getenv("KEMARI_RDMA_MR_MAX");
+	const char *comma;
+	char first[32];
+	uint64_t k;
+
+	if (!knob || !*knob)
+		return 0;
+	comma = strchr(knob, ',');
+	if (dst && comma)
+		return kemari_parse_size(comma + 1, &k) ? 0 : k;
+	snprintf(first, sizeof(first), "%.*s",
+		 comma ? (int)(comma - knob) : (int)strlen(knob), knob);
+	return kemari_parse_size(first, &k) ? 0 : k;
+}
+
+/* Register [base, base + len) in regions of at most max_mr_size. */
 static int rdma__region_init(struct rdma_xport *t, struct rdma_region *r,
-			     void *base, uint64_t len, int access,
+			     void *base, uint64_t len, int access, bool dst,
 			     const char *what)
 {
 	struct ibv_device_attr da;
-	const char *knob = getenv("KEMARI_RDMA_MR_MAX");
-	uint64_t piece = len;
+	uint64_t piece = len, knob = rdma__mr_knob(dst);
 	int err = 0;
 
 	rdma__region_fini(r);
@@ -384,12 +413,8 @@ static int rdma__region_init(struct rdma_xport *t, struct rdma_region *r,
 				  (unsigned long long)len, what);
 	if (!ibv_query_device(t->id->verbs, &da) && da.max_mr_size)
 		piece = KEMARI_MIN(piece, da.max_mr_size);
-	if (knob && *knob) {
-		uint64_t k;
-
-		if (!kemari_parse_size(knob, &k) && k)
-			piece = KEMARI_MIN(piece, k);
-	}
+	if (knob)
+		piece = KEMARI_MIN(piece, knob);
 	piece = KEMARI_MAX(piece / KEMARI_PAGE_SIZE * KEMARI_PAGE_SIZE,
 			   KEMARI_PAGE_SIZE);
 	r->n = (uint32_t)((len + piece - 1) / piece);
@@ -454,9 +479,10 @@ static int rdma__post_recv(struct rdma_xport *t, uint32_t slot)
 			   *bad;
 	int err = ibv_post_recv(t->qp, &wr, &bad);
 
-	if (err)
-		return t->dead ? t->dead
-			       : rdma__lost(t, "cannot post a receive");
+	if (err) {
+		rdma__lost(t, "cannot post a receive");
+		return rdma__dead(t);
+	}
 	t->posted++;
 	return 0;
 }
@@ -519,11 +545,11 @@ static void rdma__absorb_xport(struct rdma_xport *t,
 	if (di.kind != RDMA_XPORT_DST || !di.n ||
 	    h->len != sizeof(di) + (uint64_t)di.n * sizeof(*mr) || !di.piece ||
 	    di.piece % KEMARI_PAGE_SIZE || !di.len ||
-	    (di.len + di.piece - 1) / di.piece != di.n)
+	    di.len / di.piece + (di.len % di.piece != 0) != di.n)
 		goto bad;
 	mr = malloc((size_t)di.n * sizeof(*mr));
 	if (!mr) {
-		rdma__fail(t, -ENOMEM, "out of memory");
+		rdma__die(t, -ENOMEM, "out of memory");
 		return;
 	}
 	memcpy(mr, (const uint8_t *)p + sizeof(di), (size_t)di.n * sizeof(*mr));
@@ -602,6 +628,8 @@ static void rdma__on_recv(struct rdma_xport *t, const struct ibv_wc *wc)
 		rdma__post_recv(t, slot);
 		return;
 	}
+	/* A failed check's reason is the one rdma__malformed keeps. */
+	kemari_err_clear();
 	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
 		/* A commit: its frame is in the commit slot, not the receive. */
 		uint8_t *c = rdma__commit_slot(t, idx);
@@ -644,21 +672,23 @@ static void rdma__on_wc(struct rdma_xport *t, const struct ibv_wc *wc)
 {
 	if (wc->status != IBV_WC_SUCCESS) {
 		if (wc->wr_id & RDMA_RECV_TAG &&
-		    wc->status == IBV_WC_LOC_LEN_ERR)
+		    wc->status == IBV_WC_LOC_LEN_ERR) {
+			kemari_err_clear();
 			rdma__malformed(
 			    t,
 			    kemari_err(-EBADMSG,
 				       "replication stream: a control message "
 				       "longer than the %u-byte receive buffer",
 				       t->stride));
-		else if (wc->status == IBV_WC_WR_FLUSH_ERR)
+		} else if (wc->status == IBV_WC_WR_FLUSH_ERR) {
 			rdma__lost(t, t->gone ? t->gone
 					      : "the queue pair was shut down");
-		else if (wc->status == IBV_WC_RETRY_EXC_ERR)
+		} else if (wc->status == IBV_WC_RETRY_EXC_ERR) {
 			rdma__lost(t, "transport retry counter exceeded (the "
 				      "peer does not answer)");
-		else
+		} else {
 			rdma__lost(t, ibv_wc_status_str(wc->status));
+		}
 		return;
 	}
 	if (wc->wr_id & RDMA_RECV_TAG)
@@ -684,9 +714,13 @@ static void rdma__cm_poll(struct rdma_xport *t)
 static int rdma__progress(struct rdma_xport *t)
 {
 	struct ibv_wc wc[32];
+	uint64_t now = kemari_now_ns();
 	int n, total = 0;
 
-	rdma__cm_poll(t);
+	if (now - t->cm_polled_ns >= 100000) {
+		rdma__cm_poll(t);
+		t->cm_polled_ns = now;
+	}
 	while ((n = ibv_poll_cq(t->cq, (int)KEMARI_ARRAY_SIZE(wc), wc)) > 0) {
 		for (int i = 0; i < n; i++)
 			rdma__on_wc(t, &wc[i]);
@@ -713,8 +747,10 @@ static void rdma__block(struct rdma_xport *t, int ms)
 
 	if (ibv_req_notify_cq(t->cq, 0) || rdma__progress(t))
 		return; /* completions raced with arming: handled */
-	if (t->dead || t->qhead != t->qtail || poll(p, 2, ms) <= 0)
+	if (t->dead || poll(p, 2, ms) <= 0)
 		return;
+	if (p[1].revents & POLLIN)
+		t->cm_polled_ns = 0; /* look at it on the next progress */
 	if ((p[0].revents & POLLIN) && !ibv_get_cq_event(t->cch, &cq, &ctx) &&
 	    ++t->cq_events >= 64) {
 		ibv_ack_cq_events(t->cq, t->cq_events);
@@ -733,14 +769,16 @@ static int rdma__wait(struct rdma_xport *t, bool (*ready)(struct rdma_xport *t),
 
 		rdma__progress(t);
 		if (t->dead)
-			return rdma__broken(t);
+			return rdma__dead(t);
 		if (ready(t))
 			return 0;
 		now = kemari_now_ns();
-		if (now - t0 > RDMA_STALL_MS * 1000000ULL)
-			return rdma__fail(t, -ECONNRESET,
-					  "connection to %s lost: %s for %d s",
-					  t->addr, what, RDMA_STALL_MS / 1000);
+		if (now - t0 > RDMA_STALL_MS * 1000000ULL) {
+			rdma__die(t, -ECONNRESET,
+				  "connection to %s lost: %s for %d s", t->addr,
+				  what, RDMA_STALL_MS / 1000);
+			return rdma__dead(t);
+		}
 		/* Credit words arrive without an event: short sleeps. */
 		if (now - t0 > RDMA_SPIN_NS)
 			rdma__block(t, 1);
@@ -1381,7 +1419,7 @@ static int rdma__reg_src(struct kemari_xport *x, void *base, uint64_t len)
 	struct rdma_xport *t = to_rdma(x);
 
 	/* Read by the NIC only: no write access, no copy-on-write break. */
-	return rdma__region_init(t, &t->src, base, len, 0, "guest RAM");
+	return rdma__region_init(t, &t->src, base, len, 0, false, "guest RAM");
 }
 
 static int rdma__send_frame(struct rdma_xport *t, uint16_t type, uint64_t epoch,
@@ -1398,7 +1436,7 @@ static int rdma__reg_dst(struct kemari_xport *x, void *base, uint64_t len)
 	err =
 	    rdma__region_init(t, &t->dst, base, len,
 			      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
-			      "receive buffers");
+			      true, "receive buffers");
 	if (err)
 		return err;
 	mlen = sizeof(di) + (size_t)t->dst.n * sizeof(struct rdma_remote);
@@ -1444,7 +1482,7 @@ static int rdma__push(struct kemari_xport *x, const struct kemari_run *runs,
 	size_t i;
 
 	if (t->dead)
-		return rdma__broken(t);
+		return rdma__dead(t);
 	if (!t->src.n)
 		return kemari_err(-EINVAL, "internal: push before reg_src");
 	if (!t->pdst.n) {
@@ -1509,13 +1547,15 @@ static int rdma__push(struct kemari_xport *x, const struct kemari_run *runs,
 			    r->addr + (p->off - (uint64_t)p->rmr * lim.rpiece);
 			wr[j].wr.rdma.rkey = r->rkey;
 		}
-		if (ibv_post_send(t->qp, wr, &bad))
-			return rdma__lost(t, "cannot post RDMA writes");
+		if (ibv_post_send(t->qp, wr, &bad)) {
+			rdma__lost(t, "cannot post RDMA writes");
+			return rdma__dead(t);
+		}
 		t->push_end = t->sq.posted;
 		t->last_activity_ns = kemari_now_ns();
 		rdma__progress(t);
 		if (t->dead)
-			return rdma__broken(t);
+			return rdma__dead(t);
 	}
 	return 0;
 }
@@ -1530,7 +1570,7 @@ static int rdma__flush(struct kemari_xport *x)
 	struct rdma_xport *t = to_rdma(x);
 
 	if (t->dead)
-		return rdma__broken(t);
+		return rdma__dead(t);
 	/* The pages are placed before any later send (RC order); waiting
 	 * here is for the source: the NIC has read it once WRITEs complete. */
 	return rdma__wait(t, rdma__flushed, "no RDMA write completed");
@@ -1566,7 +1606,7 @@ static int rdma__send_frame(struct rdma_xport *t, uint16_t type, uint64_t epoch,
 	int slot, err;
 
 	if (t->dead)
-		return rdma__broken(t);
+		return rdma__dead(t);
 	if (len > t->max_msg)
 		return kemari_err(-EMSGSIZE,
 				  "internal: %u-byte control message", len);
@@ -1605,8 +1645,10 @@ static int rdma__send_frame(struct rdma_xport *t, uint16_t type, uint64_t epoch,
 	}
 	rdma_sq__post(&t->sq, sge.length, true);
 	wr.send_flags = IBV_SEND_SIGNALED;
-	if (ibv_post_send(t->qp, &wr, &bad))
-		return rdma__lost(t, "cannot post a control message");
+	if (ibv_post_send(t->qp, &wr, &bad)) {
+		rdma__lost(t, "cannot post a control message");
+		return rdma__dead(t);
+	}
 	if (!commit)
 		t->advertised = t->posted;
 	t->sslot[slot] =
