@@ -19,7 +19,7 @@
 #   BUILD=dir (default build)       the build to test
 #   KEMARI_FAILOVER_RUNS (default 5) random-moment kills per transport
 #   KEMARI_TIME_SCALE, KEMARI_TEST_HB as tests/run-kvm.sh sets them
-#   KEMARI_VM_TIMEOUT (seconds, default 5400)
+#   KEMARI_VM_TIMEOUT (seconds, default 7200)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
@@ -106,7 +106,7 @@ if ! "$BUILD/kemari-run" --list-transports | grep -qx rdma; then
 	exit 1
 fi
 echo "check-rdma: booting the soft-RoCE test VM (QEMU TCG; takes minutes)"
-tests/vm/vm.sh run -t "${KEMARI_VM_TIMEOUT:-5400}" -m 3072 -- \
+tests/vm/vm.sh run -t "${KEMARI_VM_TIMEOUT:-7200}" -m 3072 -- \
 	env BUILD="$BUILD" \
 	${KEMARI_FAILOVER_RUNS:+KEMARI_FAILOVER_RUNS="$KEMARI_FAILOVER_RUNS"} \
 	${KEMARI_TIME_SCALE:+KEMARI_TIME_SCALE="$KEMARI_TIME_SCALE"} \

@@ -58,6 +58,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <rdma/rdma_cma.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -782,6 +783,8 @@ static int rdma__wait(struct rdma_xport *t, bool (*ready)(struct rdma_xport *t),
 		/* Credit words arrive without an event: short sleeps. */
 		if (now - t0 > RDMA_SPIN_NS)
 			rdma__block(t, 1);
+		else
+			sched_yield();
 	}
 }
 
@@ -1705,9 +1708,12 @@ static int rdma__recv(struct kemari_xport *x, struct kemari_msg *m,
 		now = kemari_now_ns();
 		if (now >= deadline)
 			return -ETIMEDOUT;
-		/* In a pause messages follow each other closely: spin. */
-		if (now - t->last_activity_ns < RDMA_SPIN_NS)
+		/* In a pause messages follow each other closely: spin (but
+		 * let a peer or guest thread sharing this CPU run). */
+		if (now - t->last_activity_ns < RDMA_SPIN_NS) {
+			sched_yield();
 			continue;
+		}
 		/* About to sleep: let a peer short of credit go on. */
 		rdma__advertise(t, true);
 		rdma__block(t, rdma__ms_left(deadline));
