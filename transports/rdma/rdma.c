@@ -324,7 +324,13 @@ static int rdma__broken(struct rdma_xport *t)
 
 /* ---- memory registration ---------------------------------------------- */
 
-static int rdma__reg_err(int err, uint64_t len, const char *what)
+/*
+ * The kernel refuses to pin past RLIMIT_MEMLOCK (without CAP_IPC_LOCK):
+ * say so, with what is pinned so far; the connection's control buffers are
+ * registered before guest RAM or the receive buffers, which come on top.
+ */
+static int rdma__reg_err(int err, uint64_t len, const char *what,
+			 bool more_to_come)
 {
 	struct rlimit rl;
 
@@ -336,24 +342,28 @@ static int rdma__reg_err(int err, uint64_t len, const char *what)
 		    -ENOMEM,
 		    "cannot register %llu MiB of %s for RDMA: the "
 		    "locked-memory limit RLIMIT_MEMLOCK is %llu KiB and %llu "
-		    "MiB are needed; raise it (ulimit -l unlimited, or "
+		    "MiB are needed%s; raise it (ulimit -l unlimited, or "
 		    "LimitMEMLOCK=infinity in a systemd unit)",
 		    (unsigned long long)(len >> 20), what,
 		    (unsigned long long)(rl.rlim_cur >> 10),
-		    (unsigned long long)((need + (1 << 20) - 1) >> 20));
+		    (unsigned long long)((need + (1 << 20) - 1) >> 20),
+		    more_to_come ? ", plus --mem for guest RAM" : "");
 	}
 	return kemari_err(err, "cannot register %llu MiB of %s for RDMA: %s",
 			  (unsigned long long)(len >> 20), what,
 			  strerror(-err));
 }
 
+/* setup: connection buffers, registered before guest RAM/receive buffers */
 static struct ibv_mr *rdma__reg_mr(struct rdma_xport *t, void *p, uint64_t len,
-				   int access, const char *what, int *err)
+				   int access, const char *what, bool setup,
+				   int *err)
 {
 	struct ibv_mr *mr = ibv_reg_mr(t->pd, p, len, access);
 
 	if (!mr) {
-		*err = rdma__reg_err(errno ? -errno : -ENOMEM, len, what);
+		*err =
+		    rdma__reg_err(errno ? -errno : -ENOMEM, len, what, setup);
 		return NULL;
 	}
 	atomic_fetch_add(&rdma_pinned, len);
@@ -430,7 +440,7 @@ static int rdma__region_init(struct rdma_xport *t, struct rdma_region *r,
 
 		r->mr[i] =
 		    rdma__reg_mr(t, r->base + off, KEMARI_MIN(piece, len - off),
-				 access, what, &err);
+				 access, what, false, &err);
 		if (!r->mr[i]) {
 			rdma__region_fini(r);
 			return err;
@@ -934,13 +944,13 @@ static int rdma__conn_init(struct rdma_xport *t)
 	}
 	t->ctrl_mr =
 	    rdma__reg_mr(t, t->ctrl, t->ctrl_len, IBV_ACCESS_LOCAL_WRITE,
-			 "control buffers", &err);
+			 "control buffers", true, &err);
 	if (!t->ctrl_mr)
 		goto err_fini;
 	t->rw_mr =
 	    rdma__reg_mr(t, t->rw, t->rw_len,
 			 IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
-			 "commit slots", &err);
+			 "commit slots", true, &err);
 	if (!t->rw_mr)
 		goto err_fini;
 	t->qcap = RDMA_SLOTS + RDMA_BACKLOG;
