@@ -40,6 +40,8 @@ static void usage(FILE *f)
 		"                        secondary binds it only when it takes over)\n"
 		"  --guest-arg=KEY=VAL   workload parameter for the guest (repeatable)\n"
 		"  --tap-console         also synchronize at console output\n"
+		"  --dirty-track=MODE    auto, ring (KVM dirty ring: cost follows the dirty\n"
+		"                        set) or bitmap (KVM_GET_DIRTY_LOG); default auto\n"
 		"\n"
 		"Replication:\n"
 		"  --heartbeat-ms=N            heartbeat period (default 20)\n"
@@ -47,6 +49,9 @@ static void usage(FILE *f)
 		"  --connect-timeout-ms=N      primary: keep trying to reach the peer for N ms (default 10000)\n"
 		"  --on-secondary-loss=continue|pause  primary's policy (default continue)\n"
 		"  --stats=PATH                per-epoch metrics as JSON lines\n"
+		"  --speculate-us=N            push dirty pages every N us while the guest\n"
+		"                              runs, so the tap sends only the rest (0: off)\n"
+		"  --full-copy                 baseline: copy all of RAM at every epoch\n"
 		"  --fault=PHASE[:EPOCH]       testing: primary crashes (SIGKILL) at PHASE of\n"
 		"                              epoch EPOCH or later; PHASE is sync, before-push,\n"
 		"                              mid-push, after-push, after-commit or after-ack\n"
@@ -99,11 +104,14 @@ enum {
 	OPT_NET,
 	OPT_GUEST_ARG,
 	OPT_TAP_CONSOLE,
+	OPT_DIRTY_TRACK,
 	OPT_HB,
 	OPT_HB_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
 	OPT_ON_LOSS,
 	OPT_STATS,
+	OPT_SPECULATE,
+	OPT_FULL_COPY,
 	OPT_FAULT,
 	OPT_NO_PROGRESS,
 	OPT_LIST_TRANSPORTS,
@@ -124,11 +132,14 @@ static const struct option long_opts[] = {
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "guest-arg", required_argument, NULL, OPT_GUEST_ARG },
 	{ "tap-console", no_argument, NULL, OPT_TAP_CONSOLE },
+	{ "dirty-track", required_argument, NULL, OPT_DIRTY_TRACK },
 	{ "heartbeat-ms", required_argument, NULL, OPT_HB },
 	{ "heartbeat-timeout-ms", required_argument, NULL, OPT_HB_TIMEOUT },
 	{ "connect-timeout-ms", required_argument, NULL, OPT_CONNECT_TIMEOUT },
 	{ "on-secondary-loss", required_argument, NULL, OPT_ON_LOSS },
 	{ "stats", required_argument, NULL, OPT_STATS },
+	{ "speculate-us", required_argument, NULL, OPT_SPECULATE },
+	{ "full-copy", no_argument, NULL, OPT_FULL_COPY },
 	{ "fault", required_argument, NULL, OPT_FAULT },
 	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
 	{ "list-transports", no_argument, NULL, OPT_LIST_TRANSPORTS },
@@ -170,7 +181,7 @@ static int parse_size_opt(const char *opt, const char *s, uint64_t *out)
 
 static const char *role_name(enum kemari_role r)
 {
-	return r == KEMARI_ROLE_PRIMARY	  ? "primary"
+	return r == KEMARI_ROLE_PRIMARY	    ? "primary"
 	       : r == KEMARI_ROLE_SECONDARY ? "secondary"
 					    : "standalone";
 }
@@ -224,11 +235,13 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			cfg->guest_path = optarg;
 			break;
 		case OPT_MEM:
-			if (parse_size_opt("mem", optarg, &cfg->hv_cfg.mem_size))
+			if (parse_size_opt("mem", optarg,
+					   &cfg->hv_cfg.mem_size))
 				return -EINVAL;
 			break;
 		case OPT_CPUS:
-			if (parse_uint("cpus", optarg, 1, 8, &cfg->hv_cfg.ncpus))
+			if (parse_uint("cpus", optarg, 1, 8,
+				       &cfg->hv_cfg.ncpus))
 				return -EINVAL;
 			break;
 		case OPT_DISK:
@@ -249,10 +262,25 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 					KEMARI_MAX_GUEST_ARGS);
 				return -EINVAL;
 			}
-			cfg->hv_cfg.guest_args[cfg->hv_cfg.nguest_args++] = optarg;
+			cfg->hv_cfg.guest_args[cfg->hv_cfg.nguest_args++] =
+				optarg;
 			break;
 		case OPT_TAP_CONSOLE:
 			cfg->hv_cfg.tap_console = 1;
+			break;
+		case OPT_DIRTY_TRACK:
+			if (!strcmp(optarg, "auto"))
+				cfg->hv_cfg.dirty_track = KEMARI_DIRTY_AUTO;
+			else if (!strcmp(optarg, "ring"))
+				cfg->hv_cfg.dirty_track = KEMARI_DIRTY_RING;
+			else if (!strcmp(optarg, "bitmap"))
+				cfg->hv_cfg.dirty_track = KEMARI_DIRTY_BITMAP;
+			else {
+				fprintf(stderr,
+					"kemari-run: error: --dirty-track=%s: use auto, ring or bitmap\n",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case OPT_HB:
 			if (parse_uint("heartbeat-ms", optarg, 1, 60000,
@@ -260,8 +288,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 				return -EINVAL;
 			break;
 		case OPT_HB_TIMEOUT:
-			if (parse_uint("heartbeat-timeout-ms", optarg, 2, 600000,
-				       &cfg->heartbeat_timeout_ms))
+			if (parse_uint("heartbeat-timeout-ms", optarg, 2,
+				       600000, &cfg->heartbeat_timeout_ms))
 				return -EINVAL;
 			break;
 		case OPT_CONNECT_TIMEOUT:
@@ -283,6 +311,14 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			break;
 		case OPT_STATS:
 			cfg->stats_path = optarg;
+			break;
+		case OPT_SPECULATE:
+			if (parse_uint("speculate-us", optarg, 0, 10000000,
+				       &cfg->speculate_us))
+				return -EINVAL;
+			break;
+		case OPT_FULL_COPY:
+			cfg->full_copy = true;
 			break;
 		case OPT_FAULT:
 			if (kemari_fault__parse(optarg, &cfg->fault,
@@ -318,7 +354,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "kemari-run: error: unexpected argument '%s' (see --help)\n",
+		fprintf(stderr,
+			"kemari-run: error: unexpected argument '%s' (see --help)\n",
 			argv[optind]);
 		return -EINVAL;
 	}
@@ -348,7 +385,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 		if (!cfg->xport) {
 			char list[256] = "";
 
-			for (unsigned int i = 0; kemari_xport_backends[i]; i++) {
+			for (unsigned int i = 0; kemari_xport_backends[i];
+			     i++) {
 				strncat(list, i ? ", " : "",
 					sizeof(list) - strlen(list) - 1);
 				strncat(list, kemari_xport_backends[i]->name,
@@ -390,7 +428,8 @@ int main(int argc, char **argv)
 
 	ret = kemari_engine__create(&g_engine, &cfg);
 	if (ret) {
-		fprintf(stderr, "%s: error: %s\n", prefix, kemari_last_error(ret));
+		fprintf(stderr, "%s: error: %s\n", prefix,
+			kemari_last_error(ret));
 		return 1;
 	}
 	ret = kemari_engine__run(g_engine);
@@ -399,7 +438,8 @@ int main(int argc, char **argv)
 	kemari_engine__destroy(g_engine);
 	g_engine = NULL;
 	if (ret < 0) {
-		fprintf(stderr, "%s: error: %s\n", prefix, kemari_last_error(ret));
+		fprintf(stderr, "%s: error: %s\n", prefix,
+			kemari_last_error(ret));
 		return 1;
 	}
 	return ret > 255 ? 255 : ret;

@@ -47,7 +47,7 @@ void metrics__record(struct kemari_metrics *m,
 			"{\"epoch\":%llu,\"dirty_pages\":%llu,\"runs\":%llu,"
 			"\"bytes\":%llu,\"harvest_us\":%llu,\"state_us\":%llu,"
 			"\"push_us\":%llu,\"commit_ack_us\":%llu,"
-			"\"pause_us\":%llu}\n",
+			"\"pause_us\":%llu,\"spec_pages\":%llu}\n",
 			(unsigned long long)s->epoch,
 			(unsigned long long)s->dirty_pages,
 			(unsigned long long)s->runs,
@@ -56,7 +56,8 @@ void metrics__record(struct kemari_metrics *m,
 			(unsigned long long)s->state_us,
 			(unsigned long long)s->push_us,
 			(unsigned long long)s->commit_ack_us,
-			(unsigned long long)s->pause_us);
+			(unsigned long long)s->pause_us,
+			(unsigned long long)s->spec_pages);
 		fflush(m->stats);
 	}
 }
@@ -94,7 +95,8 @@ void metrics__summary(const struct kemari_metrics *m, FILE *f)
 {
 	uint64_t p50, p99, max;
 
-	if (metrics__quantile(m, 0.5, &p50) || metrics__quantile(m, 0.99, &p99) ||
+	if (metrics__quantile(m, 0.5, &p50) ||
+	    metrics__quantile(m, 0.99, &p99) ||
 	    metrics__quantile(m, 1.0, &max)) {
 		fprintf(f, "pause summary: 0 epochs\n");
 		return;

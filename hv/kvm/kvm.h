@@ -31,7 +31,10 @@ struct kvm_vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool thread_started;
-	bool parked; /* out of KVM_RUN, waiting for resume */
+	bool parked;		    /* out of KVM_RUN, waiting for resume */
+	struct kvm_dirty_gfn *ring; /* dirty ring, NULL in bitmap mode */
+	uint32_t ring_entries;
+	uint32_t ring_fetch; /* next entry to harvest */
 };
 
 struct kvm_dev_ops {
@@ -73,10 +76,20 @@ struct kvm_vm {
 	int vcpu_mmap_size;
 	uint8_t *ram;
 	uint64_t ram_size;
-	/* Pages written by the VMM itself (device backends): not in KVM's log. */
-	_Atomic uint64_t *vmm_dirty;
+	/*
+	 * Pages dirtied but not yet collected that KVM will not report again:
+	 * those written by the VMM itself (device backends, never in KVM's
+	 * log) and those harvested early from a full dirty ring. A bitmap
+	 * for de-duplication plus a list, so collection is O(dirty).
+	 */
+	pthread_mutex_t dirty_lock;
+	uint64_t *pend_bitmap;
+	uint64_t *pend_list;
+	uint64_t pend_count;
 	bool dirty_logging;
 	bool manual_protect;
+	bool dirty_ring; /* KVM dirty ring instead of KVM_GET_DIRTY_LOG */
+	uint32_t ring_bytes;
 	uint64_t *kvm_bitmap; /* scratch for KVM_GET_DIRTY_LOG */
 
 	unsigned int ncpus;
@@ -87,7 +100,7 @@ struct kvm_vm {
 	/* Run state */
 	atomic_bool stop;
 	atomic_int exit_status; /* guest status, or negative errno */
-	bool loaded;            /* guest image or restored state present */
+	bool loaded;		/* guest image or restored state present */
 	uint64_t next_tick_ns;
 	pthread_mutex_t lock; /* serializes device and hook work across vCPUs */
 
@@ -112,6 +125,12 @@ void kvm_vm__destroy(struct kvm_vm *vm);
 void *kvm_vm__gpa(struct kvm_vm *vm, uint64_t gpa, uint64_t len);
 /* Record a VMM write to guest RAM so the next dirty collection sees it. */
 void kvm_vm__mark_dirty(struct kvm_vm *vm, uint64_t gpa, uint64_t len);
+/* A vCPU's dirty ring filled up: move its entries to the pending set. */
+int kvm_vm__ring_full(struct kvm_vm *vm);
+int kvm_vm__map_ring(struct kvm_vm *vm, struct kvm_vcpu *vcpu);
+void kvm_vm__unmap_ring(struct kvm_vm *vm, struct kvm_vcpu *vcpu);
+/* Is pfn in the pending set (backend-written, not yet collected)? */
+bool kvm_vm__pending(struct kvm_vm *vm, uint64_t pfn);
 int kvm_vm__dirty_start(struct kvm_vm *vm);
 int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d);
 

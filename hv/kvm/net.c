@@ -46,9 +46,10 @@ static int kvm_net__bind(struct kvm_net *n)
 		close(n->fd);
 		n->fd = -1;
 		if (err == -EADDRINUSE)
-			return kemari_err(err,
-					  "net %s: address already in use (another kemari-run or service holds it): stop it or choose another --net port",
-					  n->spec);
+			return kemari_err(
+				err,
+				"net %s: address already in use (another kemari-run or service holds it): stop it or choose another --net port",
+				n->spec);
 		return kemari_err(err, "net %s: cannot bind: %s", n->spec,
 				  strerror(-err));
 	}
@@ -159,8 +160,22 @@ static int kvm_net__pollfd(struct kvm_dev *dev)
 static int kvm_net__reattach(struct kvm_dev *dev)
 {
 	struct kvm_net *n = kemari_container_of(dev, struct kvm_net, dev);
+	uint64_t deadline = kemari_now_ns() + 3000000000ULL;
+	int err;
 
-	return n->fd < 0 ? kvm_net__bind(n) : 0;
+	/*
+	 * Taking over the service address: the dead primary's socket may
+	 * linger a moment (process teardown, or a floating address moving
+	 * over), so keep trying for a few seconds before giving up.
+	 */
+	while (n->fd < 0) {
+		err = kvm_net__bind(n);
+		if (err != -EADDRINUSE || kemari_now_ns() >= deadline)
+			return err;
+		kemari_err_clear();
+		usleep(20000);
+	}
+	return 0;
 }
 
 static void kvm_net__destroy(struct kvm_dev *dev)
@@ -193,9 +208,10 @@ int kvm_net__create(struct kvm_vm *vm, const char *spec, bool defer_bind)
 	n->spec = strdup(spec);
 	if (strncmp(spec, "udp:", 4) ||
 	    kemari_parse_hostport(spec + 4, &n->ip, &n->port)) {
-		err = kemari_err(-EINVAL,
-				 "--net=%s: expected udp:IPV4:PORT, e.g. udp:127.0.0.1:7500",
-				 spec);
+		err = kemari_err(
+			-EINVAL,
+			"--net=%s: expected udp:IPV4:PORT, e.g. udp:127.0.0.1:7500",
+			spec);
 		goto err_free;
 	}
 	if (!defer_bind) {

@@ -30,29 +30,35 @@ static int kvm_vm__open_dev(struct kvm_vm *vm)
 		int err = -errno;
 
 		if (err == -ENOENT || err == -ENODEV || err == -ENXIO)
-			return kemari_err(err,
-					  "%s is missing: load the kvm module (kvm_intel/kvm_amd) or run on a host with virtualization enabled",
-					  dev);
+			return kemari_err(
+				err,
+				"%s is missing: load the kvm module (kvm_intel/kvm_amd) or run on a host with virtualization enabled",
+				dev);
 		if (err == -EACCES || err == -EPERM)
-			return kemari_err(err,
-					  "%s: permission denied: run as root or add yourself to the 'kvm' group",
-					  dev);
+			return kemari_err(
+				err,
+				"%s: permission denied: run as root or add yourself to the 'kvm' group",
+				dev);
 		return kemari_err(err, "%s: %s", dev, strerror(-err));
 	}
 	api = ioctl(vm->sys_fd, KVM_GET_API_VERSION, 0);
 	if (api < 0)
-		return kemari_err(-ENOTTY,
-				  "%s is not a KVM device (KVM_GET_API_VERSION failed): point at /dev/kvm",
-				  dev);
+		return kemari_err(
+			-ENOTTY,
+			"%s is not a KVM device (KVM_GET_API_VERSION failed): point at /dev/kvm",
+			dev);
 	if (api < KVM_MIN_API)
-		return kemari_err(-ENOTSUP,
-				  "KVM API version %d is too old (need %d): use a newer kernel",
-				  api, KVM_MIN_API);
+		return kemari_err(
+			-ENOTSUP,
+			"KVM API version %d is too old (need %d): use a newer kernel",
+			api, KVM_MIN_API);
 	vm->vcpu_mmap_size = ioctl(vm->sys_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (vm->vcpu_mmap_size <= 0)
 		return kemari_err(-ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE failed");
 	return 0;
 }
+
+static int kvm_vm__enable_ring(struct kvm_vm *vm);
 
 static int kvm_vm__map_ram(struct kvm_vm *vm)
 {
@@ -66,7 +72,8 @@ static int kvm_vm__map_ram(struct kvm_vm *vm)
 	 */
 	p = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, flags, -1, 0);
 	if (p == MAP_FAILED)
-		return kemari_err(-errno, "cannot map %llu MiB of guest RAM: %s",
+		return kemari_err(-errno,
+				  "cannot map %llu MiB of guest RAM: %s",
 				  (unsigned long long)(vm->ram_size >> 20),
 				  strerror(errno));
 	madvise(p, vm->ram_size, MADV_HUGEPAGE);
@@ -92,12 +99,13 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 
 	if (cfg->mem_size < KVM_MIN_RAM || cfg->mem_size > KVM_MAX_RAM ||
 	    cfg->mem_size % (2ULL << 20))
-		return kemari_err(-EINVAL,
-				  "--mem=%llu bytes: use a multiple of 2M between 2M and 16G",
-				  (unsigned long long)cfg->mem_size);
+		return kemari_err(
+			-EINVAL,
+			"--mem=%llu bytes: use a multiple of 2M between 2M and 16G",
+			(unsigned long long)cfg->mem_size);
 	if (cfg->ncpus < 1 || cfg->ncpus > KVM_MAX_VCPUS)
-		return kemari_err(-EINVAL, "--cpus=%u: use 1 to %d",
-				  cfg->ncpus, KVM_MAX_VCPUS);
+		return kemari_err(-EINVAL, "--cpus=%u: use 1 to %d", cfg->ncpus,
+				  KVM_MAX_VCPUS);
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return -ENOMEM;
@@ -106,6 +114,7 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 	vm->ram_size = cfg->mem_size;
 	vm->ncpus = cfg->ncpus;
 	pthread_mutex_init(&vm->lock, NULL);
+	pthread_mutex_init(&vm->dirty_lock, NULL);
 	pthread_mutex_init(&vm->pause_lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
 	for (unsigned int i = 0; i < KVM_MAX_VCPUS; i++)
@@ -119,15 +128,27 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 		err = kemari_err(-errno, "KVM_CREATE_VM: %s", strerror(errno));
 		goto err_destroy;
 	}
-	vm->vmm_dirty = calloc((npages + 63) / 64, sizeof(uint64_t));
+	vm->pend_bitmap = calloc((npages + 63) / 64, sizeof(uint64_t));
+	vm->pend_list = malloc(npages * sizeof(uint64_t));
 	vm->kvm_bitmap = calloc((npages + 63) / 64, sizeof(uint64_t));
-	if (!vm->vmm_dirty || !vm->kvm_bitmap) {
+	if (!vm->pend_bitmap || !vm->pend_list || !vm->kvm_bitmap) {
 		err = -ENOMEM;
 		goto err_destroy;
 	}
 	err = kvm_vm__map_ram(vm);
 	if (err)
 		goto err_destroy;
+	/* The ring must be enabled before any vCPU exists. */
+	if (cfg->dirty_track != KEMARI_DIRTY_BITMAP) {
+		err = kvm_vm__enable_ring(vm);
+		if (err && cfg->dirty_track == KEMARI_DIRTY_RING) {
+			err = kemari_err(
+				err,
+				"this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING): use --dirty-track=bitmap");
+			goto err_destroy;
+		}
+		err = 0;
+	}
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
 		err = kvm_cpu__create(vm, i);
 		if (err)
@@ -161,9 +182,11 @@ void kvm_vm__destroy(struct kvm_vm *vm)
 		close(vm->vm_fd);
 	if (vm->sys_fd >= 0)
 		close(vm->sys_fd);
-	free((void *)vm->vmm_dirty);
+	free(vm->pend_bitmap);
+	free(vm->pend_list);
 	free(vm->kvm_bitmap);
 	pthread_mutex_destroy(&vm->lock);
+	pthread_mutex_destroy(&vm->dirty_lock);
 	pthread_mutex_destroy(&vm->pause_lock);
 	pthread_cond_destroy(&vm->pause_cond);
 	free(vm);
@@ -176,6 +199,17 @@ void *kvm_vm__gpa(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
 	return vm->ram + gpa;
 }
 
+/* Add one page to the pending set; dirty_lock held. */
+static void kvm_vm__pend(struct kvm_vm *vm, uint64_t pfn)
+{
+	uint64_t bit = 1ULL << (pfn % 64);
+
+	if (!(vm->pend_bitmap[pfn / 64] & bit)) {
+		vm->pend_bitmap[pfn / 64] |= bit;
+		vm->pend_list[vm->pend_count++] = pfn;
+	}
+}
+
 void kvm_vm__mark_dirty(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
 {
 	uint64_t first, last;
@@ -186,68 +220,126 @@ void kvm_vm__mark_dirty(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
 		len = vm->ram_size - gpa;
 	first = gpa >> KEMARI_PAGE_SHIFT;
 	last = (gpa + len - 1) >> KEMARI_PAGE_SHIFT;
+	pthread_mutex_lock(&vm->dirty_lock);
 	for (uint64_t pfn = first; pfn <= last; pfn++)
-		atomic_fetch_or_explicit(&vm->vmm_dirty[pfn / 64],
-					 1ULL << (pfn % 64),
-					 memory_order_relaxed);
+		kvm_vm__pend(vm, pfn);
+	pthread_mutex_unlock(&vm->dirty_lock);
 }
 
-int kvm_vm__dirty_start(struct kvm_vm *vm)
+/*
+ * Dirty ring: each vCPU has a ring of (slot, offset) entries that KVM fills
+ * as the guest writes; we harvest an entry by reading it (acquire) and
+ * flagging it for reset (release), then KVM_RESET_DIRTY_RINGS re-protects
+ * the harvested pages. Cost follows the number of dirty pages, not RAM.
+ */
+static int kvm_vm__enable_ring(struct kvm_vm *vm)
 {
-	struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 };
-	int have = ioctl(vm->sys_fd, KVM_CHECK_EXTENSION,
-			 KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
-	uint64_t npages = vm->ram_size / KEMARI_PAGE_SIZE;
+	struct kvm_enable_cap cap = { 0 };
+	int max;
 
-	/*
-	 * With manual protect, KVM_GET_DIRTY_LOG only reports and
-	 * KVM_CLEAR_DIRTY_LOG re-protects exactly the pages we consumed; we
-	 * clear right after reading, while the guest is paused.
-	 */
-	if (have > 0 && !vm->manual_protect) {
-		cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
-		if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) == 0)
-			vm->manual_protect = true;
+	max = ioctl(vm->sys_fd, KVM_CHECK_EXTENSION,
+		    KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+	cap.cap = KVM_CAP_DIRTY_LOG_RING_ACQ_REL;
+	if (max <= 0) {
+		max = ioctl(vm->sys_fd, KVM_CHECK_EXTENSION,
+			    KVM_CAP_DIRTY_LOG_RING);
+		cap.cap = KVM_CAP_DIRTY_LOG_RING;
 	}
-	/* Discard everything logged so far: the caller syncs all of RAM. */
-	{
-		struct kvm_dirty_log log = { .slot = 0,
-					     .dirty_bitmap = vm->kvm_bitmap };
-
-		if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
-			return kemari_err(-errno, "KVM_GET_DIRTY_LOG: %s",
-					  strerror(errno));
-		if (vm->manual_protect) {
-			struct kvm_clear_dirty_log clr = {
-				.slot = 0,
-				.first_page = 0,
-				.num_pages = (uint32_t)npages,
-				.dirty_bitmap = vm->kvm_bitmap,
-			};
-
-			if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
-				return kemari_err(-errno,
-						  "KVM_CLEAR_DIRTY_LOG: %s",
-						  strerror(errno));
-		}
-	}
-	for (uint64_t w = 0; w < (npages + 63) / 64; w++)
-		atomic_store_explicit(&vm->vmm_dirty[w], 0,
-				      memory_order_relaxed);
-	vm->dirty_logging = true;
+	if (max <= 0)
+		return -ENOTSUP;
+	/* Up to 64Ki entries (1 MiB) per vCPU: few ring-full exits. */
+	vm->ring_bytes = 1u << 20;
+	while (vm->ring_bytes > (uint32_t)max)
+		vm->ring_bytes >>= 1;
+	cap.args[0] = vm->ring_bytes;
+	if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0)
+		return -errno;
+	vm->dirty_ring = true;
 	return 0;
 }
 
-int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d)
+int kvm_vm__map_ring(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
+{
+	void *p;
+
+	if (!vm->dirty_ring)
+		return 0;
+	p = mmap(NULL, vm->ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+		 vcpu->fd, KVM_DIRTY_LOG_PAGE_OFFSET * getpagesize());
+	if (p == MAP_FAILED)
+		return kemari_err(-errno,
+				  "mmap of the dirty ring of vCPU %u: %s",
+				  vcpu->id, strerror(errno));
+	vcpu->ring = p;
+	vcpu->ring_entries = vm->ring_bytes / sizeof(struct kvm_dirty_gfn);
+	vcpu->ring_fetch = 0;
+	return 0;
+}
+
+void kvm_vm__unmap_ring(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
+{
+	if (vcpu->ring)
+		munmap(vcpu->ring, vm->ring_bytes);
+	vcpu->ring = NULL;
+}
+
+/* Harvest every vCPU's ring into d (or into the pending set if d is NULL). */
+static int kvm_vm__harvest(struct kvm_vm *vm, struct kemari_dirty *d)
 {
 	uint64_t npages = vm->ram_size / KEMARI_PAGE_SIZE;
-	uint64_t nwords = (npages + 63) / 64;
-	struct kvm_dirty_log log = { .slot = 0, .dirty_bitmap = vm->kvm_bitmap };
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		struct kvm_vcpu *v = &vm->vcpus[i];
+
+		for (;;) {
+			struct kvm_dirty_gfn *e =
+				&v->ring[v->ring_fetch & (v->ring_entries - 1)];
+			uint32_t flags =
+				__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
+
+			if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
+				break;
+			if (e->slot == 0 && e->offset < npages) {
+				if (d)
+					kemari_dirty__mark(d, e->offset);
+				else
+					kvm_vm__pend(vm, e->offset);
+			}
+			__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET,
+					 __ATOMIC_RELEASE);
+			v->ring_fetch++;
+			n++;
+		}
+	}
+	if (n && ioctl(vm->vm_fd, KVM_RESET_DIRTY_RINGS, 0) < 0)
+		return kemari_err(-errno, "KVM_RESET_DIRTY_RINGS: %s",
+				  strerror(errno));
+	return 0;
+}
+
+int kvm_vm__ring_full(struct kvm_vm *vm)
+{
+	int err;
+
+	pthread_mutex_lock(&vm->dirty_lock);
+	err = kvm_vm__harvest(vm, NULL);
+	pthread_mutex_unlock(&vm->dirty_lock);
+	return err;
+}
+
+/* KVM_GET_DIRTY_LOG (+ KVM_CLEAR_DIRTY_LOG): the bitmap way, O(RAM). */
+static int kvm_vm__get_log(struct kvm_vm *vm)
+{
+	uint64_t npages = vm->ram_size / KEMARI_PAGE_SIZE;
+	struct kvm_dirty_log log = { .slot = 0,
+				     .dirty_bitmap = vm->kvm_bitmap };
 
 	if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
 		return kemari_err(-errno, "KVM_GET_DIRTY_LOG: %s",
 				  strerror(errno));
 	if (vm->manual_protect) {
+		/* Re-protect exactly what we consumed, while paused. */
 		struct kvm_clear_dirty_log clr = {
 			.slot = 0,
 			.first_page = 0,
@@ -259,15 +351,67 @@ int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d)
 			return kemari_err(-errno, "KVM_CLEAR_DIRTY_LOG: %s",
 					  strerror(errno));
 	}
-	kemari_dirty__mark_bitmap(d, vm->kvm_bitmap, 0, npages);
-	/* Merge what the device backends wrote: KVM never sees those. */
-	for (uint64_t w = 0; w < nwords; w++) {
-		uint64_t v = atomic_exchange_explicit(&vm->vmm_dirty[w], 0,
-						      memory_order_relaxed);
-
-		if (v)
-			kemari_dirty__mark_bitmap(d, &v, w * 64,
-						  KEMARI_MIN(64, npages - w * 64));
-	}
 	return 0;
+}
+
+int kvm_vm__dirty_start(struct kvm_vm *vm)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 };
+	int err;
+
+	pthread_mutex_lock(&vm->dirty_lock);
+	if (vm->dirty_ring) {
+		/* Discard what was logged so far: the caller syncs all RAM. */
+		err = kvm_vm__harvest(vm, NULL);
+	} else {
+		if (!vm->manual_protect &&
+		    ioctl(vm->sys_fd, KVM_CHECK_EXTENSION,
+			  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) > 0) {
+			cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+			if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) == 0)
+				vm->manual_protect = true;
+		}
+		err = kvm_vm__get_log(vm);
+	}
+	for (uint64_t i = 0; i < vm->pend_count; i++)
+		vm->pend_bitmap[vm->pend_list[i] / 64] = 0;
+	vm->pend_count = 0;
+	vm->dirty_logging = !err;
+	pthread_mutex_unlock(&vm->dirty_lock);
+	return err;
+}
+
+int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d)
+{
+	uint64_t npages = vm->ram_size / KEMARI_PAGE_SIZE;
+	int err;
+
+	pthread_mutex_lock(&vm->dirty_lock);
+	if (vm->dirty_ring) {
+		err = kvm_vm__harvest(vm, d);
+	} else {
+		err = kvm_vm__get_log(vm);
+		if (!err)
+			kemari_dirty__mark_bitmap(d, vm->kvm_bitmap, 0, npages);
+	}
+	/* Merge what backends wrote and what full rings handed over early. */
+	for (uint64_t i = 0; i < vm->pend_count; i++) {
+		uint64_t pfn = vm->pend_list[i];
+
+		kemari_dirty__mark(d, pfn);
+		vm->pend_bitmap[pfn / 64] = 0;
+	}
+	vm->pend_count = 0;
+	pthread_mutex_unlock(&vm->dirty_lock);
+	return err;
+}
+
+bool kvm_vm__pending(struct kvm_vm *vm, uint64_t pfn)
+{
+	bool set;
+
+	pthread_mutex_lock(&vm->dirty_lock);
+	set = (vm->pend_bitmap[pfn / 64] >> (pfn % 64)) & 1;
+	pthread_mutex_unlock(&vm->dirty_lock);
+	return set;
 }

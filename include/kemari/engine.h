@@ -22,12 +22,12 @@ enum kemari_role {
 /* Protocol phases where --fault=PHASE:EPOCH simulates a primary crash. */
 enum kemari_fault {
 	KEMARI_FAULT_NONE,
-	KEMARI_FAULT_SYNC,         /* halfway through the initial sync */
+	KEMARI_FAULT_SYNC,	   /* halfway through the initial sync */
 	KEMARI_FAULT_BEFORE_PUSH,  /* paused, state captured, nothing sent */
-	KEMARI_FAULT_MID_PUSH,     /* half of the epoch's runs pushed */
+	KEMARI_FAULT_MID_PUSH,	   /* half of the epoch's runs pushed */
 	KEMARI_FAULT_AFTER_PUSH,   /* all data and state sent, no commit */
 	KEMARI_FAULT_AFTER_COMMIT, /* commit sent, ack not yet received */
-	KEMARI_FAULT_AFTER_ACK,    /* acknowledged, event not released */
+	KEMARI_FAULT_AFTER_ACK,	   /* acknowledged, event not released */
 };
 
 enum kemari_on_loss {
@@ -53,6 +53,10 @@ struct kemari_engine_cfg {
 	/* Called at the fault point; expected not to return (cmd/ kills). */
 	void (*fault_hook)(enum kemari_fault f, uint64_t epoch);
 	bool progress; /* progress bar for the initial sync */
+	/* Push dirty pages every N us while the guest runs (0: off). */
+	unsigned int speculate_us;
+	/* Baseline: copy all of RAM at every epoch (naive checkpointing). */
+	bool full_copy;
 };
 
 struct kemari_engine;

@@ -28,6 +28,19 @@ void h_tmpdir(char *out, size_t n)
 		out[0] = 0;
 }
 
+void h_rmtree(const char *dir)
+{
+	char cmd[400];
+
+	if (getenv("KEMARI_KEEP_TMP") ||
+	    strncmp(dir, "/tmp/kemari-test.", strlen("/tmp/kemari-test.")) ||
+	    strchr(dir, '\'') || strstr(dir, ".."))
+		return;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd))
+		fprintf(stderr, "could not remove %s\n", dir);
+}
+
 uint16_t h_port(void)
 {
 	static unsigned int next;
@@ -214,7 +227,8 @@ int h_kv_ready(const char *server, int timeout_ms)
 			return -EINVAL;
 		c.timeout_ms = 300;
 		c.resend_ms = 100;
-		err = kv_client__call_seq(&c, (uint64_t)time(NULL) * 1000 + ++seq,
+		err = kv_client__call_seq(&c,
+					  (uint64_t)time(NULL) * 1000 + ++seq,
 					  "PING", reply, sizeof(reply));
 		kv_client__close(&c);
 		if (!err)

@@ -16,6 +16,8 @@ struct hproc {
 /* The build directory (KEMARI_BUILD or "build") and a fresh temp dir. */
 const char *h_build(void);
 void h_tmpdir(char *out, size_t n);
+/* Remove a test's temporary directory (only under /tmp/kemari-test.). */
+void h_rmtree(const char *dir);
 /* A port no other test of this run uses. */
 uint16_t h_port(void);
 /* Start a command (split at spaces; %s etc. formatted first); stdout and

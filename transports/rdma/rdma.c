@@ -1760,6 +1760,7 @@ static void rdma__close(struct kemari_xport *x)
 
 const struct kemari_xport_ops kemari_xport_rdma = {
 	.name = "rdma",
+	.caps = KEMARI_XPORT_CAP_ONESIDED,
 	.listen = rdma__listen,
 	.accept = rdma__accept,
 	.connect = rdma__connect,
