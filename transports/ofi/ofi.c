@@ -28,13 +28,16 @@
  * Flow control: each side posts window + 2 receive buffers and tells the
  * peer its window in the connection data; a data message costs a credit,
  * credits come back in batches (XPORT credit messages, which need none:
- * the two spare buffers absorb them, see ofi_credit__due). A send never
- * waits for credits: without one it goes to a backlog that any later call
- * drains, so two sides that both stop reading cannot deadlock.
+ * the two spare buffers absorb them, see ofi_credit__due). A send without
+ * credit waits up to OFI_CREDIT_WAIT_MS for one, so a burst is delivered
+ * even if the sender makes no further call; after that it goes to a
+ * backlog that any later call drains, so two sides that both stop reading
+ * cannot deadlock.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -73,6 +76,7 @@
 #define OFI_HOT_NS	 2000000
 #define OFI_ACCEPT_MS	 10000
 #define OFI_CLOSE_MS	 1000 /* close lets sent messages leave this long */
+#define OFI_CREDIT_WAIT_MS 2000 /* a send waits this long for a credit */
 #define OFI_CM_MAGIC	 0x4b4d4f46U /* "FOMK" */
 
 /* Our keys where the provider lets us pick (unique per domain). */
@@ -1500,7 +1504,24 @@ static int ofi__queue(struct ofi_xport *t, uint16_t type, uint64_t epoch,
 
 	if (err)
 		return err;
-	/* Behind a backlog, or without credit: keep the order, don't wait. */
+	/*
+	 * Without credit, wait a while for the peer to read (a sender that
+	 * makes no further call must still see its messages delivered); a
+	 * peer that does not read meanwhile (it may be sending to us just
+	 * as hard) gets the message in the backlog, which any later call
+	 * drains, so two sides that both stop reading cannot deadlock.
+	 */
+	if (t->bl_head || t->credits == 0) {
+		uint64_t end = kemari_now_ns() + OFI_CREDIT_WAIT_MS * 1000000ULL;
+
+		while (!err && (t->bl_head || t->credits == 0) &&
+		       kemari_now_ns() < end) {
+			sched_yield();
+			err = ofi__progress(t);
+		}
+		if (err)
+			return err;
+	}
 	if (t->bl_head || t->credits == 0)
 		return ofi__backlog(t, type, epoch, payload, len);
 	err = ofi__send_frame(t, type, epoch, payload, len);
