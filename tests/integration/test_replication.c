@@ -153,11 +153,17 @@ static void load_check(struct load_run *l)
 static void wait_takeover(void)
 {
 	if (h_wait_log(slog, "takeover: resumed from epoch", h_ms(30000))) {
-		h_dump(plog);
-		h_dump(slog);
+		int st;
+
 		cr_log_info("exit %d of the diagnostics",
-			    system("ss -uanp; ps -ef | grep kemari"));
-		cr_fatal("secondary did not take over");
+			    system("ss -tuanp; ps -ef | grep kemari"));
+		h_dump(plog);
+		/* Last, so that a shortened CI log still shows it. */
+		h_dump(slog);
+		st = h_wait(&sec, 0);
+		cr_fatal("secondary did not take over (%s %d)",
+			 st == -ETIMEDOUT ? "still running," : "exit status",
+			 st);
 	}
 }
 
