@@ -389,3 +389,125 @@ ParameterizedTest(struct xname *x, xport, run_past_the_region_is_refused,
 	cr_assert(eq(u8, s.dst[REGION / 2], 0));
 	close_pair(&s);
 }
+
+/*
+ * A COMMIT reaches the receiver as an ordinary message, epoch (all 64 bits)
+ * and payload intact, after the pages it covers: transports may carry it
+ * differently (rdma: a WRITE_WITH_IMM into a commit slot).
+ */
+XPORT_TEST(commit_arrives_intact_after_its_pages)
+{
+	for (uint64_t e = 1; e <= 40; e++) {
+		uint64_t ep = e | (e % 2 ? 0x500000000ULL : 0);
+		struct kemari_run r = { .pfn = e * 61 % (NPAGES - 8),
+					.npages = 8 };
+		struct kemari_commit c = { .nruns = e, .npages = 8 * e };
+		struct receiver rc;
+		int err;
+
+		c.runs_crc = (uint32_t)(e * 2654435761u);
+		c.flags = (uint32_t)e;
+		for (uint64_t p = r.pfn; p < r.pfn + r.npages; p++)
+			*(uint64_t *)(s->src + p * 4096 + 8) = ep ^ p;
+		receiver_start(&rc, s);
+		err = s->cli->ops->push(s->cli, &r, 1);
+		err = err ?: s->cli->ops->flush(s->cli);
+		if (!err)
+			err = s->cli->ops->send(s->cli, KEMARI_MSG_COMMIT, ep,
+						&c, sizeof(c));
+		if (!err)
+			err = s->cli->ops->send(s->cli, MSG_DONE, ep, &ep,
+						sizeof(ep));
+		cr_assert(eq(int, err, 0), "%s", kemari_last_error(err));
+		cr_assert(eq(u32, receiver_done(&rc, ep), 1));
+		cr_assert(eq(u16, rc.msgs[0].type, KEMARI_MSG_COMMIT));
+		cr_assert(eq(u64, rc.msgs[0].epoch, ep));
+		cr_assert(eq(u32, rc.msgs[0].len, sizeof(c)));
+		err = memcmp(rc.msgs[0].payload, &c, sizeof(c));
+		cr_assert(eq(int, err, 0));
+		expect_pages(s, r.pfn, r.npages, true);
+	}
+}
+
+/* Many control messages without waiting: none lost, none reordered. */
+#define BURST 300
+
+static uint32_t burst_len(unsigned int i, uint32_t max)
+{
+	return i % 7 == 3 ? KEMARI_MIN(max, 64u * 1024) : (i * 37) % 300;
+}
+
+static uint16_t burst_type(unsigned int i)
+{
+	if (i == BURST)
+		return MSG_DONE;
+	return i % 3 == 0 ? KEMARI_MSG_COMMIT : 42;
+}
+
+static uint8_t burst_byte(unsigned int i, uint32_t k)
+{
+	return (uint8_t)(i * 31 + k * 7);
+}
+
+struct burst {
+	struct side *s;
+	uint32_t max;
+	unsigned int got;
+	int err;
+	char what[128];
+};
+
+static void *burst_receiver(void *arg)
+{
+	struct burst *b = arg;
+
+	for (; b->got <= BURST; b->got++) {
+		unsigned int i = b->got;
+		uint16_t type = burst_type(i);
+		uint32_t len = i == BURST ? 0 : burst_len(i, b->max);
+		struct kemari_msg m;
+		const uint8_t *p;
+
+		b->err = b->s->srv->ops->recv(b->s->srv, &m, 20000);
+		if (b->err)
+			return NULL;
+		p = m.payload;
+		if (m.type != type || m.epoch != 1000 + i || m.len != len) {
+			snprintf(b->what, sizeof(b->what),
+				 "message %u: type %u epoch %llu len %u", i,
+				 m.type, (unsigned long long)m.epoch, m.len);
+			return NULL;
+		}
+		for (uint32_t k = 0; k < len; k++)
+			if (p[k] != burst_byte(i, k)) {
+				snprintf(b->what, sizeof(b->what),
+					 "message %u: byte %u differs", i, k);
+				return NULL;
+			}
+	}
+	return NULL;
+}
+
+XPORT_TEST(control_burst_arrives_in_order)
+{
+	static uint8_t buf[64 * 1024];
+	struct burst b = { .s = s, .max = s->cli->ops->max_msg(s->cli) };
+	pthread_t tid;
+
+	pthread_create(&tid, NULL, burst_receiver, &b);
+	for (unsigned int i = 0; i <= BURST; i++) {
+		uint16_t type = burst_type(i);
+		uint32_t len = i == BURST ? 0 : burst_len(i, b.max);
+		int err;
+
+		for (uint32_t k = 0; k < len; k++)
+			buf[k] = burst_byte(i, k);
+		err = s->cli->ops->send(s->cli, type, 1000 + i, buf, len);
+		cr_assert(eq(int, err, 0), "send %u: %s", i,
+			  kemari_last_error(err));
+	}
+	pthread_join(tid, NULL);
+	cr_assert(eq(int, b.err, 0), "recv: %s", kemari_last_error(b.err));
+	cr_assert(eq(str, b.what, ""));
+	cr_assert(eq(u32, b.got, BURST + 1));
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Soft-RoCE tests (make check-rdma): one boot of the emulated test VM
+# (tests/vm/vm.sh: Debian's kernel under QEMU TCG, rdma_rxe on dummy0 with
+# 169.254.77.1, kvm_amd), and inside it
+#   1. the transport conformance suite over rdma (and again with source and
+#      receive buffers in many small memory regions of different sizes, so
+#      requests span several SGEs and split at remote regions, and with the
+#      commit sent as a plain SEND: the transport's alternative paths), and
+#      rdma's one-line errors through kemari-run (peer unreachable, address
+#      in use, RLIMIT_MEMLOCK too low),
+#   2. the conformance suite over ofi with libfabric's verbs provider,
+#   3. the kill -9 failover consistency tests over --transport=rdma,
+#   4. the same over --transport=ofi --provider=verbs.
+# Parts 2 and 4 run only when BUILD/kemari-run lists the ofi transport, and
+# say SKIP otherwise. One PASS/FAIL/SKIP line per part; exit 1 on any
+# failure, 77 when the VM cannot run here (qemu or the kernel package
+# missing: vm.sh says why in one line).
+#
+#   BUILD=dir (default build)       the build to test
+#   KEMARI_FAILOVER_RUNS (default 5) random-moment kills per transport
+#   KEMARI_TIME_SCALE, KEMARI_TEST_HB as tests/run-kvm.sh sets them
+#   KEMARI_VM_TIMEOUT (seconds, default 7200)
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
+BUILD=${BUILD:-build}
+ADDR=169.254.77.1
+
+inside() {
+	local failed=0 parts=0 ofi=0
+
+	export KEMARI_BUILD=$BUILD KEMARI_TEST_ADDR=$ADDR
+	export KEMARI_TIME_SCALE=${KEMARI_TIME_SCALE:-4}
+	export KEMARI_TEST_HB=${KEMARI_TEST_HB:---heartbeat-ms=50 --heartbeat-timeout-ms=3000}
+	export KEMARI_FAILOVER_RUNS=${KEMARI_FAILOVER_RUNS:-5}
+
+	part() { # NAME CMD...: run one part, report it
+		local name=$1 rc
+		shift
+		parts=$((parts + 1))
+		echo "check-rdma: ---- $name"
+		"$@"
+		rc=$?
+		if [ $rc -eq 0 ]; then
+			echo "check-rdma: PASS $name"
+		else
+			echo "check-rdma: FAIL $name (exit $rc)"
+			failed=$((failed + 1))
+		fi
+	}
+	skip() {
+		echo "check-rdma: SKIP $1: $2"
+	}
+
+	if [ ! -e /sys/class/infiniband/rxe0 ]; then
+		echo "check-rdma: FAIL no soft-RoCE device rxe0 inside the VM (rdma_rxe did not load; see the console log)"
+		exit 1
+	fi
+	"$BUILD/kemari-run" --list-transports | grep -qx ofi && ofi=1
+
+	part "rdma conformance" env KEMARI_XPORTS=rdma \
+		"$BUILD/tests/xport" --jobs 1 --short-filename
+	part "rdma conformance (1 MiB/3 MiB memory regions, commit by SEND)" \
+		env KEMARI_XPORTS=rdma KEMARI_RDMA_MR_MAX=1M,3M \
+		KEMARI_RDMA_COMMIT=send \
+		"$BUILD/tests/xport" --jobs 1 --short-filename
+	part "rdma error lines" env KEMARI_TEST_TRANSPORT=rdma \
+		"$BUILD/tests/integration" --jobs 1 --short-filename \
+		--filter 'rdma_errors/*'
+	if [ $ofi = 1 ]; then
+		part "ofi-verbs conformance" env KEMARI_XPORTS=ofi \
+			KEMARI_OFI_PROVIDER=verbs \
+			"$BUILD/tests/xport" --jobs 1 --short-filename
+	else
+		skip "ofi-verbs conformance" "the ofi transport is not in $BUILD (kemari-run --list-transports)"
+	fi
+	part "rdma kill -9 failover" env KEMARI_TEST_TRANSPORT=rdma \
+		"$BUILD/tests/integration" --jobs 1 --short-filename --verbose \
+		--filter 'replication/kill9*'
+	if [ $ofi = 1 ]; then
+		# The harness splits the command at spaces: two options.
+		part "ofi-verbs kill -9 failover" \
+			env "KEMARI_TEST_TRANSPORT=ofi --provider=verbs" \
+			"$BUILD/tests/integration" --jobs 1 --short-filename \
+			--verbose --filter 'replication/kill9*'
+	else
+		skip "ofi-verbs kill -9 failover" "the ofi transport is not in $BUILD"
+	fi
+	echo "check-rdma: $((parts - failed))/$parts parts passed"
+	[ $failed -eq 0 ]
+}
+
+if [ "${1:-}" = --inside ]; then
+	inside
+	exit
+fi
+
+for f in kemari-run tests/xport tests/integration guests/kvstore.elf; do
+	if [ ! -e "$BUILD/$f" ]; then
+		echo "check-rdma: $BUILD/$f missing: run 'make BUILD=$BUILD all tests' first" >&2
+		exit 1
+	fi
+done
+if ! "$BUILD/kemari-run" --list-transports | grep -qx rdma; then
+	echo "check-rdma: FAIL the rdma transport is not in $BUILD (libibverbs/librdmacm not found at build time: run 'make deps')"
+	exit 1
+fi
+echo "check-rdma: booting the soft-RoCE test VM (QEMU TCG; takes minutes)"
+tests/vm/vm.sh run -t "${KEMARI_VM_TIMEOUT:-7200}" -m 3072 -- \
+	env BUILD="$BUILD" \
+	${KEMARI_FAILOVER_RUNS:+KEMARI_FAILOVER_RUNS="$KEMARI_FAILOVER_RUNS"} \
+	${KEMARI_TIME_SCALE:+KEMARI_TIME_SCALE="$KEMARI_TIME_SCALE"} \
+	${KEMARI_TEST_HB:+KEMARI_TEST_HB="$KEMARI_TEST_HB"} \
+	tests/check-rdma.sh --inside
+rc=$?
+case $rc in
+0) echo "check-rdma: PASS (all parts)" ;;
+77) echo "check-rdma: SKIP: the soft-RoCE VM cannot run here (reason above)" ;;
+*) echo "check-rdma: FAIL (exit $rc)" ;;
+esac
+exit $rc
