@@ -180,13 +180,13 @@ warmup=$((events / 20))
 if [ $slow = 1 ]; then
 	hb="--heartbeat-ms=50 --heartbeat-timeout-ms=60000"
 	hb_full="--heartbeat-ms=50 --heartbeat-timeout-ms=600000"
-	cell_timeout=1200
+	cell_timeout=0 # computed per cell
 else
 	# Only failure detection: no effect on the pause, but a full-RAM copy
 	# per epoch must not look like a dead peer.
 	hb="--heartbeat-timeout-ms=5000"
 	hb_full="--heartbeat-timeout-ms=120000"
-	cell_timeout=1200
+	cell_timeout=900
 fi
 port=27400
 host=127.0.0.1
@@ -249,17 +249,47 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Wait for pid up to secs; kill it after that. Returns its status.
-wait_for() {
-	local pid=$1 secs=$2 i
-	for ((i = 0; i < secs * 10; i++)); do
+# Stop pid: TERM, then KILL; never block on a process that will not die
+# (nested KVM inside the emulated VM can hang in the kernel): leave it.
+stop_pid() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill "$pid" 2>/dev/null || true
-	local rc=0
-	wait "$pid" 2>/dev/null || rc=$?
-	return $rc
+	kill -KILL "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid" 2>/dev/null || true
+			return 0
+		fi
+		sleep 0.1
+	done
+	note "pid $pid does not die even on SIGKILL (stuck in the kernel): left behind"
+}
+
+# Give pid up to secs to end by itself, then stop it. Its status, or 124.
+wait_for() {
+	local pid=$1 secs=$2 i
+	for ((i = 0; i < secs * 10; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid" 2>/dev/null
+			return
+		fi
+		sleep 0.1
+	done
+	stop_pid "$pid"
+	return 124
+}
+
+# Run CMD for at most secs seconds: its status, or 124 when it was stopped.
+run_bounded() {
+	local secs=$1
+	shift
+	"$@" &
+	pids+=($!)
+	wait_for $! "$secs"
 }
 
 # ---- what exists here -----------------------------------------------------
@@ -275,7 +305,11 @@ xlabels=() # transport label: tcp, rdma, ofi:PROVIDER
 declare -A xhost xrtt
 for t in ${want//,/ }; do
 	if ! has "$compiled" "$t"; then
-		skip "transport $t" "not compiled into this build ($K --list-transports: ${compiled%,}); install its library (make deps) and rebuild"
+		if [ -d "transports/$t" ]; then
+			skip "transport $t" "not compiled into this build ($K --list-transports: ${compiled%,}): its library was not found at build time; make deps, then rebuild"
+		else
+			skip "transport $t" "this checkout has no transports/$t/ ($K --list-transports: ${compiled%,})"
+		fi
 		continue
 	fi
 	case $t in
@@ -393,10 +427,15 @@ run_cell() {
 	spid=$!
 	pids+=($spid)
 	t0=$(now_us)
-	timeout --kill-after=10 $cell_timeout "$K" --role=primary --transport="$(xname "$l")" $(xprov "$l") \
+	local limit=$cell_timeout
+	# In the emulated VM: a base, the initial sync, the epochs.
+	[ $slow = 1 ] && limit=$((240 + mib / 3 + n * (2 + k / 256)))
+	case $variant in full-copy) limit=$((limit + n * mib / 4)) ;; esac
+	run_bounded $limit "$K" --role=primary --transport="$(xname "$l")" $(xprov "$l") \
 		--peer="$addr" --connect-timeout-ms=60000 "${common[@]}" --disk="$cw/disk.img" \
 		--stats="$cw/stats.fifo" --guest-arg=pages="$k" --guest-arg=ws="$ws" \
 		--guest-arg=rounds="$rounds" --guest-arg=event="$event" "$@" >"$cw/pri.log" 2>&1 || rc=$?
+	[ $rc = 124 ] && echo "kemari-perf: the primary did not finish within $limit s: stopped" >>"$cw/pri.log"
 	t1=$(now_us)
 	wait_for $spid 60 || true
 	[ -n "$remote" ] && remote_stop secondary
@@ -448,7 +487,7 @@ run_standalone() {
 		ts=()
 		for r in 1 1 $((n + 1)) 1; do
 			t0=$(now_us)
-			if ! "$K" "${g[@]}" --guest-arg=rounds=$r >>"$log" 2>&1; then
+			if ! run_bounded $((120 + n / 20)) "$K" "${g[@]}" --guest-arg=rounds=$r >>"$log" 2>&1; then
 				echo FAILED
 				skip "standalone $ram ${k}p" "$(tail -1 "$log")"
 				return 0
@@ -572,14 +611,13 @@ if has "$variants" kv; then
 	pids+=($kp)
 	if kv_wait $svc $kp; then
 		rc=0
-		"$B/kemari-kv" "${kvload[@]}" >"$work/kv-sa.out" 2>&1 || rc=$?
+		run_bounded $((kv_ms / 1000 + 180)) "$B/kemari-kv" "${kvload[@]}" >"$work/kv-sa.out" 2>&1 || rc=$?
 		kv_record standalone none "$work/kv-sa.out" $rc
 	else
 		echo FAILED
 		skip "kvstore standalone" "the kvstore never answered: $(tail -1 "$R/logs/kv-standalone.log")"
 	fi
-	kill -TERM $kp 2>/dev/null || true
-	wait_for $kp 30 || true
+	stop_pid $kp
 
 	ncell=$((ncell + 1))
 	port=$((port + 1))
@@ -601,14 +639,13 @@ if has "$variants" kv; then
 	pids+=($kp)
 	if kv_wait $svc $kp; then
 		rc=0
-		"$B/kemari-kv" "${kvload[@]}" >"$work/kv-rep.out" 2>&1 || rc=$?
+		run_bounded $((kv_ms / 1000 + 180)) "$B/kemari-kv" "${kvload[@]}" >"$work/kv-rep.out" 2>&1 || rc=$?
 		kv_record replicated tcp "$work/kv-rep.out" $rc
 	else
 		echo FAILED
 		skip "kvstore replicated" "the kvstore never answered: $(tail -1 "$R/logs/kv-primary.log")"
 	fi
-	kill -TERM $kp 2>/dev/null || true
-	wait_for $kp 60 || true
+	stop_pid $kp # SIGTERM: an orderly stop, BYE to the secondary
 	wait_for $ks 60 || true
 	[ -n "$remote" ] && remote_stop secondary
 fi
