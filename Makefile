@@ -155,8 +155,13 @@ check-run: all tests
 	$(Q)$(UNIT_BIN) --jobs 2 --short-filename
 	$(Q)echo "== transport conformance (every transport usable here)"
 	$(Q)$(XPORT_BIN) --jobs 1 --short-filename
-	$(Q)echo "== KVM integration tests"
+	$(Q)echo "== KVM integration tests (tcp)"
 	$(Q)tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
+ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
+	$(Q)echo "== failover over ofi (libfabric tcp provider)"
+	$(Q)KEMARI_FAILOVER_RUNS=5 tests/run-kvm.sh env "KEMARI_TEST_TRANSPORT=ofi --provider=tcp" \
+		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/*'
+endif
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
@@ -181,12 +186,17 @@ perf-quick: deps
 check-patches: deps
 	$(Q)scripts/check-patches.sh
 
+# The patched Xen booted under QEMU TCG, tap tested against a PV domU
+# (also part of check-patches; needs the tree check-patches built).
+check-xen-tap:
+	$(Q)tests/xen/check-xen-tap.sh
+
 format:
 	$(Q)clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all guests tests deps check check-run check-rdma check-patches demo perf perf-quick format clean
+.PHONY: all guests tests deps check check-run check-rdma check-patches check-xen-tap demo perf perf-quick format clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

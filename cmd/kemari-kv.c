@@ -52,28 +52,45 @@ static int run_load(const char *server, int timeout_ms, int argc, char **argv)
 		{ "prefix", required_argument, NULL, 'p' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct kv_load_cfg cfg = { .server = server, .clients = 4, .keys = 8,
+	struct kv_load_cfg cfg = { .server = server,
+				   .clients = 4,
+				   .keys = 8,
 				   .timeout_ms = timeout_ms };
 	struct kv_load_result r;
 	char prefix[64];
 	unsigned long duration = 0;
 	int c, err;
 
-	snprintf(prefix, sizeof(prefix), "L%lx", (unsigned long)time(NULL) ^ (unsigned long)getpid());
+	snprintf(prefix, sizeof(prefix), "L%lx",
+		 (unsigned long)time(NULL) ^ (unsigned long)getpid());
 	cfg.prefix = prefix;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': cfg.clients = (unsigned int)strtoul(optarg, NULL, 10); break;
-		case 'k': cfg.keys = (unsigned int)strtoul(optarg, NULL, 10); break;
-		case 'o': cfg.ops_per_client = (unsigned int)strtoul(optarg, NULL, 10); break;
-		case 'd': duration = strtoul(optarg, NULL, 10); break;
-		case 'p': cfg.prefix = optarg; break;
-		default: usage(stderr); return 2;
+		case 'c':
+			cfg.clients = (unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'k':
+			cfg.keys = (unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'o':
+			cfg.ops_per_client =
+				(unsigned int)strtoul(optarg, NULL, 10);
+			break;
+		case 'd':
+			duration = strtoul(optarg, NULL, 10);
+			break;
+		case 'p':
+			cfg.prefix = optarg;
+			break;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (!cfg.clients || !cfg.keys || cfg.clients > 256) {
-		fprintf(stderr, "kemari-kv: error: load needs 1-256 clients and at least 1 key\n");
+		fprintf(stderr,
+			"kemari-kv: error: load needs 1-256 clients and at least 1 key\n");
 		return 2;
 	}
 	cfg.stop_flag = &stop_flag;
@@ -87,13 +104,15 @@ static int run_load(const char *server, int timeout_ms, int argc, char **argv)
 	}
 	err = kv_load__run(&cfg, &r);
 	if (err) {
-		fprintf(stderr, "kemari-kv: error: load against %s: %s\n", server,
-			err == -ETIMEDOUT ? "no reply (is the kvstore running?)" : strerror(-err));
+		fprintf(stderr, "kemari-kv: error: load against %s: %s\n",
+			server,
+			err == -ETIMEDOUT ? "no reply (is the kvstore running?)"
+					  : strerror(-err));
 		return 1;
 	}
 	printf("acknowledged %" PRIu64 " updates; final values sum to %" PRIu64
-	       "; lost %" PRIu64 "; applied twice %" PRIu64 "; returned twice %" PRIu64
-	       "; unanswered %" PRIu64 "\n",
+	       "; lost %" PRIu64 "; applied twice %" PRIu64
+	       "; returned twice %" PRIu64 "; unanswered %" PRIu64 "\n",
 	       r.acked, r.final_sum, r.lost, r.phantom, r.duplicated, r.failed);
 	printf("latency p50 %" PRIu64 " us, p99 %" PRIu64 " us, max %" PRIu64
 	       " us; resends %" PRIu64 "\n",
@@ -111,8 +130,9 @@ static int one(struct kv_client *c, const char *cmd)
 
 	if (err) {
 		fprintf(stderr, "kemari-kv: error: %s: %s\n", cmd,
-			err == -ETIMEDOUT ? "no reply (is the kvstore running on --server?)"
-					  : strerror(-err));
+			err == -ETIMEDOUT
+				? "no reply (is the kvstore running on --server?)"
+				: strerror(-err));
 		return 1;
 	}
 	printf("%s\n", reply);
@@ -138,12 +158,24 @@ int main(int argc, char **argv)
 
 	while ((ch = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		switch (ch) {
-		case 's': server = optarg; break;
-		case 'c': id = optarg; break;
-		case 'n': seq = strtoull(optarg, NULL, 10); break;
-		case 't': timeout_ms = atoi(optarg); break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 's':
+			server = optarg;
+			break;
+		case 'c':
+			id = optarg;
+			break;
+		case 'n':
+			seq = strtoull(optarg, NULL, 10);
+			break;
+		case 't':
+			timeout_ms = atoi(optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (optind >= argc) {
@@ -151,12 +183,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!strcmp(argv[optind], "load"))
-		return run_load(server, timeout_ms, argc - optind, argv + optind);
+		return run_load(server, timeout_ms, argc - optind,
+				argv + optind);
 	snprintf(defid, sizeof(defid), "kv-%d", (int)getpid());
 	err = kv_client__open(&c, server, id ? id : defid);
 	if (err) {
-		fprintf(stderr, "kemari-kv: error: --server=%s / --client: %s\n", server,
-			err == -EINVAL ? "expected HOST:PORT and a 1-64 character id" : strerror(-err));
+		fprintf(stderr,
+			"kemari-kv: error: --server=%s / --client: %s\n",
+			server,
+			err == -EINVAL
+				? "expected HOST:PORT and a 1-64 character id"
+				: strerror(-err));
 		return 2;
 	}
 	c.timeout_ms = timeout_ms;
@@ -166,7 +203,8 @@ int main(int argc, char **argv)
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
-		c.seq = (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+		c.seq = (uint64_t)ts.tv_sec * 1000000ULL +
+			(uint64_t)ts.tv_nsec / 1000;
 	}
 	if (!strcmp(argv[optind], "-")) {
 		char line[512];
@@ -179,7 +217,8 @@ int main(int argc, char **argv)
 	} else {
 		for (int i = optind; i < argc; i++) {
 			if (strlen(cmd) + strlen(argv[i]) + 2 > sizeof(cmd)) {
-				fprintf(stderr, "kemari-kv: error: command too long\n");
+				fprintf(stderr,
+					"kemari-kv: error: command too long\n");
 				return 2;
 			}
 			if (i > optind)

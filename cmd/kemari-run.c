@@ -181,7 +181,7 @@ static int parse_size_opt(const char *opt, const char *s, uint64_t *out)
 
 static const char *role_name(enum kemari_role r)
 {
-	return r == KEMARI_ROLE_PRIMARY	  ? "primary"
+	return r == KEMARI_ROLE_PRIMARY	    ? "primary"
 	       : r == KEMARI_ROLE_SECONDARY ? "secondary"
 					    : "standalone";
 }
@@ -235,11 +235,13 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			cfg->guest_path = optarg;
 			break;
 		case OPT_MEM:
-			if (parse_size_opt("mem", optarg, &cfg->hv_cfg.mem_size))
+			if (parse_size_opt("mem", optarg,
+					   &cfg->hv_cfg.mem_size))
 				return -EINVAL;
 			break;
 		case OPT_CPUS:
-			if (parse_uint("cpus", optarg, 1, 8, &cfg->hv_cfg.ncpus))
+			if (parse_uint("cpus", optarg, 1, 8,
+				       &cfg->hv_cfg.ncpus))
 				return -EINVAL;
 			break;
 		case OPT_DISK:
@@ -260,7 +262,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 					KEMARI_MAX_GUEST_ARGS);
 				return -EINVAL;
 			}
-			cfg->hv_cfg.guest_args[cfg->hv_cfg.nguest_args++] = optarg;
+			cfg->hv_cfg.guest_args[cfg->hv_cfg.nguest_args++] =
+				optarg;
 			break;
 		case OPT_TAP_CONSOLE:
 			cfg->hv_cfg.tap_console = 1;
@@ -285,8 +288,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 				return -EINVAL;
 			break;
 		case OPT_HB_TIMEOUT:
-			if (parse_uint("heartbeat-timeout-ms", optarg, 2, 600000,
-				       &cfg->heartbeat_timeout_ms))
+			if (parse_uint("heartbeat-timeout-ms", optarg, 2,
+				       600000, &cfg->heartbeat_timeout_ms))
 				return -EINVAL;
 			break;
 		case OPT_CONNECT_TIMEOUT:
@@ -351,7 +354,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "kemari-run: error: unexpected argument '%s' (see --help)\n",
+		fprintf(stderr,
+			"kemari-run: error: unexpected argument '%s' (see --help)\n",
 			argv[optind]);
 		return -EINVAL;
 	}
@@ -381,7 +385,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 		if (!cfg->xport) {
 			char list[256] = "";
 
-			for (unsigned int i = 0; kemari_xport_backends[i]; i++) {
+			for (unsigned int i = 0; kemari_xport_backends[i];
+			     i++) {
 				strncat(list, i ? ", " : "",
 					sizeof(list) - strlen(list) - 1);
 				strncat(list, kemari_xport_backends[i]->name,
@@ -423,7 +428,8 @@ int main(int argc, char **argv)
 
 	ret = kemari_engine__create(&g_engine, &cfg);
 	if (ret) {
-		fprintf(stderr, "%s: error: %s\n", prefix, kemari_last_error(ret));
+		fprintf(stderr, "%s: error: %s\n", prefix,
+			kemari_last_error(ret));
 		return 1;
 	}
 	ret = kemari_engine__run(g_engine);
@@ -432,7 +438,8 @@ int main(int argc, char **argv)
 	kemari_engine__destroy(g_engine);
 	g_engine = NULL;
 	if (ret < 0) {
-		fprintf(stderr, "%s: error: %s\n", prefix, kemari_last_error(ret));
+		fprintf(stderr, "%s: error: %s\n", prefix,
+			kemari_last_error(ret));
 		return 1;
 	}
 	return ret > 255 ? 255 : ret;

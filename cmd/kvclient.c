@@ -56,7 +56,8 @@ static int kv_client__send(struct kv_client *c, const void *buf, size_t len)
 
 	to.sin_addr.s_addr = htonl(c->ip);
 	to.sin_port = htons(c->port);
-	if (sendto(c->fd, buf, len, 0, (struct sockaddr *)&to, sizeof(to)) < 0 &&
+	if (sendto(c->fd, buf, len, 0, (struct sockaddr *)&to, sizeof(to)) <
+		    0 &&
 	    errno != ECONNREFUSED)
 		return -errno;
 	return 0;
@@ -232,7 +233,8 @@ static void *kv_load__thread(void *arg)
 			break;
 		}
 		if (sscanf(reply, "OK %lld", &v) != 1 || v <= 0) {
-			fprintf(stderr, "kv-load: unexpected reply '%s' to '%s'\n",
+			fprintf(stderr,
+				"kv-load: unexpected reply '%s' to '%s'\n",
 				reply, cmd);
 			pthread_mutex_lock(&st->lock);
 			st->failed++;
@@ -323,7 +325,8 @@ int kv_load__run(const struct kv_load_cfg *cfg, struct kv_load_result *res)
 			struct kv_load_key *key = &st.keys[k];
 			long long final = 0;
 
-			snprintf(cmd, sizeof(cmd), "GET %s-k%u", cfg->prefix, k);
+			snprintf(cmd, sizeof(cmd), "GET %s-k%u", cfg->prefix,
+				 k);
 			err = kv_client__call(&c, cmd, reply, sizeof(reply));
 			if (err)
 				break;
@@ -334,16 +337,16 @@ int kv_load__run(const struct kv_load_cfg *cfg, struct kv_load_result *res)
 				break;
 			}
 			res->acked += key->acked;
-			res->final_sum += (uint64_t)final;
+			res->final_sum += (uint64_t) final;
 			res->duplicated += key->dup;
 			/* Handed out but not in the final state: lost. */
-			for (uint64_t v = (uint64_t)final + 1; v < key->seen_cap;
-			     v++)
+			for (uint64_t v = (uint64_t) final + 1;
+			     v < key->seen_cap; v++)
 				if (key->seen[v])
 					res->lost++;
 			/* In the final state but never handed out: applied
 			 * twice (or a request that timed out). */
-			for (uint64_t v = 1; v <= (uint64_t)final; v++)
+			for (uint64_t v = 1; v <= (uint64_t) final; v++)
 				if (v >= key->seen_cap || !key->seen[v])
 					res->phantom++;
 		}

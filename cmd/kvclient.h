@@ -15,10 +15,10 @@ struct kv_client {
 	uint32_t ip;
 	uint16_t port;
 	char id[65];
-	uint64_t seq;          /* last seq used */
-	int resend_ms;         /* re-send after this much silence */
-	int timeout_ms;        /* give up after this long */
-	uint64_t resends;      /* statistics */
+	uint64_t seq;	  /* last seq used */
+	int resend_ms;	  /* re-send after this much silence */
+	int timeout_ms;	  /* give up after this long */
+	uint64_t resends; /* statistics */
 };
 
 int kv_client__open(struct kv_client *c, const char *server, const char *id);
@@ -44,12 +44,12 @@ struct kv_load_cfg {
 	unsigned int ops_per_client; /* 0: run until stop_flag */
 	const volatile int *stop_flag;
 	const char *prefix; /* key and client-id prefix, unique per run */
-	int timeout_ms;     /* per request, including failover */
+	int timeout_ms;	    /* per request, including failover */
 };
 
 struct kv_load_result {
-	uint64_t acked;      /* INCRs acknowledged */
-	uint64_t lost;       /* acked but missing from the final values */
+	uint64_t acked;	     /* INCRs acknowledged */
+	uint64_t lost;	     /* acked but missing from the final values */
 	uint64_t duplicated; /* a value returned twice */
 	uint64_t phantom;    /* applied but never acknowledged (double apply) */
 	uint64_t final_sum;  /* sum of the keys' final values */

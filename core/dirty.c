@@ -93,7 +93,8 @@ long kemari_dirty__runs(struct kemari_dirty *d, struct kemari_run **runs,
 		}
 		if (n == *cap) {
 			size_t ncap = *cap ? *cap * 2 : 64;
-			struct kemari_run *r = realloc(*runs, ncap * sizeof(*r));
+			struct kemari_run *r =
+				realloc(*runs, ncap * sizeof(*r));
 
 			if (!r)
 				return -ENOMEM;

@@ -24,7 +24,7 @@ static const char *const fault_names[] = {
 const char *kemari_fault__name(enum kemari_fault f)
 {
 	return (unsigned int)f < KEMARI_ARRAY_SIZE(fault_names) ? fault_names[f]
-								 : "?";
+								: "?";
 }
 
 int kemari_fault__parse(const char *s, enum kemari_fault *f, uint64_t *epoch)
@@ -34,7 +34,8 @@ int kemari_fault__parse(const char *s, enum kemari_fault *f, uint64_t *epoch)
 	char *end;
 
 	for (unsigned int i = 1; i < KEMARI_ARRAY_SIZE(fault_names); i++) {
-		if (strlen(fault_names[i]) != n || strncmp(s, fault_names[i], n))
+		if (strlen(fault_names[i]) != n ||
+		    strncmp(s, fault_names[i], n))
 			continue;
 		*f = (enum kemari_fault)i;
 		*epoch = 0;
@@ -49,8 +50,7 @@ int kemari_fault__parse(const char *s, enum kemari_fault *f, uint64_t *epoch)
 	return -EINVAL;
 }
 
-void engine__fault(struct kemari_engine *e, enum kemari_fault f,
-		   uint64_t epoch)
+void engine__fault(struct kemari_engine *e, enum kemari_fault f, uint64_t epoch)
 {
 	if (e->cfg.fault != f || !e->cfg.fault_hook)
 		return;
@@ -120,7 +120,8 @@ int kemari_engine__create(struct kemari_engine **out,
 	e->cfg = *cfg;
 	pthread_mutex_init(&e->xlock, NULL);
 	e->cfg.hv_cfg.hooks.ctx = e;
-	e->cfg.hv_cfg.hooks.tick_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 20;
+	e->cfg.hv_cfg.hooks.tick_ms =
+		cfg->heartbeat_ms ? cfg->heartbeat_ms : 20;
 	e->cfg.hv_cfg.hooks.event = standalone__event;
 	e->cfg.hv_cfg.hooks.tick = standalone__tick;
 	/* The secondary binds the service address only at takeover. */

@@ -22,7 +22,8 @@ struct kemari_epoch_stats {
 	uint64_t push_us;
 	uint64_t commit_ack_us;
 	uint64_t pause_us;
-	uint64_t spec_pages; /* pushed ahead of the tap, while the guest ran */
+	uint64_t spec_pages;
+	uint64_t applied_next; /* the secondary applied every epoch below */ /* pushed ahead of the tap, while the guest ran */
 };
 
 struct kemari_metrics {
@@ -43,13 +44,14 @@ struct kemari_engine {
 	struct kemari_xport *conn;
 
 	/* Primary */
-	pthread_mutex_t xlock;   /* the connection and the epoch's page sets */
+	pthread_mutex_t xlock;	 /* the connection and the epoch's page sets */
 	atomic_bool tap_waiting; /* the speculator yields to a tap */
 	pthread_t spec_thread;
 	bool spec_running;
 	struct kemari_dirty dirty;     /* dirtied since the last push */
 	struct kemari_dirty epoch_set; /* pushed in the open epoch */
 	uint64_t spec_pages;
+	uint64_t applied_next; /* the secondary applied every epoch below */
 	struct kemari_run *runs;
 	size_t runs_cap;
 	struct kemari_buf cpu_state, dev_state;

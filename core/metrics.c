@@ -95,7 +95,8 @@ void metrics__summary(const struct kemari_metrics *m, FILE *f)
 {
 	uint64_t p50, p99, max;
 
-	if (metrics__quantile(m, 0.5, &p50) || metrics__quantile(m, 0.99, &p99) ||
+	if (metrics__quantile(m, 0.5, &p50) ||
+	    metrics__quantile(m, 0.99, &p99) ||
 	    metrics__quantile(m, 1.0, &max)) {
 		fprintf(f, "pause summary: 0 epochs\n");
 		return;

@@ -7,9 +7,9 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <time.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine_priv.h"
@@ -18,8 +18,8 @@
 #define SYNC_CHUNK_PAGES 1024 /* 4 MiB per push during the initial sync */
 #define HANDSHAKE_MS 10000
 
-static int primary__send(struct kemari_engine *e, uint16_t type,
-			 uint64_t epoch, const void *p, uint32_t len)
+static int primary__send(struct kemari_engine *e, uint16_t type, uint64_t epoch,
+			 const void *p, uint32_t len)
 {
 	int err = e->conn->ops->send(e->conn, type, epoch, p, len);
 
@@ -66,9 +66,22 @@ static int primary__send_state(struct kemari_engine *e, uint64_t epoch)
 		return kemari_err(-EMSGSIZE, "vCPU/device state too large");
 	err = primary__send(e, KEMARI_MSG_CPU_STATE, epoch, e->cpu_state.data,
 			    (uint32_t)e->cpu_state.len);
-	return err ?: primary__send(e, KEMARI_MSG_DEV_STATE, epoch,
-				    e->dev_state.data,
-				    (uint32_t)e->dev_state.len);
+	return err
+		       ?: primary__send(e, KEMARI_MSG_DEV_STATE, epoch,
+					e->dev_state.data,
+					(uint32_t)e->dev_state.len);
+}
+
+static void primary__note_applied(struct kemari_engine *e,
+				  const struct kemari_msg *m)
+{
+	struct kemari_ack a;
+
+	if (m->len != sizeof(a))
+		return;
+	memcpy(&a, m->payload, sizeof(a));
+	if (a.applied_next > e->applied_next)
+		e->applied_next = a.applied_next;
 }
 
 /* Wait for the ack of epoch; heartbeats on the way are fine. */
@@ -83,9 +96,10 @@ static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
 		int err;
 
 		if (now >= deadline)
-			return kemari_err(-ETIMEDOUT,
-					  "no acknowledgement of epoch %llu within %u ms",
-					  (unsigned long long)epoch, timeout_ms);
+			return kemari_err(
+				-ETIMEDOUT,
+				"no acknowledgement of epoch %llu within %u ms",
+				(unsigned long long)epoch, timeout_ms);
 		err = e->conn->ops->recv(e->conn, &m,
 					 (int)((deadline - now) / 1000000) + 1);
 		if (err == -ETIMEDOUT)
@@ -96,12 +110,17 @@ static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
 		switch (m.type) {
 		case KEMARI_MSG_ACK:
 			if (m.epoch != epoch)
-				return kemari_err(-EPROTO,
-						  "secondary acknowledged epoch %llu, expected %llu",
-						  (unsigned long long)m.epoch,
-						  (unsigned long long)epoch);
+				return kemari_err(
+					-EPROTO,
+					"secondary acknowledged epoch %llu, expected %llu",
+					(unsigned long long)m.epoch,
+					(unsigned long long)epoch);
+			primary__note_applied(e, &m);
 			return 0;
 		case KEMARI_MSG_HEARTBEAT:
+			break;
+		case KEMARI_MSG_APPLIED:
+			primary__note_applied(e, &m);
 			break;
 		case KEMARI_MSG_REFUSE:
 			return kemari_err(-EPROTO, "secondary refused: %.*s",
@@ -123,12 +142,12 @@ static void primary__lose_secondary(struct kemari_engine *e, int err)
 	const char *why = kemari_last_error(err);
 
 	if (e->cfg.on_secondary_loss == KEMARI_LOSS_PAUSE) {
-		kemari_error("secondary lost (%s); guest paused per --on-secondary-loss=pause: restart a secondary and the primary, or stop with SIGTERM",
-			     why);
+		kemari_error(
+			"secondary lost (%s); guest paused per --on-secondary-loss=pause: restart a secondary and the primary, or stop with SIGTERM",
+			why);
 		e->paused_for_loss = true;
 	} else {
-		kemari_warn("secondary lost (%s); continuing unprotected",
-			    why);
+		kemari_warn("secondary lost (%s); continuing unprotected", why);
 	}
 	kemari_err_clear();
 	e->protected = false;
@@ -145,8 +164,8 @@ static void primary__progress(struct kemari_engine *e, uint64_t done,
 	int tty = isatty(STDERR_FILENO);
 	char bar[41];
 
-	if (!e->cfg.progress || pct == *last_pct || (!tty && pct % 25 &&
-						     done != total))
+	if (!e->cfg.progress || pct == *last_pct ||
+	    (!tty && pct % 25 && done != total))
 		return;
 	*last_pct = pct;
 	for (int i = 0; i < 40; i++)
@@ -171,23 +190,26 @@ static int primary__handshake(struct kemari_engine *e)
 		return err;
 	err = e->conn->ops->recv(e->conn, &m, HANDSHAKE_MS);
 	if (err == -ETIMEDOUT)
-		return kemari_err(err,
-				  "the secondary at %s did not answer the handshake within %d s",
-				  e->cfg.peer, HANDSHAKE_MS / 1000);
+		return kemari_err(
+			err,
+			"the secondary at %s did not answer the handshake within %d s",
+			e->cfg.peer, HANDSHAKE_MS / 1000);
 	if (err)
 		return err;
 	if (m.type == KEMARI_MSG_REFUSE)
 		return kemari_err(-EPROTO, "the secondary refused: %.*s",
 				  (int)m.len, (const char *)m.payload);
 	if (m.type != KEMARI_MSG_WELCOME || m.len != sizeof(w))
-		return kemari_err(-EPROTO,
-				  "the peer at %s is not a Kemari secondary (sent %s)",
-				  e->cfg.peer, kemari_wire__type_name(m.type));
+		return kemari_err(
+			-EPROTO,
+			"the peer at %s is not a Kemari secondary (sent %s)",
+			e->cfg.peer, kemari_wire__type_name(m.type));
 	memcpy(&w, m.payload, sizeof(w));
 	if (w.proto_version != h.proto_version || w.ram_size != h.ram_size ||
 	    w.image_hash != h.image_hash)
-		return kemari_err(-EPROTO,
-				  "the secondary's handshake disagrees with ours");
+		return kemari_err(
+			-EPROTO,
+			"the secondary's handshake disagrees with ours");
 	return e->conn->ops->reg_src(e->conn, e->ram, e->ram_size);
 }
 
@@ -205,8 +227,8 @@ static int primary__initial_sync(struct kemari_engine *e)
 	for (uint64_t pfn = 0; pfn < e->npages; pfn += SYNC_CHUNK_PAGES) {
 		struct kemari_run r = {
 			.pfn = pfn,
-			.npages = (uint32_t)KEMARI_MIN((uint64_t)SYNC_CHUNK_PAGES,
-						       e->npages - pfn),
+			.npages = (uint32_t)KEMARI_MIN(
+				(uint64_t)SYNC_CHUNK_PAGES, e->npages - pfn),
 		};
 
 		if (pfn >= e->npages / 2)
@@ -218,7 +240,8 @@ static int primary__initial_sync(struct kemari_engine *e)
 		/* Pushes are invisible to a one-sided receiver: stay alive. */
 		if (kemari_now_ns() - e->last_tx_ns >=
 		    (uint64_t)e->cfg.heartbeat_ms * 1000000ULL) {
-			err = primary__send(e, KEMARI_MSG_HEARTBEAT, 0, NULL, 0);
+			err = primary__send(e, KEMARI_MSG_HEARTBEAT, 0, NULL,
+					    0);
 			if (err)
 				return err;
 		}
@@ -231,17 +254,20 @@ static int primary__initial_sync(struct kemari_engine *e)
 	c.flags = KEMARI_COMMIT_INITIAL;
 	err = primary__send(e, KEMARI_MSG_COMMIT, 0, &c, sizeof(c));
 	/* Applying all of RAM takes the secondary a while. */
-	err = err ?: primary__wait_ack(e, 0,
-				       KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
-						  30000u));
+	err = err
+		      ?: primary__wait_ack(
+				 e, 0,
+				 KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
+					    30000u));
 	if (err)
 		return err;
 	e->epoch = 0;
 	e->protected = true;
 	e->last_rx_ns = kemari_now_ns();
-	kemari_info("initial sync: %llu MiB to %s in %llu ms; the guest starts protected",
-		    (unsigned long long)(e->ram_size >> 20), e->cfg.peer,
-		    (unsigned long long)((kemari_now_ns() - t0) / 1000000));
+	kemari_info(
+		"initial sync: %llu MiB to %s in %llu ms; the guest starts protected",
+		(unsigned long long)(e->ram_size >> 20), e->cfg.peer,
+		(unsigned long long)((kemari_now_ns() - t0) / 1000000));
 	return 0;
 }
 
@@ -250,6 +276,44 @@ static int primary__initial_sync(struct kemari_engine *e)
  * Runs are computed from e->dirty; on return *runs/n describe the pages
  * just pushed (the epoch's whole list when nothing was pushed before).
  */
+/*
+ * One-sided pushes land in the secondary's receive buffers at once: wait
+ * until it has copied the last epoch out of them into its replica.
+ */
+static int primary__wait_applied(struct kemari_engine *e)
+{
+	uint64_t deadline = kemari_now_ns() +
+			    (uint64_t)KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
+						 30000u) * 1000000ULL;
+
+	if (!(e->conn->ops->caps & KEMARI_XPORT_CAP_ONESIDED))
+		return 0;
+	while (e->applied_next <= e->epoch) {
+		struct kemari_msg m;
+		int err = e->conn->ops->recv(e->conn, &m, 10);
+
+		if (err == -ETIMEDOUT) {
+			if (kemari_now_ns() >= deadline)
+				return kemari_err(-ETIMEDOUT,
+						  "the secondary never applied epoch %llu",
+						  (unsigned long long)e->epoch);
+			continue;
+		}
+		if (err)
+			return err;
+		e->last_rx_ns = kemari_now_ns();
+		if (m.type == KEMARI_MSG_APPLIED)
+			primary__note_applied(e, &m);
+		else if (m.type == KEMARI_MSG_BYE)
+			return kemari_err(-ECONNRESET, "the secondary shut down");
+		else if (m.type != KEMARI_MSG_HEARTBEAT)
+			return kemari_err(-EPROTO,
+					  "unexpected %s from the secondary",
+					  kemari_wire__type_name(m.type));
+	}
+	return 0;
+}
+
 static int primary__push_pending(struct kemari_engine *e, long *nruns)
 {
 	long n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
@@ -257,6 +321,9 @@ static int primary__push_pending(struct kemari_engine *e, long *nruns)
 
 	if (n < 0)
 		return (int)n;
+	err = primary__wait_applied(e);
+	if (err)
+		return err;
 	err = e->conn->ops->push(e->conn, e->runs, (size_t)n);
 	if (err)
 		return err;
@@ -319,12 +386,14 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	s->runs = (uint64_t)n;
 	s->bytes = s->dirty_pages * KEMARI_PAGE_SIZE;
 	err = primary__send_runs(e, epoch, e->runs, (size_t)n, &c);
-	err = err ?: primary__send(e, KEMARI_MSG_CPU_STATE, epoch,
-				   e->cpu_state.data,
-				   (uint32_t)e->cpu_state.len);
-	err = err ?: primary__send(e, KEMARI_MSG_DEV_STATE, epoch,
-				   e->dev_state.data,
-				   (uint32_t)e->dev_state.len);
+	err = err
+		      ?: primary__send(e, KEMARI_MSG_CPU_STATE, epoch,
+				       e->cpu_state.data,
+				       (uint32_t)e->cpu_state.len);
+	err = err
+		      ?: primary__send(e, KEMARI_MSG_DEV_STATE, epoch,
+				       e->dev_state.data,
+				       (uint32_t)e->dev_state.len);
 	/* The commit must not overtake the pages it covers. */
 	err = err ?: x->flush(e->conn);
 	if (err)
@@ -367,7 +436,8 @@ static void *primary__speculate(void *arg)
 		int err;
 
 		nanosleep(&ts, NULL);
-		if (atomic_load(&e->tap_waiting) || pthread_mutex_trylock(&e->xlock))
+		if (atomic_load(&e->tap_waiting) ||
+		    pthread_mutex_trylock(&e->xlock))
 			continue;
 		if (e->protected && !atomic_load(&e->tap_waiting)) {
 			uint64_t before = e->epoch_set.count;
@@ -458,9 +528,13 @@ int primary__tick(void *ctx)
 			break;
 		e->last_rx_ns = kemari_now_ns();
 		if (m.type == KEMARI_MSG_BYE)
-			err = kemari_err(-ECONNRESET, "the secondary shut down");
+			err = kemari_err(-ECONNRESET,
+					 "the secondary shut down");
+		else if (m.type == KEMARI_MSG_APPLIED)
+			primary__note_applied(e, &m);
 		else if (m.type != KEMARI_MSG_HEARTBEAT)
-			err = kemari_err(-EPROTO, "unexpected %s from the secondary",
+			err = kemari_err(-EPROTO,
+					 "unexpected %s from the secondary",
 					 kemari_wire__type_name(m.type));
 	}
 	if (!err && kemari_now_ns() - e->last_rx_ns >
@@ -496,7 +570,8 @@ int primary__run(struct kemari_engine *e)
 	}
 	if (e->cfg.speculate_us) {
 		e->spec_running = true;
-		if (pthread_create(&e->spec_thread, NULL, primary__speculate, e))
+		if (pthread_create(&e->spec_thread, NULL, primary__speculate,
+				   e))
 			e->spec_running = false;
 	}
 	status = engine__run_guest(e);

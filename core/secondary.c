@@ -18,12 +18,19 @@
 #include "kemari/kemari.h"
 
 #define HANDSHAKE_MS 10000
+#define APPLY_CHUNK (8ULL << 20)
+/*
+ * Before the first commit there is nothing to take over, so silence costs
+ * nothing but a restart: be patient with a primary whose heartbeats queue
+ * behind gigabytes of initial-sync writes on a slow link.
+ */
+#define SYNC_SILENCE_MS 30000u
 
 enum serve_end {
-	SERVE_DROPPED,  /* connection unusable; nothing to take over */
+	SERVE_DROPPED,	/* connection unusable; nothing to take over */
 	SERVE_TAKEOVER, /* primary failed after a commit */
-	SERVE_BYE,      /* primary shut down in order */
-	SERVE_STOP,     /* we were asked to stop */
+	SERVE_BYE,	/* primary shut down in order */
+	SERVE_STOP,	/* we were asked to stop */
 };
 
 static int secondary__send(struct kemari_engine *e, uint16_t type,
@@ -51,44 +58,49 @@ static int secondary__handshake(struct kemari_engine *e)
 
 	err = e->conn->ops->recv(e->conn, &m, HANDSHAKE_MS);
 	if (err)
-		return kemari_err(err, "handshake: %s",
-				  kemari_last_error(err));
+		return kemari_err(err, "handshake: %s", kemari_last_error(err));
 	if (m.type != KEMARI_MSG_HELLO || m.len != sizeof(h))
-		return kemari_err(-EBADMSG,
-				  "handshake: expected HELLO, got %s of %u bytes",
-				  kemari_wire__type_name(m.type), m.len);
+		return kemari_err(
+			-EBADMSG,
+			"handshake: expected HELLO, got %s of %u bytes",
+			kemari_wire__type_name(m.type), m.len);
 	memcpy(&h, m.payload, sizeof(h));
 	engine__handshake_hello(e, &mine);
 	why[0] = 0;
 	if (h.proto_version != mine.proto_version)
-		snprintf(why, sizeof(why),
-			 "protocol version %u on the primary but %u here: run the same kemari-run version on both sides",
-			 h.proto_version, mine.proto_version);
+		snprintf(
+			why, sizeof(why),
+			"protocol version %u on the primary but %u here: run the same kemari-run version on both sides",
+			h.proto_version, mine.proto_version);
 	else if (h.page_size != mine.page_size)
 		snprintf(why, sizeof(why),
-			 "page size %u on the primary but %u here",
-			 h.page_size, mine.page_size);
+			 "page size %u on the primary but %u here", h.page_size,
+			 mine.page_size);
 	else if (h.ram_size != mine.ram_size)
-		snprintf(why, sizeof(why),
-			 "guest RAM %llu MiB on the primary but %llu MiB here: use the same --mem",
-			 (unsigned long long)(h.ram_size >> 20),
-			 (unsigned long long)(mine.ram_size >> 20));
+		snprintf(
+			why, sizeof(why),
+			"guest RAM %llu MiB on the primary but %llu MiB here: use the same --mem",
+			(unsigned long long)(h.ram_size >> 20),
+			(unsigned long long)(mine.ram_size >> 20));
 	else if (h.image_hash != mine.image_hash)
-		snprintf(why, sizeof(why),
-			 "guest image hash %016llx on the primary but %016llx here: use the same --guest",
-			 (unsigned long long)h.image_hash,
-			 (unsigned long long)mine.image_hash);
+		snprintf(
+			why, sizeof(why),
+			"guest image hash %016llx on the primary but %016llx here: use the same --guest",
+			(unsigned long long)h.image_hash,
+			(unsigned long long)mine.image_hash);
 	else if (h.ncpus != mine.ncpus)
-		snprintf(why, sizeof(why),
-			 "%u vCPUs on the primary but %u here: use the same --cpus",
-			 h.ncpus, mine.ncpus);
+		snprintf(
+			why, sizeof(why),
+			"%u vCPUs on the primary but %u here: use the same --cpus",
+			h.ncpus, mine.ncpus);
 	if (why[0]) {
 		secondary__refuse(e, why);
 		return kemari_err(-EPROTO, "%s", why);
 	}
 	err = e->conn->ops->reg_dst(e->conn, e->shadow, e->ram_size);
-	return err ?: secondary__send(e, KEMARI_MSG_WELCOME, 0, &mine,
-				      sizeof(mine));
+	return err
+		       ?: secondary__send(e, KEMARI_MSG_WELCOME, 0, &mine,
+					  sizeof(mine));
 }
 
 static int secondary__commit(struct kemari_engine *e, uint64_t expect,
@@ -100,6 +112,7 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	struct kemari_commit c;
 	struct kemari_ack ack;
 	uint64_t npages = 0;
+	int err;
 
 	if (m->len != sizeof(c))
 		return kemari_err(-EBADMSG, "COMMIT of %u bytes", m->len);
@@ -111,23 +124,24 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 				  (unsigned long long)expect);
 	if (c.nruns != n ||
 	    c.runs_crc != kemari_crc32c(0, runs, n * sizeof(*runs)))
-		return kemari_err(-EBADMSG,
-				  "COMMIT of epoch %llu names %llu runs, %zu arrived",
-				  (unsigned long long)m->epoch,
-				  (unsigned long long)c.nruns, n);
+		return kemari_err(
+			-EBADMSG,
+			"COMMIT of epoch %llu names %llu runs, %zu arrived",
+			(unsigned long long)m->epoch,
+			(unsigned long long)c.nruns, n);
 	for (size_t i = 0; i < n; i++)
 		npages += runs[i].npages;
 	if (npages != c.npages || !e->pend_cpu.len || !e->pend_dev.len)
-		return kemari_err(-EBADMSG,
-				  "COMMIT of epoch %llu is incomplete (pages or state missing)",
-				  (unsigned long long)m->epoch);
-	/* The epoch is complete: apply it, then acknowledge. */
-	for (size_t i = 0; i < n; i++) {
-		uint64_t off = runs[i].pfn * KEMARI_PAGE_SIZE;
-
-		memcpy(e->ram + off, e->shadow + off,
-		       (size_t)runs[i].npages * KEMARI_PAGE_SIZE);
-	}
+		return kemari_err(
+			-EBADMSG,
+			"COMMIT of epoch %llu is incomplete (pages or state missing)",
+			(unsigned long long)m->epoch);
+	/*
+	 * The epoch is complete here: acknowledge first, so the primary
+	 * resumes while we copy it into the replica. Nothing of epoch N+1 can
+	 * overwrite the receive buffers meanwhile: a stream transport queues
+	 * it behind this loop, and a one-sided one waits for APPLIED.
+	 */
 	kemari_buf__reset(&e->cpu_committed);
 	kemari_buf__reset(&e->dev_committed);
 	if (kemari_buf__append(&e->cpu_committed, e->pend_cpu.data,
@@ -135,16 +149,40 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	    kemari_buf__append(&e->dev_committed, e->pend_dev.data,
 			       e->pend_dev.len))
 		return -ENOMEM;
+	ack.applied_next = e->have_commit ? e->epoch + 1 : 0;
 	e->epoch = m->epoch;
 	e->have_commit = true;
+	err = secondary__send(e, KEMARI_MSG_ACK, e->epoch, &ack, sizeof(ack));
+	/* Even if the ack was lost, the epoch is complete: apply it. */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t off = runs[i].pfn * KEMARI_PAGE_SIZE;
+		uint64_t len = (uint64_t)runs[i].npages * KEMARI_PAGE_SIZE;
+
+		/* A big epoch (the initial sync of a large guest) takes
+		 * longer than a heartbeat period: keep beating meanwhile. */
+		for (uint64_t done = 0; done < len; done += APPLY_CHUNK) {
+			uint64_t k = KEMARI_MIN(APPLY_CHUNK, len - done);
+
+			memcpy(e->ram + off + done, e->shadow + off + done, k);
+			if (!err && kemari_now_ns() - e->last_tx_ns >=
+					    (uint64_t)e->cfg.heartbeat_ms *
+						    1000000ULL)
+				err = secondary__send(e, KEMARI_MSG_HEARTBEAT,
+						      e->epoch, NULL, 0);
+		}
+	}
 	kemari_buf__reset(&e->pend_runs);
 	kemari_buf__reset(&e->pend_cpu);
 	kemari_buf__reset(&e->pend_dev);
 	if (c.flags & KEMARI_COMMIT_INITIAL)
 		kemari_info("initial sync complete: %llu MiB; protecting the guest",
 			    (unsigned long long)(e->ram_size >> 20));
-	ack.applied_epoch = e->epoch;
-	return secondary__send(e, KEMARI_MSG_ACK, e->epoch, &ack, sizeof(ack));
+	if (!err && (e->conn->ops->caps & KEMARI_XPORT_CAP_ONESIDED)) {
+		ack.applied_next = e->epoch + 1;
+		err = secondary__send(e, KEMARI_MSG_APPLIED, e->epoch, &ack,
+				      sizeof(ack));
+	}
+	return err;
 }
 
 static int secondary__stash(struct kemari_buf *b, const struct kemari_msg *m,
@@ -166,19 +204,20 @@ static int secondary__check_runs(struct kemari_engine *e,
 	for (size_t i = 0; i < n; i++)
 		if (!r[i].npages || r[i].pfn >= e->npages ||
 		    r[i].npages > e->npages - r[i].pfn)
-			return kemari_err(-EBADMSG,
-					  "run of %u pages at page %llu is outside the %llu-page guest RAM",
-					  r[i].npages,
-					  (unsigned long long)r[i].pfn,
-					  (unsigned long long)e->npages);
+			return kemari_err(
+				-EBADMSG,
+				"run of %u pages at page %llu is outside the %llu-page guest RAM",
+				r[i].npages, (unsigned long long)r[i].pfn,
+				(unsigned long long)e->npages);
 	return 0;
 }
 
 static enum serve_end secondary__lost(struct kemari_engine *e, int err)
 {
 	if (!e->have_commit) {
-		kemari_warn("primary lost before the initial sync completed (%s): nothing to take over; waiting for a primary",
-			    kemari_last_error(err));
+		kemari_warn(
+			"primary lost before the initial sync completed (%s): nothing to take over; waiting for a primary",
+			kemari_last_error(err));
 		kemari_err_clear();
 		return SERVE_DROPPED;
 	}
@@ -209,18 +248,23 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 		struct kemari_msg m;
 		uint64_t now;
 
-		err = e->conn->ops->recv(e->conn, &m,
-					 (int)e->cfg.heartbeat_ms);
+		err = e->conn->ops->recv(e->conn, &m, (int)e->cfg.heartbeat_ms);
 		now = kemari_now_ns();
 		if (atomic_load(&e->stop))
 			return SERVE_STOP;
 		if (err == -ETIMEDOUT) {
-			if (now - e->last_rx_ns >
-			    (uint64_t)e->cfg.heartbeat_timeout_ms * 1000000ULL)
+			unsigned int limit =
+				e->have_commit
+					? e->cfg.heartbeat_timeout_ms
+					: KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
+						     SYNC_SILENCE_MS);
+
+			if (now - e->last_rx_ns > (uint64_t)limit * 1000000ULL)
 				return secondary__lost(
-					e, kemari_err(-ETIMEDOUT,
-						      "no heartbeat for %u ms",
-						      e->cfg.heartbeat_timeout_ms));
+					e,
+					kemari_err(-ETIMEDOUT,
+						   "no heartbeat for %u ms",
+						   e->cfg.heartbeat_timeout_ms));
 		} else if (err == -EBADMSG) {
 			goto malformed;
 		} else if (err) {
@@ -230,8 +274,9 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 			switch (m.type) {
 			case KEMARI_MSG_RUNS:
 				err = secondary__check_runs(e, &m);
-				err = err ?: secondary__stash(&e->pend_runs, &m,
-							      true);
+				err = err
+					      ?: secondary__stash(&e->pend_runs,
+								  &m, true);
 				break;
 			case KEMARI_MSG_CPU_STATE:
 				err = secondary__stash(&e->pend_cpu, &m, false);
@@ -247,13 +292,14 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 			case KEMARI_MSG_HEARTBEAT:
 				break;
 			case KEMARI_MSG_BYE:
-				kemari_info("the primary shut down in order at epoch %llu; not taking over",
-					    (unsigned long long)e->epoch);
+				kemari_info(
+					"the primary shut down in order at epoch %llu; not taking over",
+					(unsigned long long)e->epoch);
 				return SERVE_BYE;
 			default:
-				err = kemari_err(-EBADMSG,
-						 "unexpected %s message",
-						 kemari_wire__type_name(m.type));
+				err = kemari_err(
+					-EBADMSG, "unexpected %s message",
+					kemari_wire__type_name(m.type));
 				break;
 			}
 			if (err == -EBADMSG)
@@ -271,9 +317,10 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 	}
 malformed:
 	/* Garbage is not a failed primary: never take over on it. */
-	kemari_error("malformed replication stream: %s; the replica stays at %s, connection dropped",
-		     kemari_last_error(err),
-		     e->have_commit ? "its last committed epoch" : "empty");
+	kemari_error(
+		"malformed replication stream: %s; the replica stays at %s, connection dropped",
+		kemari_last_error(err),
+		e->have_commit ? "its last committed epoch" : "empty");
 	kemari_err_clear();
 	return SERVE_DROPPED;
 }
@@ -285,15 +332,17 @@ static int secondary__takeover(struct kemari_engine *e, uint64_t t_detect)
 
 	err = hv->ops->load_cpu(hv, e->cpu_committed.data,
 				e->cpu_committed.len);
-	err = err ?: hv->ops->load_dev(hv, e->dev_committed.data,
-				       e->dev_committed.len);
+	err = err
+		      ?: hv->ops->load_dev(hv, e->dev_committed.data,
+					   e->dev_committed.len);
 	err = err ?: hv->ops->reattach(hv);
 	if (err)
 		return kemari_err(err, "takeover failed: %s",
 				  kemari_last_error(err));
-	kemari_info("takeover: resumed from epoch %llu, %.1f ms from detection to running",
-		    (unsigned long long)e->epoch,
-		    (double)(kemari_now_ns() - t_detect) / 1e6);
+	kemari_info(
+		"takeover: resumed from epoch %llu, %.1f ms from detection to running",
+		(unsigned long long)e->epoch,
+		(double)(kemari_now_ns() - t_detect) / 1e6);
 	return engine__run_guest(e);
 }
 

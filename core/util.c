@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include <arpa/inet.h>
-#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -18,8 +18,8 @@ struct dirtier {
 	struct kemari_bootinfo *bi;
 	uint64_t pages, ws, rounds;
 	bool net;
-	uint64_t dst; /* KEMARI_NET_ADDR */
-	uint64_t base; /* first page of the working set */
+	uint64_t dst;	   /* KEMARI_NET_ADDR */
+	uint64_t base;	   /* first page of the working set */
 	uint64_t capacity; /* block: sectors */
 	struct rt_queue q;
 };
@@ -93,8 +93,9 @@ static void dirtier__setup(struct dirtier *d, struct kemari_bootinfo *bi)
 	d->base = (bi->image_end + DIRTIER_PAGE - 1) & ~(DIRTIER_PAGE - 1);
 	if (bi->ram_size > d->base)
 		free_pages = (bi->ram_size - d->base) / DIRTIER_PAGE;
-	free_pages = free_pages > DIRTIER_MARGIN_PAGES ?
-			     free_pages - DIRTIER_MARGIN_PAGES : 0;
+	free_pages = free_pages > DIRTIER_MARGIN_PAGES
+			     ? free_pages - DIRTIER_MARGIN_PAGES
+			     : 0;
 	d->ws = RT_MIN(d->ws, free_pages);
 	if (d->pages > d->ws) {
 		if (!d->ws)

@@ -7,10 +7,10 @@
  * Per burst of datagrams: execute all, write all their log records with one
  * WRITE + one FLUSH behind one kick, then send all replies behind one kick.
  */
-#include "rt/rt.h"
 #include "kv/wal.h"
+#include "rt/rt.h"
 
-#define KVSTORE_RX_BUFS 32      /* receive buffers kept posted */
+#define KVSTORE_RX_BUFS 32 /* receive buffers kept posted */
 /*
  * Log I/O unit: 256 KiB. Every block kick is an output event, which Kemari
  * answers with a checkpoint, so a compaction of a full table (16384 records)
@@ -213,8 +213,7 @@ int guest_main(struct kemari_bootinfo *bi)
 	bi->stats[KEMARI_STAT_REPLAYED] = kvstore__wal.replayed;
 	bi->stats[KEMARI_STAT_READY] = 1;
 	rt__printf("kvstore: ready, %lu records replayed, %u keys\n",
-		   (unsigned long)kvstore__wal.replayed,
-		   kvstore__state.nkeys);
+		   (unsigned long)kvstore__wal.replayed, kvstore__state.nkeys);
 
 	for (;;) {
 		int ret;
@@ -224,8 +223,8 @@ int guest_main(struct kemari_bootinfo *bi)
 			rt__hlt();
 			continue;
 		}
-		ret = kv__run_batch(&kvstore__state, &kvstore__wal,
-				    kvstore__in, kvstore__out, n);
+		ret = kv__run_batch(&kvstore__state, &kvstore__wal, kvstore__in,
+				    kvstore__out, n);
 		if (ret > 0)
 			bi->stats[KEMARI_STAT_UPDATES] += (uint64_t)ret;
 		bi->stats[KEMARI_STAT_REQUESTS] += kvstore__send(&k, n);

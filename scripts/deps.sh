@@ -8,7 +8,7 @@ PKGS=(
 	libcriterion-dev
 	libibverbs-dev librdmacm-dev libfabric-dev libxen-dev
 	rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest libfabric-bin
-	qemu-system-x86 busybox-static kmod cpio
+	qemu-system-x86 busybox-static kmod cpio socat
 	iproute2 gnuplot-nox
 )
 

@@ -100,8 +100,8 @@ static uint32_t kv__key_find(const struct kv_state *st, const char *key,
 	return KV_NIL;
 }
 
-const char *kv__lookup(const struct kv_state *st, const char *key,
-		       size_t klen, size_t *vlen)
+const char *kv__lookup(const struct kv_state *st, const char *key, size_t klen,
+		       size_t *vlen)
 {
 	uint32_t i = kv__key_find(st, key, klen);
 
@@ -166,8 +166,8 @@ static bool kv__key_del(struct kv_state *st, const char *key, size_t klen)
 static uint32_t kv__client_find(const struct kv_state *st, const char *id,
 				size_t len)
 {
-	uint32_t i = st->client_bucket[kv__hash(id, len) &
-				       (KV_CLIENT_BUCKETS - 1)];
+	uint32_t i =
+		st->client_bucket[kv__hash(id, len) & (KV_CLIENT_BUCKETS - 1)];
 
 	while (i != KV_NIL) {
 		const struct kv_client *c = &st->client[i];
@@ -377,10 +377,8 @@ static const struct kv_cmd {
 	uint8_t nargs;
 	uint8_t op; /* enum kv_op for logged commands, 0 otherwise */
 } kv__cmds[] = {
-	{ "PING", 0, 0 },
-	{ "GET", 1, 0 },
-	{ "SET", 2, KV_OP_SET },
-	{ "INCR", 1, KV_OP_INCR },
+	{ "PING", 0, 0 },	 { "GET", 1, 0 },
+	{ "SET", 2, KV_OP_SET }, { "INCR", 1, KV_OP_INCR },
 	{ "DEL", 1, KV_OP_DEL },
 };
 

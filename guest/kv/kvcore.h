@@ -20,7 +20,7 @@
 
 #include "../rt/lib.h"
 
-#define KV_TOKEN_MAX 64        /* client-id, key and value bytes */
+#define KV_TOKEN_MAX 64	       /* client-id, key and value bytes */
 #define KV_MAX_KEYS 16384      /* key table capacity (compile-time bound) */
 #define KV_KEY_BUCKETS 32768   /* power of two */
 #define KV_MAX_CLIENTS 1024    /* clients remembered before LRU eviction */
@@ -75,7 +75,7 @@ struct kv_key {
 };
 
 struct kv_client {
-	uint32_t next;              /* hash chain */
+	uint32_t next;		     /* hash chain */
 	uint32_t lru_prev, lru_next; /* towards older / newer */
 	uint8_t used;
 	uint8_t id_len, reply_len, reply_kind;
@@ -92,9 +92,9 @@ struct kv_client {
 struct kv_state {
 	uint32_t max_keys, max_clients; /* effective limits, <= the pools */
 	uint32_t nkeys, nclients;
-	uint32_t key_free;            /* free list through kv_key.next */
-	uint32_t client_free;         /* free list through kv_client.next */
-	uint32_t lru_old, lru_new;    /* client LRU list ends */
+	uint32_t key_free;	   /* free list through kv_key.next */
+	uint32_t client_free;	   /* free list through kv_client.next */
+	uint32_t lru_old, lru_new; /* client LRU list ends */
 	uint32_t key_bucket[KV_KEY_BUCKETS];
 	uint32_t client_bucket[KV_CLIENT_BUCKETS];
 	struct kv_key key[KV_MAX_KEYS];
@@ -103,9 +103,9 @@ struct kv_state {
 
 /* The outcome of one datagram. */
 struct kv_result {
-	bool logged;          /* rec must be made durable before the reply */
-	uint32_t prefix_len;  /* bytes of "<client-id> <seq> " in reply */
-	uint32_t len;         /* reply bytes (no NUL counted) */
+	bool logged;	     /* rec must be made durable before the reply */
+	uint32_t prefix_len; /* bytes of "<client-id> <seq> " in reply */
+	uint32_t len;	     /* reply bytes (no NUL counted) */
 	char reply[KV_REPLY_MAX + 1];
 	struct kv_rec rec;
 };
@@ -132,8 +132,8 @@ void kv__reply_err(struct kv_result *res, const char *reason);
 int kv__apply(struct kv_state *st, const struct kv_rec *rec);
 
 /* The value stored for a key, or NULL; *vlen gets its length. */
-const char *kv__lookup(const struct kv_state *st, const char *key,
-		       size_t klen, size_t *vlen);
+const char *kv__lookup(const struct kv_state *st, const char *key, size_t klen,
+		       size_t *vlen);
 
 /* The client entry for id, or NULL. Does not touch the LRU order. */
 const struct kv_client *kv__client(const struct kv_state *st, const char *id,

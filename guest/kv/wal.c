@@ -125,11 +125,11 @@ uint32_t wal__encode(const struct kv_rec *rec, uint64_t gen, uint64_t lsn,
 	return crc;
 }
 
-int wal__decode(const uint8_t *s, uint64_t gen, uint64_t lsn,
-		uint32_t prev_crc, struct kv_rec *rec, uint32_t *crc)
+int wal__decode(const uint8_t *s, uint64_t gen, uint64_t lsn, uint32_t prev_crc,
+		struct kv_rec *rec, uint32_t *crc)
 {
-	const uint8_t all = KV_EFFECT_KEY_SET | KV_EFFECT_KEY_DEL |
-			    KV_EFFECT_CLIENT;
+	const uint8_t all =
+		KV_EFFECT_KEY_SET | KV_EFFECT_KEY_DEL | KV_EFFECT_CLIENT;
 	uint8_t effects = s[REC_EFFECTS];
 
 	if (get64(s + REC_MAGIC) != WAL_REC_MAGIC ||

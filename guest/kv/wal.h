@@ -35,7 +35,7 @@
 #define WAL_SB_SLOTS 2
 #define WAL_REGION_MAX 65536 /* bounds replay time on big disks */
 #define WAL_MIN_SECTORS (WAL_SB_SLOTS + 2)
-#define WAL_SB_MAGIC 0x3142534c4157564bULL /* "KVWALSB1" */
+#define WAL_SB_MAGIC 0x3142534c4157564bULL  /* "KVWALSB1" */
 #define WAL_REC_MAGIC 0x3143524c4157564bULL /* "KVWALRC1" */
 #define WAL_VERSION 1
 #define KV_BATCH_MAX 64
@@ -58,7 +58,7 @@ struct wal {
 	const struct wal_dev_ops *ops;
 	void *ctx;
 	uint64_t capacity;    /* sectors */
-	uint8_t *buf;         /* scratch, buf_sectors * WAL_SECTOR bytes */
+	uint8_t *buf;	      /* scratch, buf_sectors * WAL_SECTOR bytes */
 	uint32_t buf_sectors; /* >= WAL_SB_SLOTS */
 	/* The state may not match the disk: wal__open() before anything. */
 	bool broken;
@@ -71,7 +71,7 @@ struct wal {
 	uint64_t start_lsn;
 	uint64_t next_gen; /* the generation the next compaction uses */
 
-	uint64_t pos;      /* next free position in the active region */
+	uint64_t pos;	   /* next free position in the active region */
 	uint32_t last_crc; /* CRC of the record before pos, 0 at pos 0 */
 
 	uint64_t replayed;    /* records replayed by the last wal__open */

@@ -104,8 +104,8 @@ int rt__vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap)
 		}
 		case 'u':
 		case 'x': {
-			uint64_t v = lng ? va_arg(ap, unsigned long) :
-					   va_arg(ap, unsigned int);
+			uint64_t v = lng ? va_arg(ap, unsigned long)
+					 : va_arg(ap, unsigned int);
 
 			if (*fmt == 'u')
 				n = rt__fmt_u64(num, v);
@@ -117,8 +117,8 @@ int rt__vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap)
 		case 'p':
 			num[0] = '0';
 			num[1] = 'x';
-			n = 2 + printf__hex(num + 2,
-					    (uintptr_t)va_arg(ap, void *));
+			n = 2 +
+			    printf__hex(num + 2, (uintptr_t)va_arg(ap, void *));
 			printf__field(&o, num, n, width, left, pad);
 			break;
 		case 'c':

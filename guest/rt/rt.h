@@ -10,8 +10,8 @@
 #ifndef KEMARI_GUEST_RT_H
 #define KEMARI_GUEST_RT_H
 
-#include <stdarg.h>
 #include <kemari/abi.h>
+#include <stdarg.h>
 
 #include "lib.h"
 

@@ -122,9 +122,10 @@ int kvm_blk__create(struct kvm_vm *vm, const char *path, uint64_t size)
 	b->path = strdup(path);
 	b->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (b->fd < 0) {
-		err = kemari_err(-errno,
-				 "disk %s is not writable: %s (check the path and permissions, or choose another --disk)",
-				 path, strerror(errno));
+		err = kemari_err(
+			-errno,
+			"disk %s is not writable: %s (check the path and permissions, or choose another --disk)",
+			path, strerror(errno));
 		goto err_free;
 	}
 	if (fstat(b->fd, &st) < 0) {
@@ -141,11 +142,11 @@ int kvm_blk__create(struct kvm_vm *vm, const char *path, uint64_t size)
 		err = -posix_fallocate(b->fd, 0, (off_t)size);
 		if (err) {
 			ftruncate(b->fd, 0);
-			err = kemari_err(err,
-					 "disk %s: cannot create %llu MiB: %s (free space or lower --disk-size)",
-					 path,
-					 (unsigned long long)(size >> 20),
-					 strerror(-err));
+			err = kemari_err(
+				err,
+				"disk %s: cannot create %llu MiB: %s (free space or lower --disk-size)",
+				path, (unsigned long long)(size >> 20),
+				strerror(-err));
 			goto err_close;
 		}
 		st.st_size = (off_t)size;

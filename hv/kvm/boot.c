@@ -54,23 +54,26 @@ int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,
 	if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(eh) ||
 	    read_all(fd, &eh, sizeof(eh), 0) ||
 	    memcmp(eh.e_ident, ELFMAG, SELFMAG)) {
-		err = kemari_err(-ENOEXEC,
-				 "guest image %s: not an ELF file (build one with 'make guests')",
-				 path);
+		err = kemari_err(
+			-ENOEXEC,
+			"guest image %s: not an ELF file (build one with 'make guests')",
+			path);
 		goto err_close;
 	}
 	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64 ||
 	    eh.e_ident[EI_DATA] != ELFDATA2LSB) {
-		err = kemari_err(-ENOEXEC,
-				 "guest image %s: not an x86-64 ELF64 image (machine %u)",
-				 path, eh.e_machine);
+		err = kemari_err(
+			-ENOEXEC,
+			"guest image %s: not an x86-64 ELF64 image (machine %u)",
+			path, eh.e_machine);
 		goto err_close;
 	}
 	if (eh.e_type != ET_EXEC || eh.e_phentsize != sizeof(Elf64_Phdr) ||
 	    eh.e_phnum == 0 || eh.e_phnum > 64) {
-		err = kemari_err(-ENOEXEC,
-				 "guest image %s: not a static executable with program headers",
-				 path);
+		err = kemari_err(
+			-ENOEXEC,
+			"guest image %s: not a static executable with program headers",
+			path);
 		goto err_close;
 	}
 	ph = calloc(eh.e_phnum, sizeof(*ph));
@@ -90,24 +93,29 @@ int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,
 		if (ph[i].p_filesz > msz ||
 		    ph[i].p_offset + ph[i].p_filesz > (uint64_t)st.st_size ||
 		    pa + msz < pa) {
-			err = kemari_err(-ENOEXEC,
-					 "guest image %s: segment %u is malformed",
-					 path, i);
+			err = kemari_err(
+				-ENOEXEC,
+				"guest image %s: segment %u is malformed", path,
+				i);
 			goto err_free;
 		}
 		if (pa < KEMARI_IMAGE_MIN_GPA) {
-			err = kemari_err(-ENOEXEC,
-					 "guest image %s: segment at 0x%llx is below 0x%llx (link it at 1 MiB)",
-					 path, (unsigned long long)pa,
-					 (unsigned long long)KEMARI_IMAGE_MIN_GPA);
+			err = kemari_err(
+				-ENOEXEC,
+				"guest image %s: segment at 0x%llx is below 0x%llx (link it at 1 MiB)",
+				path, (unsigned long long)pa,
+				(unsigned long long)KEMARI_IMAGE_MIN_GPA);
 			goto err_free;
 		}
 		if (pa + msz > vm->ram_size) {
-			err = kemari_err(-E2BIG,
-					 "guest image %s needs %llu MiB of RAM but --mem is %llu MiB: raise --mem",
-					 path,
-					 (unsigned long long)((pa + msz + (1 << 20) - 1) >> 20),
-					 (unsigned long long)(vm->ram_size >> 20));
+			err = kemari_err(
+				-E2BIG,
+				"guest image %s needs %llu MiB of RAM but --mem is %llu MiB: raise --mem",
+				path,
+				(unsigned long long)((pa + msz + (1 << 20) -
+						      1) >>
+						     20),
+				(unsigned long long)(vm->ram_size >> 20));
 			goto err_free;
 		}
 		err = read_all(fd, vm->ram + pa, ph[i].p_filesz,
@@ -123,9 +131,10 @@ int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,
 		end = KEMARI_MAX(end, pa + msz);
 	}
 	if (!entry_ok) {
-		err = kemari_err(-ENOEXEC,
-				 "guest image %s: entry point 0x%llx is not in a loaded segment",
-				 path, (unsigned long long)eh.e_entry);
+		err = kemari_err(
+			-ENOEXEC,
+			"guest image %s: entry point 0x%llx is not in a loaded segment",
+			path, (unsigned long long)eh.e_entry);
 		goto err_free;
 	}
 	*entry = eh.e_entry;

@@ -35,8 +35,8 @@ static void kvm_console__emit(struct kvm_console *c)
 		c->suppressed = 0;
 	}
 	if (c->lines_in_window++ < CONSOLE_RATE)
-		fprintf(stderr, "%s%.*s\n", prefix ? prefix : "guest: ",
-			(int)c->len, c->line);
+		fprintf(stderr, "%s%.*s\n",
+			prefix ? prefix : "guest: ", (int)c->len, c->line);
 	else
 		c->suppressed++;
 	c->len = 0;
@@ -44,7 +44,8 @@ static void kvm_console__emit(struct kvm_console *c)
 
 static int kvm_console__process(struct kvm_dev *dev, unsigned int q)
 {
-	struct kvm_console *c = kemari_container_of(dev, struct kvm_console, dev);
+	struct kvm_console *c =
+		kemari_container_of(dev, struct kvm_console, dev);
 	struct kemari_ring *r = kvm_dev__ring(dev, q);
 	const struct kemari_req *slot;
 
@@ -79,7 +80,8 @@ static int kvm_console__process(struct kvm_dev *dev, unsigned int q)
 
 static void kvm_console__destroy(struct kvm_dev *dev)
 {
-	struct kvm_console *c = kemari_container_of(dev, struct kvm_console, dev);
+	struct kvm_console *c =
+		kemari_container_of(dev, struct kvm_console, dev);
 
 	if (c->len)
 		kvm_console__emit(c);

@@ -156,9 +156,9 @@ int kvm_cpu__set_boot_state(struct kvm_vcpu *vcpu, uint64_t entry)
 	sregs.idt.base = 0;
 	sregs.idt.limit = 0;
 	sregs.cr3 = KVM_PML4_GPA;
-	sregs.cr4 = 0x20;             /* PAE */
-	sregs.cr0 = 0x80050033;       /* PG WP NE ET MP PE */
-	sregs.efer = 0x500;           /* LME LMA */
+	sregs.cr4 = 0x20;	/* PAE */
+	sregs.cr0 = 0x80050033; /* PG WP NE ET MP PE */
+	sregs.efer = 0x500;	/* LME LMA */
 	if (ioctl(vcpu->fd, KVM_SET_SREGS, &sregs) < 0)
 		return kemari_err(-errno, "KVM_SET_SREGS: %s", strerror(errno));
 
@@ -222,8 +222,8 @@ static void kvm_cpu__lock(struct kvm_vcpu *vcpu)
 
 int kvm_cpu__pause(struct kvm_vm *vm)
 {
-	struct kvm_vcpu *self = cur_vcpu && cur_vcpu->vm == vm ? cur_vcpu
-							     : NULL;
+	struct kvm_vcpu *self =
+		cur_vcpu && cur_vcpu->vm == vm ? cur_vcpu : NULL;
 	unsigned int want = 0;
 
 	if (self)
@@ -282,26 +282,30 @@ static int kvm_cpu__exit_error(struct kvm_vcpu *vcpu)
 		rip = regs.rip;
 	switch (run->exit_reason) {
 	case KVM_EXIT_INTERNAL_ERROR:
-		return kemari_err(-EFAULT,
-				  "guest stopped: KVM internal error %u at RIP 0x%llx (emulation failure: build guests with -mgeneral-regs-only, no SSE/x87)",
-				  run->internal.suberror, rip);
+		return kemari_err(
+			-EFAULT,
+			"guest stopped: KVM internal error %u at RIP 0x%llx (emulation failure: build guests with -mgeneral-regs-only, no SSE/x87)",
+			run->internal.suberror, rip);
 	case KVM_EXIT_SHUTDOWN:
 		return kemari_err(-EFAULT,
 				  "guest stopped: triple fault at RIP 0x%llx",
 				  rip);
 	case KVM_EXIT_FAIL_ENTRY:
-		return kemari_err(-EFAULT,
-				  "guest stopped: VM entry failed (reason 0x%llx)",
-				  (unsigned long long)run->fail_entry
-					  .hardware_entry_failure_reason);
+		return kemari_err(
+			-EFAULT,
+			"guest stopped: VM entry failed (reason 0x%llx)",
+			(unsigned long long)
+				run->fail_entry.hardware_entry_failure_reason);
 	case KVM_EXIT_MMIO:
-		return kemari_err(-EFAULT,
-				  "guest stopped: access to 0x%llx outside RAM at RIP 0x%llx",
-				  (unsigned long long)run->mmio.phys_addr, rip);
+		return kemari_err(
+			-EFAULT,
+			"guest stopped: access to 0x%llx outside RAM at RIP 0x%llx",
+			(unsigned long long)run->mmio.phys_addr, rip);
 	default:
-		return kemari_err(-EFAULT,
-				  "guest stopped: unexpected KVM exit %u at RIP 0x%llx",
-				  run->exit_reason, rip);
+		return kemari_err(
+			-EFAULT,
+			"guest stopped: unexpected KVM exit %u at RIP 0x%llx",
+			run->exit_reason, rip);
 	}
 }
 
@@ -343,9 +347,10 @@ static int kvm_cpu__idle(struct kvm_vcpu *vcpu)
 	if (vm->cfg.hooks.tick) {
 		uint64_t now = kemari_now_ns();
 
-		timeout = now >= vm->next_tick_ns
-				  ? 0
-				  : (int)((vm->next_tick_ns - now) / 1000000) + 1;
+		timeout =
+			now >= vm->next_tick_ns
+				? 0
+				: (int)((vm->next_tick_ns - now) / 1000000) + 1;
 	}
 	/* Input lands while the vCPU is out of KVM_RUN: no race with it. */
 	kvm_cpu__lock(vcpu);
@@ -542,8 +547,9 @@ static int kvm_cpu__save_one(struct kvm_vcpu *vcpu, struct kemari_buf *out)
 				  strerror(errno));
 	err = kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_REGS), &regs,
 			      sizeof(regs));
-	err = err ?: kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_SREGS), &sregs,
-				     sizeof(sregs));
+	err = err
+		      ?: kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_SREGS),
+					 &sregs, sizeof(sregs));
 	if (err)
 		return err;
 	if (ioctl(vcpu->vm->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0) {
@@ -618,9 +624,10 @@ static int kvm_cpu__set(struct kvm_vcpu *vcpu, unsigned long req,
 	int ret;
 
 	if (len < want)
-		return kemari_err(-EBADMSG,
-				  "vCPU state blob: %s is %u bytes, expected %zu",
-				  what, len, want);
+		return kemari_err(
+			-EBADMSG,
+			"vCPU state blob: %s is %u bytes, expected %zu", what,
+			len, want);
 	/* ioctl wants a writable, aligned copy; the blob may be neither. */
 	tmp = malloc(want);
 	if (!tmp)
@@ -638,8 +645,8 @@ int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len)
 {
 	/* Order matters: SREGS (modes) before REGS, MSRs after both. */
 	static const uint32_t order[] = {
-		CPU_TAG_SREGS, CPU_TAG_REGS,   CPU_TAG_XCRS,     CPU_TAG_XSAVE,
-		CPU_TAG_FPU,   CPU_TAG_MSRS,   CPU_TAG_EVENTS,   CPU_TAG_DEBUGREGS,
+		CPU_TAG_SREGS, CPU_TAG_REGS, CPU_TAG_XCRS,   CPU_TAG_XSAVE,
+		CPU_TAG_FPU,   CPU_TAG_MSRS, CPU_TAG_EVENTS, CPU_TAG_DEBUGREGS,
 	};
 	unsigned int seen_regs = 0;
 
@@ -656,9 +663,10 @@ int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len)
 			if (kind != order[o])
 				continue;
 			if (id >= vm->ncpus)
-				return kemari_err(-EBADMSG,
-						  "vCPU state blob names vCPU %u but this VM has %u",
-						  id, vm->ncpus);
+				return kemari_err(
+					-EBADMSG,
+					"vCPU state blob names vCPU %u but this VM has %u",
+					id, vm->ncpus);
 			v = &vm->vcpus[id];
 			switch (kind) {
 			case CPU_TAG_SREGS:
@@ -691,23 +699,25 @@ int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len)
 				struct kvm_msrs m;
 
 				if (n < sizeof(m))
-					return kemari_err(-EBADMSG,
-							  "vCPU state blob: bad MSR list");
+					return kemari_err(
+						-EBADMSG,
+						"vCPU state blob: bad MSR list");
 				memcpy(&m, val, sizeof(m));
 				if (m.nmsrs > KEMARI_ARRAY_SIZE(kvm_cpu_msrs) ||
 				    n < sizeof(m) + m.nmsrs *
-							     sizeof(struct kvm_msr_entry))
-					return kemari_err(-EBADMSG,
-							  "vCPU state blob: bad MSR list");
+							    sizeof(struct kvm_msr_entry))
+					return kemari_err(
+						-EBADMSG,
+						"vCPU state blob: bad MSR list");
 				err = kvm_cpu__set(v, KVM_SET_MSRS, val, n, n,
 						   "MSRs");
 				break;
 			}
 			case CPU_TAG_EVENTS:
-				err = kvm_cpu__set(v, KVM_SET_VCPU_EVENTS, val,
-						   n,
-						   sizeof(struct kvm_vcpu_events),
-						   "pending events");
+				err = kvm_cpu__set(
+					v, KVM_SET_VCPU_EVENTS, val, n,
+					sizeof(struct kvm_vcpu_events),
+					"pending events");
 				break;
 			case CPU_TAG_DEBUGREGS:
 				err = kvm_cpu__set(v, KVM_SET_DEBUGREGS, val, n,
@@ -722,9 +732,10 @@ int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len)
 			return kemari_err(r, "vCPU state blob is malformed");
 	}
 	if (seen_regs != vm->ncpus)
-		return kemari_err(-EBADMSG,
-				  "vCPU state blob has registers for %u of %u vCPUs",
-				  seen_regs, vm->ncpus);
+		return kemari_err(
+			-EBADMSG,
+			"vCPU state blob has registers for %u of %u vCPUs",
+			seen_regs, vm->ncpus);
 	vm->loaded = true;
 	return 0;
 }

@@ -70,10 +70,10 @@ int kvm_dev__write_bootinfo(struct kvm_vm *vm, uint64_t image_end)
 
 		if (!eq || !klen || klen >= KEMARI_ARG_KEY_MAX ||
 		    strlen(eq + 1) >= KEMARI_ARG_VAL_MAX)
-			return kemari_err(-EINVAL,
-					  "--guest-arg '%s': use KEY=VALUE with a key under %d and a value under %d characters",
-					  kv, KEMARI_ARG_KEY_MAX,
-					  KEMARI_ARG_VAL_MAX);
+			return kemari_err(
+				-EINVAL,
+				"--guest-arg '%s': use KEY=VALUE with a key under %d and a value under %d characters",
+				kv, KEMARI_ARG_KEY_MAX, KEMARI_ARG_VAL_MAX);
 		memcpy(bi->arg[i].key, kv, klen);
 		strcpy(bi->arg[i].val, eq + 1);
 	}
@@ -161,9 +161,10 @@ int kvm_dev__kick(struct kvm_vm *vm, uint16_t port, uint32_t value)
 		err = h->event(h->ctx, &w.ev);
 		/* Unreleased is fine only when the VM is being stopped. */
 		if (!err && !w.released && !atomic_load(&vm->stop))
-			err = kemari_err(-EPROTO,
-					 "internal: event on device %u was never released",
-					 idx);
+			err = kemari_err(
+				-EPROTO,
+				"internal: event on device %u was never released",
+				idx);
 		if (!err)
 			err = w.err;
 	}
@@ -251,37 +252,42 @@ int kvm_dev__load(struct kvm_vm *vm, const void *blob, size_t len)
 
 		if (tag != DEV_TAG_STATE || n != sizeof(s))
 			return kemari_err(-EBADMSG,
-					  "device state: unknown record 0x%x", tag);
+					  "device state: unknown record 0x%x",
+					  tag);
 		memcpy(&s, val, sizeof(s));
 		if (s.index >= vm->ndevs || vm->devs[s.index]->type != s.type ||
 		    vm->devs[s.index]->nqueues != s.nqueues)
-			return kemari_err(-EINVAL,
-					  "device state: device %u (type %u) does not match this VM's devices: start both sides with the same --disk/--net",
-					  s.index, s.type);
+			return kemari_err(
+				-EINVAL,
+				"device state: device %u (type %u) does not match this VM's devices: start both sides with the same --disk/--net",
+				s.index, s.type);
 		d = vm->devs[s.index];
 		if (d->type == KEMARI_DEV_BLOCK && d->capacity != s.capacity)
-			return kemari_err(-EINVAL,
-					  "device state: disk has %llu sectors here but %llu on the primary: use the same --disk",
-					  (unsigned long long)d->capacity,
-					  (unsigned long long)s.capacity);
+			return kemari_err(
+				-EINVAL,
+				"device state: disk has %llu sectors here but %llu on the primary: use the same --disk",
+				(unsigned long long)d->capacity,
+				(unsigned long long)s.capacity);
 		/* The rings in the restored RAM must agree with the record. */
 		for (unsigned int q = 0; q < s.nqueues && q < 2; q++) {
 			struct kemari_ring *rg = kvm_dev__ring(d, q);
 
 			if (rg->req_cons != s.q[q].req_cons ||
 			    rg->rsp_prod != s.q[q].rsp_prod)
-				return kemari_err(-EBADMSG,
-						  "device state: ring %u/%u indices disagree with guest memory (torn checkpoint)",
-						  s.index, q);
+				return kemari_err(
+					-EBADMSG,
+					"device state: ring %u/%u indices disagree with guest memory (torn checkpoint)",
+					s.index, q);
 		}
 		seen++;
 	}
 	if (r < 0)
 		return kemari_err(r, "device state blob is malformed");
 	if (seen != vm->ndevs)
-		return kemari_err(-EINVAL,
-				  "device state names %u devices, this VM has %u: start both sides with the same --disk/--net",
-				  seen, vm->ndevs);
+		return kemari_err(
+			-EINVAL,
+			"device state names %u devices, this VM has %u: start both sides with the same --disk/--net",
+			seen, vm->ndevs);
 	return 0;
 }
 

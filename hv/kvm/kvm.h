@@ -31,7 +31,7 @@ struct kvm_vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool thread_started;
-	bool parked; /* out of KVM_RUN, waiting for resume */
+	bool parked;		    /* out of KVM_RUN, waiting for resume */
 	struct kvm_dirty_gfn *ring; /* dirty ring, NULL in bitmap mode */
 	uint32_t ring_entries;
 	uint32_t ring_fetch; /* next entry to harvest */
@@ -100,7 +100,7 @@ struct kvm_vm {
 	/* Run state */
 	atomic_bool stop;
 	atomic_int exit_status; /* guest status, or negative errno */
-	bool loaded;            /* guest image or restored state present */
+	bool loaded;		/* guest image or restored state present */
 	uint64_t next_tick_ns;
 	pthread_mutex_t lock; /* serializes device and hook work across vCPUs */
 

@@ -29,6 +29,9 @@ struct kvm_net {
 	uint64_t tx_packets, rx_packets, tx_errors;
 };
 
+/* How long a takeover waits for the service address to come free. */
+#define NET_TAKEOVER_BIND_NS (30ULL * 1000000000ULL)
+
 static int kvm_net__bind(struct kvm_net *n)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
@@ -46,9 +49,10 @@ static int kvm_net__bind(struct kvm_net *n)
 		close(n->fd);
 		n->fd = -1;
 		if (err == -EADDRINUSE)
-			return kemari_err(err,
-					  "net %s: address already in use (another kemari-run or service holds it): stop it or choose another --net port",
-					  n->spec);
+			return kemari_err(
+				err,
+				"net %s: address already in use (another kemari-run or service holds it): stop it or choose another --net port",
+				n->spec);
 		return kemari_err(err, "net %s: cannot bind: %s", n->spec,
 				  strerror(-err));
 	}
@@ -159,21 +163,32 @@ static int kvm_net__pollfd(struct kvm_dev *dev)
 static int kvm_net__reattach(struct kvm_dev *dev)
 {
 	struct kvm_net *n = kemari_container_of(dev, struct kvm_net, dev);
-	uint64_t deadline = kemari_now_ns() + 3000000000ULL;
+	uint64_t t0 = kemari_now_ns(), deadline = t0 + NET_TAKEOVER_BIND_NS;
+	bool told = false;
 	int err;
 
 	/*
-	 * Taking over the service address: the dead primary's socket may
-	 * linger a moment (process teardown, or a floating address moving
-	 * over), so keep trying for a few seconds before giving up.
+	 * Taking over the service address: the dead primary's socket lingers
+	 * until its process is torn down (seconds, for a big VM on a slow
+	 * host), or until a floating address moves over, so keep trying
+	 * before giving up.
 	 */
 	while (n->fd < 0) {
 		err = kvm_net__bind(n);
 		if (err != -EADDRINUSE || kemari_now_ns() >= deadline)
 			return err;
 		kemari_err_clear();
+		if (!told && kemari_now_ns() - t0 > 1000000000ULL) {
+			kemari_warn("net %s: still in use (the failed primary's process is going away?); retrying for up to %llu s",
+				    n->spec,
+				    NET_TAKEOVER_BIND_NS / 1000000000ULL);
+			told = true;
+		}
 		usleep(20000);
 	}
+	if (told)
+		kemari_info("net %s: bound after %.1f s", n->spec,
+			    (double)(kemari_now_ns() - t0) / 1e9);
 	return 0;
 }
 
@@ -207,9 +222,10 @@ int kvm_net__create(struct kvm_vm *vm, const char *spec, bool defer_bind)
 	n->spec = strdup(spec);
 	if (strncmp(spec, "udp:", 4) ||
 	    kemari_parse_hostport(spec + 4, &n->ip, &n->port)) {
-		err = kemari_err(-EINVAL,
-				 "--net=%s: expected udp:IPV4:PORT, e.g. udp:127.0.0.1:7500",
-				 spec);
+		err = kemari_err(
+			-EINVAL,
+			"--net=%s: expected udp:IPV4:PORT, e.g. udp:127.0.0.1:7500",
+			spec);
 		goto err_free;
 	}
 	if (!defer_bind) {

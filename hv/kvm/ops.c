@@ -45,7 +45,8 @@ static int kvm_ops__run(struct kemari_hv *hv)
 	struct kvm_vm *vm = to_kvm(hv);
 
 	if (!vm->loaded)
-		return kemari_err(-EINVAL, "internal: no guest loaded or restored");
+		return kemari_err(-EINVAL,
+				  "internal: no guest loaded or restored");
 	return kvm_cpu__run_all(vm);
 }
 
@@ -82,8 +83,7 @@ static int kvm_ops__save_cpu(struct kemari_hv *hv, struct kemari_buf *out)
 	return kvm_cpu__save(to_kvm(hv), out);
 }
 
-static int kvm_ops__load_cpu(struct kemari_hv *hv, const void *blob,
-			     size_t len)
+static int kvm_ops__load_cpu(struct kemari_hv *hv, const void *blob, size_t len)
 {
 	return kvm_cpu__load(to_kvm(hv), blob, len);
 }
@@ -93,8 +93,7 @@ static int kvm_ops__save_dev(struct kemari_hv *hv, struct kemari_buf *out)
 	return kvm_dev__save(to_kvm(hv), out);
 }
 
-static int kvm_ops__load_dev(struct kemari_hv *hv, const void *blob,
-			     size_t len)
+static int kvm_ops__load_dev(struct kemari_hv *hv, const void *blob, size_t len)
 {
 	return kvm_dev__load(to_kvm(hv), blob, len);
 }

@@ -30,24 +30,28 @@ static int kvm_vm__open_dev(struct kvm_vm *vm)
 		int err = -errno;
 
 		if (err == -ENOENT || err == -ENODEV || err == -ENXIO)
-			return kemari_err(err,
-					  "%s is missing: load the kvm module (kvm_intel/kvm_amd) or run on a host with virtualization enabled",
-					  dev);
+			return kemari_err(
+				err,
+				"%s is missing: load the kvm module (kvm_intel/kvm_amd) or run on a host with virtualization enabled",
+				dev);
 		if (err == -EACCES || err == -EPERM)
-			return kemari_err(err,
-					  "%s: permission denied: run as root or add yourself to the 'kvm' group",
-					  dev);
+			return kemari_err(
+				err,
+				"%s: permission denied: run as root or add yourself to the 'kvm' group",
+				dev);
 		return kemari_err(err, "%s: %s", dev, strerror(-err));
 	}
 	api = ioctl(vm->sys_fd, KVM_GET_API_VERSION, 0);
 	if (api < 0)
-		return kemari_err(-ENOTTY,
-				  "%s is not a KVM device (KVM_GET_API_VERSION failed): point at /dev/kvm",
-				  dev);
+		return kemari_err(
+			-ENOTTY,
+			"%s is not a KVM device (KVM_GET_API_VERSION failed): point at /dev/kvm",
+			dev);
 	if (api < KVM_MIN_API)
-		return kemari_err(-ENOTSUP,
-				  "KVM API version %d is too old (need %d): use a newer kernel",
-				  api, KVM_MIN_API);
+		return kemari_err(
+			-ENOTSUP,
+			"KVM API version %d is too old (need %d): use a newer kernel",
+			api, KVM_MIN_API);
 	vm->vcpu_mmap_size = ioctl(vm->sys_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (vm->vcpu_mmap_size <= 0)
 		return kemari_err(-ENOTSUP, "KVM_GET_VCPU_MMAP_SIZE failed");
@@ -68,7 +72,8 @@ static int kvm_vm__map_ram(struct kvm_vm *vm)
 	 */
 	p = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE, flags, -1, 0);
 	if (p == MAP_FAILED)
-		return kemari_err(-errno, "cannot map %llu MiB of guest RAM: %s",
+		return kemari_err(-errno,
+				  "cannot map %llu MiB of guest RAM: %s",
 				  (unsigned long long)(vm->ram_size >> 20),
 				  strerror(errno));
 	madvise(p, vm->ram_size, MADV_HUGEPAGE);
@@ -94,12 +99,13 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 
 	if (cfg->mem_size < KVM_MIN_RAM || cfg->mem_size > KVM_MAX_RAM ||
 	    cfg->mem_size % (2ULL << 20))
-		return kemari_err(-EINVAL,
-				  "--mem=%llu bytes: use a multiple of 2M between 2M and 16G",
-				  (unsigned long long)cfg->mem_size);
+		return kemari_err(
+			-EINVAL,
+			"--mem=%llu bytes: use a multiple of 2M between 2M and 16G",
+			(unsigned long long)cfg->mem_size);
 	if (cfg->ncpus < 1 || cfg->ncpus > KVM_MAX_VCPUS)
-		return kemari_err(-EINVAL, "--cpus=%u: use 1 to %d",
-				  cfg->ncpus, KVM_MAX_VCPUS);
+		return kemari_err(-EINVAL, "--cpus=%u: use 1 to %d", cfg->ncpus,
+				  KVM_MAX_VCPUS);
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return -ENOMEM;
@@ -136,8 +142,9 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 	if (cfg->dirty_track != KEMARI_DIRTY_BITMAP) {
 		err = kvm_vm__enable_ring(vm);
 		if (err && cfg->dirty_track == KEMARI_DIRTY_RING) {
-			err = kemari_err(err,
-					 "this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING): use --dirty-track=bitmap");
+			err = kemari_err(
+				err,
+				"this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING): use --dirty-track=bitmap");
 			goto err_destroy;
 		}
 		err = 0;
@@ -260,7 +267,8 @@ int kvm_vm__map_ring(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
 	p = mmap(NULL, vm->ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
 		 vcpu->fd, KVM_DIRTY_LOG_PAGE_OFFSET * getpagesize());
 	if (p == MAP_FAILED)
-		return kemari_err(-errno, "mmap of the dirty ring of vCPU %u: %s",
+		return kemari_err(-errno,
+				  "mmap of the dirty ring of vCPU %u: %s",
 				  vcpu->id, strerror(errno));
 	vcpu->ring = p;
 	vcpu->ring_entries = vm->ring_bytes / sizeof(struct kvm_dirty_gfn);
@@ -287,8 +295,8 @@ static int kvm_vm__harvest(struct kvm_vm *vm, struct kemari_dirty *d)
 		for (;;) {
 			struct kvm_dirty_gfn *e =
 				&v->ring[v->ring_fetch & (v->ring_entries - 1)];
-			uint32_t flags = __atomic_load_n(&e->flags,
-							 __ATOMIC_ACQUIRE);
+			uint32_t flags =
+				__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
 
 			if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
 				break;
@@ -324,7 +332,8 @@ int kvm_vm__ring_full(struct kvm_vm *vm)
 static int kvm_vm__get_log(struct kvm_vm *vm)
 {
 	uint64_t npages = vm->ram_size / KEMARI_PAGE_SIZE;
-	struct kvm_dirty_log log = { .slot = 0, .dirty_bitmap = vm->kvm_bitmap };
+	struct kvm_dirty_log log = { .slot = 0,
+				     .dirty_bitmap = vm->kvm_bitmap };
 
 	if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
 		return kemari_err(-errno, "KVM_GET_DIRTY_LOG: %s",

@@ -38,13 +38,13 @@
 
 /* Port I/O. A 32-bit OUT to a device's kick port, value = queue index, is the
  * guest's event channel: "I queued requests on this queue". */
-#define KEMARI_PORT_SHUTDOWN 0x04f0 /* OUT value = guest exit status */
+#define KEMARI_PORT_SHUTDOWN 0x04f0  /* OUT value = guest exit status */
 #define KEMARI_PORT_KICK_BASE 0x0500 /* device i kicks at BASE + i */
 
 enum kemari_dev_type {
 	KEMARI_DEV_CONSOLE = 1, /* queue 0: text out (req: gpa, len) */
-	KEMARI_DEV_BLOCK = 2,   /* queue 0: read/write/flush of sectors */
-	KEMARI_DEV_NET = 3,     /* queue 0: transmit, queue 1: receive */
+	KEMARI_DEV_BLOCK = 2,	/* queue 0: read/write/flush of sectors */
+	KEMARI_DEV_NET = 3,	/* queue 0: transmit, queue 1: receive */
 };
 
 /* Block request ops (kemari_req.op). */
@@ -113,7 +113,7 @@ struct kemari_ring {
 #define KEMARI_DEV_STRIDE 0x4000ULL  /* bytes between devices' ring areas */
 
 struct kemari_bootinfo_dev {
-	uint32_t type;      /* enum kemari_dev_type */
+	uint32_t type;	    /* enum kemari_dev_type */
 	uint32_t kick_port; /* KEMARI_PORT_KICK_BASE + index */
 	uint64_t ring_gpa;  /* queue q at ring_gpa + q * KEMARI_RING_STRIDE */
 	uint32_t nqueues;
@@ -127,7 +127,7 @@ struct kemari_bootinfo_arg {
 };
 
 struct kemari_bootinfo {
-	uint64_t magic; /* KEMARI_BOOTINFO_MAGIC */
+	uint64_t magic;	  /* KEMARI_BOOTINFO_MAGIC */
 	uint32_t version; /* KEMARI_ABI_VERSION */
 	uint32_t ndevs;
 	uint64_t ram_size;  /* bytes, all identity-mapped */

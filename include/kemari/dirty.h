@@ -23,8 +23,8 @@ struct kemari_run {
 struct kemari_dirty {
 	uint64_t npages;  /* pages of guest RAM covered */
 	uint64_t *bitmap; /* one bit per page */
-	uint64_t *pfns;   /* set pages, in marking order */
-	uint64_t count;   /* number of entries in pfns */
+	uint64_t *pfns;	  /* set pages, in marking order */
+	uint64_t count;	  /* number of entries in pfns */
 };
 
 int kemari_dirty__init(struct kemari_dirty *d, uint64_t npages);

@@ -22,12 +22,12 @@ enum kemari_role {
 /* Protocol phases where --fault=PHASE:EPOCH simulates a primary crash. */
 enum kemari_fault {
 	KEMARI_FAULT_NONE,
-	KEMARI_FAULT_SYNC,         /* halfway through the initial sync */
+	KEMARI_FAULT_SYNC,	   /* halfway through the initial sync */
 	KEMARI_FAULT_BEFORE_PUSH,  /* paused, state captured, nothing sent */
-	KEMARI_FAULT_MID_PUSH,     /* half of the epoch's runs pushed */
+	KEMARI_FAULT_MID_PUSH,	   /* half of the epoch's runs pushed */
 	KEMARI_FAULT_AFTER_PUSH,   /* all data and state sent, no commit */
 	KEMARI_FAULT_AFTER_COMMIT, /* commit sent, ack not yet received */
-	KEMARI_FAULT_AFTER_ACK,    /* acknowledged, event not released */
+	KEMARI_FAULT_AFTER_ACK,	   /* acknowledged, event not released */
 };
 
 enum kemari_on_loss {

@@ -71,11 +71,15 @@ struct kemari_hv_cfg {
 	const char *net;       /* "udp:HOST:PORT" or NULL */
 	const char *guest_args[KEMARI_MAX_GUEST_ARGS]; /* "KEY=VALUE" */
 	unsigned int nguest_args;
-	int tap_console;   /* route console kicks through the event hook */
+	int tap_console; /* route console kicks through the event hook */
 	/* How dirty pages are found: the dirty ring (cost follows the dirty
 	 * set) or the dirty bitmap (cost follows RAM); auto prefers the ring. */
-	enum { KEMARI_DIRTY_AUTO, KEMARI_DIRTY_BITMAP, KEMARI_DIRTY_RING } dirty_track;
-	int defer_net;     /* do not bind the service address until attach */
+	enum {
+		KEMARI_DIRTY_AUTO,
+		KEMARI_DIRTY_BITMAP,
+		KEMARI_DIRTY_RING
+	} dirty_track;
+	int defer_net; /* do not bind the service address until attach */
 	const char *console_prefix;
 	struct kemari_hv_hooks hooks;
 };

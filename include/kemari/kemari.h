@@ -20,8 +20,8 @@
 
 #define KEMARI_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define kemari_container_of(ptr, type, member)                                 \
-	((type *)((char *)(ptr) - offsetof(type, member)))
-#define KEMARI_ALIGN_UP(x, a) (((x) + (a) - 1) & ~((__typeof__(x))(a) - 1))
+	((type *)((char *)(ptr)-offsetof(type, member)))
+#define KEMARI_ALIGN_UP(x, a) (((x) + (a)-1) & ~((__typeof__(x))(a)-1))
 #define KEMARI_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KEMARI_MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -13,18 +13,19 @@
 #define KEMARI_MSG_MAX (256u * 1024)
 
 enum kemari_msg_type {
-	KEMARI_MSG_HELLO = 1,     /* primary -> secondary: struct kemari_hello */
-	KEMARI_MSG_WELCOME = 2,   /* secondary -> primary: struct kemari_hello */
-	KEMARI_MSG_REFUSE = 3,    /* either way: reason text, then close */
-	KEMARI_MSG_RUNS = 4,      /* run list chunk of the current epoch */
+	KEMARI_MSG_HELLO = 1,	/* primary -> secondary: struct kemari_hello */
+	KEMARI_MSG_WELCOME = 2, /* secondary -> primary: struct kemari_hello */
+	KEMARI_MSG_REFUSE = 3,	/* either way: reason text, then close */
+	KEMARI_MSG_RUNS = 4,	/* run list chunk of the current epoch */
 	KEMARI_MSG_CPU_STATE = 5, /* vCPU state blob of the current epoch */
 	KEMARI_MSG_DEV_STATE = 6, /* device state blob of the current epoch */
-	KEMARI_MSG_COMMIT = 7,    /* struct kemari_commit: epoch complete */
-	KEMARI_MSG_ACK = 8,       /* secondary -> primary: epoch N is complete */
+	KEMARI_MSG_COMMIT = 7,	  /* struct kemari_commit: epoch complete */
+	KEMARI_MSG_ACK = 8, /* secondary -> primary: epoch N is complete */
 	KEMARI_MSG_HEARTBEAT = 9, /* both ways while idle */
-	KEMARI_MSG_BYE = 10,      /* orderly shutdown: do not take over */
-	KEMARI_MSG_PAGES = 16,    /* tcp: run descriptors, then page bytes */
-	KEMARI_MSG_XPORT = 17,    /* transport-private setup (e.g. rkeys) */
+	KEMARI_MSG_BYE = 10,	  /* orderly shutdown: do not take over */
+	KEMARI_MSG_APPLIED = 11, /* secondary -> primary: epoch N is in the replica */
+	KEMARI_MSG_PAGES = 16,	  /* tcp: run descriptors, then page bytes */
+	KEMARI_MSG_XPORT = 17,	  /* transport-private setup (e.g. rkeys) */
 };
 
 struct kemari_wire_hdr {
@@ -49,19 +50,19 @@ struct kemari_hello {
 #define KEMARI_COMMIT_INITIAL 0x1 /* the full initial sync */
 
 struct kemari_commit {
-	uint64_t nruns;   /* runs listed in this epoch's RUNS messages */
-	uint64_t npages;  /* pages in those runs */
+	uint64_t nruns;	   /* runs listed in this epoch's RUNS messages */
+	uint64_t npages;   /* pages in those runs */
 	uint32_t runs_crc; /* CRC32C over all run descriptors, in order */
 	uint32_t flags;
 };
 
 struct kemari_ack {
-	uint64_t applied_epoch; /* the replica holds this epoch */
+	uint64_t applied_next; /* every epoch below this is in the replica */
 };
 
 /* Fill and check frame headers (crc over header with crc = 0, payload). */
-void kemari_wire__seal(struct kemari_wire_hdr *h, uint16_t type,
-		       uint64_t epoch, const void *payload, uint32_t len);
+void kemari_wire__seal(struct kemari_wire_hdr *h, uint16_t type, uint64_t epoch,
+		       const void *payload, uint32_t len);
 /* 0, or -EBADMSG with a one-line reason recorded (kemari_err). */
 int kemari_wire__check_hdr(const struct kemari_wire_hdr *h, uint32_t max);
 int kemari_wire__check_crc(const struct kemari_wire_hdr *h,

@@ -27,20 +27,29 @@ struct kemari_xport {
 };
 
 struct kemari_xport_opts {
-	const char *provider;        /* ofi: provider name, NULL = best */
+	const char *provider; /* ofi: provider name, NULL = best */
 	unsigned int connect_timeout_ms;
 };
 
 /* A received control message; payload stays valid until the next recv. */
 struct kemari_msg {
-	uint16_t type;     /* enum kemari_msg_type (wire.h) */
+	uint16_t type; /* enum kemari_msg_type (wire.h) */
 	uint64_t epoch;
 	uint32_t len;
 	const void *payload;
 };
 
+/*
+ * Capabilities. ONESIDED: pushes land in the receive buffers without the
+ * receiver's involvement (RDMA), so a sender must not push into buffers the
+ * receiver is still reading; stream transports (tcp) queue later pushes
+ * behind earlier messages and need no such care.
+ */
+#define KEMARI_XPORT_CAP_ONESIDED 0x1
+
 struct kemari_xport_ops {
 	const char *name;
+	unsigned int caps; /* KEMARI_XPORT_CAP_* */
 	/* Bind and listen on addr ("HOST:PORT"); returns a listener. */
 	int (*listen)(struct kemari_xport **out, const char *addr,
 		      const struct kemari_xport_opts *opts);

@@ -16,8 +16,11 @@ static uint8_t rbuf[NSECT * KEMARI_SECTOR_SIZE] __attribute__((aligned(4096)));
 static int io(struct rt_queue *q, uint32_t op, void *buf, uint32_t n,
 	      uint64_t sector)
 {
-	struct kemari_req req = { .id = op, .gpa = (uint64_t)(uintptr_t)buf,
-				  .len = n, .op = op, .arg = sector };
+	struct kemari_req req = { .id = op,
+				  .gpa = (uint64_t)(uintptr_t)buf,
+				  .len = n,
+				  .op = op,
+				  .arg = sector };
 	struct kemari_rsp rsp;
 
 	if (rt__queue_post(q, &req))
@@ -29,7 +32,8 @@ static int io(struct rt_queue *q, uint32_t op, void *buf, uint32_t n,
 
 int guest_main(struct kemari_bootinfo *bi)
 {
-	const struct kemari_bootinfo_dev *dev = rt__find_dev(bi, KEMARI_DEV_BLOCK);
+	const struct kemari_bootinfo_dev *dev =
+		rt__find_dev(bi, KEMARI_DEV_BLOCK);
 	const char *s = rt__arg(bi, "seed");
 	uint64_t seed = 1;
 	struct rt_queue q;

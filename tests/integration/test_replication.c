@@ -153,11 +153,17 @@ static void load_check(struct load_run *l)
 static void wait_takeover(void)
 {
 	if (h_wait_log(slog, "takeover: resumed from epoch", h_ms(30000))) {
-		h_dump(plog);
-		h_dump(slog);
+		int st;
+
 		cr_log_info("exit %d of the diagnostics",
-			    system("ss -uanp; ps -ef | grep kemari"));
-		cr_fatal("secondary did not take over");
+			    system("ss -tuanp; ps -ef | grep kemari"));
+		h_dump(plog);
+		/* Last, so that a shortened CI log still shows it. */
+		h_dump(slog);
+		st = h_wait(&sec, 0);
+		cr_fatal("secondary did not take over (%s %d)",
+			 st == -ETIMEDOUT ? "still running," : "exit status",
+			 st);
 	}
 }
 
@@ -341,6 +347,17 @@ Test(replication, protocol_version_mismatch_refused)
 
 /* --- hand-made streams ---------------------------------------------------- */
 
+/* They are tcp frames on a plain socket; other transports have their own
+ * wire (ofi: libfabric's connection protocol, RMA for pages). */
+static void raw_streams_need_tcp(void)
+{
+	const char *t = env_or("KEMARI_TEST_TRANSPORT", "tcp");
+
+	if (strcmp(t, "tcp"))
+		cr_skip_test("hand-made tcp streams do not apply to --transport=%s",
+			     t);
+}
+
 static int raw_connect(void)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
@@ -411,6 +428,7 @@ Test(replication, garbage_stream_refused)
 {
 	int fd;
 
+	raw_streams_need_tcp();
 	start_secondary(NULL);
 	fd = raw_connect();
 	cr_assert(eq(long, write(fd, "GET / HTTP/1.0\r\n\r\n_padding_padding", 34), 34L));
@@ -423,6 +441,7 @@ Test(replication, out_of_bounds_run_refused)
 	struct kemari_run r = { .pfn = (64ULL << 20) / 4096 - 1, .npages = 2 };
 	int fd;
 
+	raw_streams_need_tcp();
 	start_secondary(NULL);
 	fd = raw_connect();
 	raw_hello(fd);
@@ -437,6 +456,7 @@ Test(replication, bad_checksum_refused)
 	uint32_t junk = 7;
 	int fd;
 
+	raw_streams_need_tcp();
 	start_secondary(NULL);
 	fd = raw_connect();
 	raw_hello(fd);
@@ -454,6 +474,7 @@ Test(replication, truncated_stream_is_not_taken_over)
 	char page[4096] = { 1 };
 	int fd;
 
+	raw_streams_need_tcp();
 	start_secondary(NULL);
 	fd = raw_connect();
 	raw_hello(fd);
@@ -461,4 +482,89 @@ Test(replication, truncated_stream_is_not_taken_over)
 	cr_assert(eq(long, write(fd, page, sizeof(page)), 4096L));
 	close(fd); /* three pages and the commit never come */
 	secondary_survives("primary lost before the initial sync completed");
+}
+
+Test(replication, silent_primary_detected_by_heartbeat)
+{
+	struct load_run l;
+
+	start_secondary(NULL);
+	start_primary(NULL);
+	wait_ready();
+	load_start(&l);
+	usleep((useconds_t)h_ms(300) * 1000);
+	/* A hung host: no crash, no closed connection, just silence. */
+	h_kill(&pri, SIGSTOP);
+	if (h_wait_log(slog, "primary lost at epoch", h_ms(20000))) {
+		h_dump(slog);
+		cr_fatal("silence not detected");
+	}
+	cr_assert(h_log_has(slog, "no heartbeat for"));
+	/* Fence it (it still holds the service address on this host). */
+	h_kill(&pri, SIGKILL);
+	wait_takeover();
+	load_check(&l);
+}
+
+Test(replication, silent_secondary_detected_by_heartbeat)
+{
+	char reply[64];
+
+	start_secondary(NULL);
+	start_primary(NULL);
+	wait_ready();
+	h_kill(&sec, SIGSTOP);
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR s", reply, sizeof(reply)), 0));
+	cr_assert(eq(str, reply, "OK 1"));
+	cr_assert(eq(int, h_wait_log(plog, "continuing unprotected", h_ms(20000)), 0));
+	cr_assert(h_log_has(plog, "secondary lost"));
+	h_kill(&sec, SIGKILL);
+}
+
+Test(replication, two_vcpus_fail_over)
+{
+	struct load_run l;
+
+	start_secondary("--cpus=2");
+	start_primary("--cpus=2");
+	wait_ready();
+	load_start(&l);
+	usleep((useconds_t)h_ms(800) * 1000);
+	h_kill(&pri, SIGKILL);
+	wait_takeover();
+	usleep((useconds_t)h_ms(300) * 1000);
+	load_check(&l);
+}
+
+Test(replication, speculation_and_bitmap_tracking_fail_over)
+{
+	struct load_run l;
+
+	start_secondary("--dirty-track=bitmap");
+	start_primary("--dirty-track=bitmap --speculate-us=500");
+	wait_ready();
+	load_start(&l);
+	usleep((useconds_t)h_ms(800) * 1000);
+	h_kill(&pri, SIGKILL);
+	wait_takeover();
+	usleep((useconds_t)h_ms(300) * 1000);
+	load_check(&l);
+}
+
+Test(replication, secondary_loss_with_pause_policy_holds_the_guest)
+{
+	char reply[64];
+
+	start_secondary(NULL);
+	start_primary("--on-secondary-loss=pause");
+	wait_ready();
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR p", reply, sizeof(reply)), 0));
+	h_kill(&sec, SIGKILL);
+	cr_assert(eq(int, h_wait_log(plog, "guest paused per --on-secondary-loss=pause",
+				    h_ms(20000)),
+		     0));
+	/* Nothing leaves the unprotected guest any more. */
+	cr_assert(eq(int, h_kv_ready(server, h_ms(1500)), -ETIMEDOUT));
+	h_kill(&pri, SIGTERM);
+	cr_assert(eq(int, h_wait(&pri, h_ms(10000)), 0));
 }

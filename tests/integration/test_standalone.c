@@ -48,10 +48,12 @@ static void teardown(void)
 
 static void start_kvstore(const char *extra)
 {
-	cr_assert(eq(int, h_spawn(&vm, log_,
-				  "@B/kemari-run --guest=@B/guests/kvstore.elf --mem=64M --disk=%s --net=%s %s",
-				  disk, netarg, extra ? extra : "--disk-size=16M"),
-		     0));
+	cr_assert(eq(
+		int,
+		h_spawn(&vm, log_,
+			"@B/kemari-run --guest=@B/guests/kvstore.elf --mem=64M --disk=%s --net=%s %s",
+			disk, netarg, extra ? extra : "--disk-size=16M"),
+		0));
 	if (h_kv_ready(server, h_ms(20000))) {
 		h_dump(log_);
 		cr_fatal("kvstore did not answer PING");
@@ -120,13 +122,16 @@ Test(standalone, kvstore_protocol_end_to_end)
 
 	/* Undecodable datagrams are dropped or answered, never fatal. */
 	cr_assert(eq(int, kv_client__open(&c, server, "raw"), 0));
-	cr_assert(eq(int, kv_client__raw(&c, "", 0, reply, sizeof(reply), h_ms(500)),
+	cr_assert(eq(int,
+		     kv_client__raw(&c, "", 0, reply, sizeof(reply), h_ms(500)),
 		     -ETIMEDOUT));
-	cr_assert(eq(int, kv_client__raw(&c, "\x01\x02\xff", 3, reply,
-					 sizeof(reply), h_ms(500)),
+	cr_assert(eq(int,
+		     kv_client__raw(&c, "\x01\x02\xff", 3, reply, sizeof(reply),
+				    h_ms(500)),
 		     -ETIMEDOUT));
-	cr_assert(eq(int, kv_client__raw(&c, "x y PING", 8, reply,
-					 sizeof(reply), h_ms(5000)),
+	cr_assert(eq(int,
+		     kv_client__raw(&c, "x y PING", 8, reply, sizeof(reply),
+				    h_ms(5000)),
 		     0));
 	cr_assert(eq(str, reply, "x y ERR bad-seq"));
 	kv_client__close(&c);
@@ -144,7 +149,8 @@ Test(standalone, kvstore_durable_across_kill9)
 	cr_assert(eq(int, h_wait(&vm, h_ms(5000)), 128 + SIGKILL));
 
 	start_kvstore(NULL);
-	cr_assert(h_log_has(log_, "guest: kvstore: ready, 4 records replayed, 2 keys"));
+	cr_assert(h_log_has(
+		log_, "guest: kvstore: ready, 4 records replayed, 2 keys"));
 	/* The exactly-once table survived too: a retry is not re-applied. */
 	expect(4, "INCR y", "OK 3");
 	expect(3, "INCR y", "ERR stale");
@@ -181,7 +187,7 @@ Test(standalone, sigterm_stops_cleanly)
 /* --- in-process: the hypervisor ops directly ----------------------------- */
 
 static struct kemari_hv *hv_boot_mode(const char *guest, const char *arg,
-				       int mode)
+				      int mode)
 {
 	struct kemari_hv_cfg cfg = {
 		.mem_size = 64ULL << 20,
@@ -308,11 +314,15 @@ Test(standalone, error_kvm_not_permitted)
 {
 	if (getuid() != 0 || access("/dev/kvm", F_OK))
 		cr_skip_test("needs root and /dev/kvm to drop privileges");
-	cr_assert(eq(int, h_spawn_as_nobody(&vm, log_,
-					    "@B/kemari-run --guest=@B/guests/kvstore.elf"),
+	cr_assert(eq(int,
+		     h_spawn_as_nobody(
+			     &vm, log_,
+			     "@B/kemari-run --guest=@B/guests/kvstore.elf"),
 		     0));
 	cr_assert(eq(int, h_wait(&vm, h_ms(20000)), 1));
-	cr_assert(h_log_has(log_, "error: /dev/kvm: permission denied: run as root or add yourself to the 'kvm' group"));
+	cr_assert(h_log_has(
+		log_,
+		"error: /dev/kvm: permission denied: run as root or add yourself to the 'kvm' group"));
 }
 
 Test(standalone, error_image_not_elf)
@@ -332,7 +342,9 @@ Test(standalone, error_image_wrong_machine)
 	snprintf(cmd, sizeof(cmd), "cp %s %s", src, dst);
 	cr_assert(eq(int, system(cmd), 0));
 	fd = open(dst, O_WRONLY);
-	cr_assert(eq(long, pwrite(fd, &machine, 2, offsetof(Elf64_Ehdr, e_machine)), 2L));
+	cr_assert(eq(long,
+		     pwrite(fd, &machine, 2, offsetof(Elf64_Ehdr, e_machine)),
+		     2L));
 	close(fd);
 	snprintf(cmd, sizeof(cmd), "--guest=%s", dst);
 	expect_error(cmd, "not an x86-64 ELF64 image (machine 183)");
@@ -346,8 +358,9 @@ Test(standalone, error_mem_too_small)
 
 Test(standalone, error_disk_not_writable)
 {
-	expect_error("--guest=@B/guests/kvstore.elf --disk=/nonexistent/dir/d.img",
-		     "error: disk /nonexistent/dir/d.img is not writable: No such file or directory");
+	expect_error(
+		"--guest=@B/guests/kvstore.elf --disk=/nonexistent/dir/d.img",
+		"error: disk /nonexistent/dir/d.img is not writable: No such file or directory");
 }
 
 Test(standalone, error_address_in_use)
@@ -362,6 +375,8 @@ Test(standalone, error_address_in_use)
 	snprintf(args, sizeof(args),
 		 "--guest=@B/guests/kvstore.elf --net=udp:127.0.0.1:%u",
 		 ntohs(sa.sin_port));
-	expect_error(args, "address already in use (another kemari-run or service holds it)");
+	expect_error(
+		args,
+		"address already in use (another kemari-run or service holds it)");
 	close(fd);
 }

@@ -227,7 +227,8 @@ int h_kv_ready(const char *server, int timeout_ms)
 			return -EINVAL;
 		c.timeout_ms = 300;
 		c.resend_ms = 100;
-		err = kv_client__call_seq(&c, (uint64_t)time(NULL) * 1000 + ++seq,
+		err = kv_client__call_seq(&c,
+					  (uint64_t)time(NULL) * 1000 + ++seq,
 					  "PING", reply, sizeof(reply));
 		kv_client__close(&c);
 		if (!err)

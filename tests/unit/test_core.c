@@ -77,15 +77,19 @@ Test(wire, seal_and_check)
 	p[0] ^= 1;
 	kemari_err_clear();
 	cr_assert(eq(int, kemari_wire__check_crc(&h, p), -EBADMSG));
-	cr_assert(eq(str, (char *)kemari_last_error(-EBADMSG),
-		     "replication stream: checksum mismatch in a RUNS frame of epoch 42 (corrupt stream)"));
+	cr_assert(eq(
+		str, (char *)kemari_last_error(-EBADMSG),
+		"replication stream: checksum mismatch in a RUNS frame of epoch 42 (corrupt stream)"));
 	h.len = KEMARI_MSG_MAX + 1;
-	cr_assert(eq(int, kemari_wire__check_hdr(&h, KEMARI_MSG_MAX), -EBADMSG));
+	cr_assert(
+		eq(int, kemari_wire__check_hdr(&h, KEMARI_MSG_MAX), -EBADMSG));
 	h.magic = 0x20544547;
 	kemari_err_clear();
-	cr_assert(eq(int, kemari_wire__check_hdr(&h, KEMARI_MSG_MAX), -EBADMSG));
-	cr_assert(eq(str, (char *)kemari_last_error(-EBADMSG),
-		     "replication stream: bad frame magic 0x20544547 (not a Kemari peer, or the stream is corrupt)"));
+	cr_assert(
+		eq(int, kemari_wire__check_hdr(&h, KEMARI_MSG_MAX), -EBADMSG));
+	cr_assert(eq(
+		str, (char *)kemari_last_error(-EBADMSG),
+		"replication stream: bad frame magic 0x20544547 (not a Kemari peer, or the stream is corrupt)"));
 }
 
 Test(wire, crc32c_known_vector)
@@ -93,7 +97,8 @@ Test(wire, crc32c_known_vector)
 	/* The standard CRC32C check value of "123456789". */
 	cr_assert(eq(u32, kemari_crc32c(0, "123456789", 9), 0xe3069283));
 	/* Chaining equals one pass. */
-	cr_assert(eq(u32, kemari_crc32c(kemari_crc32c(0, "1234", 4), "56789", 5),
+	cr_assert(eq(u32,
+		     kemari_crc32c(kemari_crc32c(0, "1234", 4), "56789", 5),
 		     0xe3069283));
 }
 
@@ -147,14 +152,18 @@ Test(parse, hostport)
 	uint32_t ip;
 	uint16_t port;
 
-	cr_assert(eq(int, kemari_parse_hostport("127.0.0.1:7500", &ip, &port), 0));
+	cr_assert(eq(int, kemari_parse_hostport("127.0.0.1:7500", &ip, &port),
+		     0));
 	cr_assert(eq(u32, ip, 0x7f000001));
 	cr_assert(eq(u16, port, 7500));
 	cr_assert(eq(int, kemari_parse_hostport("localhost:1", &ip, &port), 0));
 	cr_assert(eq(u32, ip, 0x7f000001));
-	cr_assert(eq(int, kemari_parse_hostport("1.2.3.4", &ip, &port), -EINVAL));
-	cr_assert(eq(int, kemari_parse_hostport("1.2.3.4:70000", &ip, &port), -EINVAL));
-	cr_assert(eq(int, kemari_parse_hostport("host:80", &ip, &port), -EINVAL));
+	cr_assert(
+		eq(int, kemari_parse_hostport("1.2.3.4", &ip, &port), -EINVAL));
+	cr_assert(eq(int, kemari_parse_hostport("1.2.3.4:70000", &ip, &port),
+		     -EINVAL));
+	cr_assert(
+		eq(int, kemari_parse_hostport("host:80", &ip, &port), -EINVAL));
 }
 
 Test(parse, faults)

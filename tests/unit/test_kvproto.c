@@ -100,8 +100,8 @@ Test(kvproto, logged_records)
 	req("c1 2 SET k v");
 	cr_assert(res.logged);
 	cr_assert(eq(u8, res.rec.op, KV_OP_SET));
-	cr_assert(eq(u8, res.rec.effects,
-		     KV_EFFECT_KEY_SET | KV_EFFECT_CLIENT));
+	cr_assert(
+		eq(u8, res.rec.effects, KV_EFFECT_KEY_SET | KV_EFFECT_CLIENT));
 	cr_assert(eq(u8, res.rec.reply_kind, KV_REPLY_OK));
 	cr_assert(eq(u64, res.rec.seq, 2));
 	req("c1 3 DEL nope");
@@ -148,8 +148,15 @@ Test(kvproto, incr_overflow)
 Test(kvproto, incr_not_integer)
 {
 	static const char *const bad[] = {
-		"abc", "1x", "-", "--1", "+1", "1-", "9223372036854775808",
-		"-9223372036854775809", "99999999999999999999999",
+		"abc",
+		"1x",
+		"-",
+		"--1",
+		"+1",
+		"1-",
+		"9223372036854775808",
+		"-9223372036854775809",
+		"99999999999999999999999",
 	};
 	char buf[128], want[128];
 	size_t i;
@@ -254,8 +261,7 @@ Test(kvproto, unknown_command)
 	cr_assert(eq(str, (char *)req("c 2 get k"), "c 2 ERR unknown-command"));
 	cr_assert(eq(str, (char *)req("c 3"), "c 3 ERR unknown-command"));
 	cr_assert(eq(str, (char *)req("c 4 "), "c 4 ERR unknown-command"));
-	cr_assert(eq(str, (char *)req("c 5 PINGX"),
-		     "c 5 ERR unknown-command"));
+	cr_assert(eq(str, (char *)req("c 5 PINGX"), "c 5 ERR unknown-command"));
 	cr_assert(eq(str, (char *)req("c 6 PING\n\n"),
 		     "c 6 ERR unknown-command"));
 }
@@ -267,8 +273,8 @@ Test(kvproto, arity)
 	cr_assert(eq(str, (char *)req("c 3 GET a b"), "c 3 ERR arity"));
 	cr_assert(eq(str, (char *)req("c 4 SET k"), "c 4 ERR arity"));
 	cr_assert(eq(str, (char *)req("c 5 SET k v extra"), "c 5 ERR arity"));
-	cr_assert(eq(str, (char *)req("c 6 SET a b c d e f g"),
-		     "c 6 ERR arity"));
+	cr_assert(
+		eq(str, (char *)req("c 6 SET a b c d e f g"), "c 6 ERR arity"));
 	cr_assert(eq(str, (char *)req("c 7 INCR"), "c 7 ERR arity"));
 	cr_assert(eq(str, (char *)req("c 8 INCR a b"), "c 8 ERR arity"));
 	cr_assert(eq(str, (char *)req("c 9 DEL"), "c 9 ERR arity"));
@@ -310,9 +316,10 @@ Test(kvproto, bad_token)
 	cr_assert(eq(str, (char *)req("c 12 GET k\n\n"), "c 12 ERR bad-token"));
 	cr_assert(eq(str, (char *)req("c 13 GET k\r"), "c 13 ERR bad-token"));
 	/* All of 0x21..0x7e is allowed. */
-	cr_assert(eq(str,
-		     (char *)req("c 14 SET !~ \"#$%&'()*+,-./:;<=>?@[\\]^_`{|}"),
-		     "c 14 OK"));
+	cr_assert(
+		eq(str,
+		   (char *)req("c 14 SET !~ \"#$%&'()*+,-./:;<=>?@[\\]^_`{|}"),
+		   "c 14 OK"));
 	cr_assert(eq(str, (char *)req("c 15 GET !~"),
 		     "c 15 OK \"#$%&'()*+,-./:;<=>?@[\\]^_`{|}"));
 	/* A datagram with a NUL inside is a non-printable token. */
@@ -331,8 +338,8 @@ Test(kvproto, trailing_newline)
 Test(kvproto, dropped)
 {
 	static const char *const drop[] = {
-		"", "\n", "\r\n", "c", "c1PING", " 1 PING", "  ",
-		"c\x01 1 PING", "\xff 1 PING",
+		"",	   "\n", "\r\n",	 "c",		"c1PING",
+		" 1 PING", "  ", "c\x01 1 PING", "\xff 1 PING",
 	};
 	char buf[256];
 	size_t i;
@@ -417,13 +424,12 @@ Test(kvproto, key_table_full)
 		     "c 100002 NOTFOUND"));
 	/* Overwriting needs no new slot. */
 	cr_assert(eq(str, (char *)req("c 100003 SET key7 x"), "c 100003 OK"));
-	cr_assert(eq(str, (char *)req("c 100004 INCR key8"),
-		     "c 100004 OK 9"));
+	cr_assert(eq(str, (char *)req("c 100004 INCR key8"), "c 100004 OK 9"));
 	cr_assert(eq(str, (char *)req("c 100005 DEL key9"), "c 100005 OK"));
-	cr_assert(eq(str, (char *)req("c 100006 SET another v"),
-		     "c 100006 OK"));
-	cr_assert(eq(str, (char *)req("c 100007 GET another"),
-		     "c 100007 OK v"));
+	cr_assert(
+		eq(str, (char *)req("c 100006 SET another v"), "c 100006 OK"));
+	cr_assert(
+		eq(str, (char *)req("c 100007 GET another"), "c 100007 OK v"));
 }
 
 Test(kvproto, key_table_delete_churn)
@@ -449,8 +455,8 @@ Test(kvproto, key_table_delete_churn)
 	for (i = 0; i < KV_MAX_KEYS; i++) {
 		snprintf(key, sizeof(key), "k%d", i);
 		snprintf(val, sizeof(val), "v%d", i);
-		cr_assert(eq(str, (char *)value_of(key),
-			     i % 2 ? val : "<none>"));
+		cr_assert(
+			eq(str, (char *)value_of(key), i % 2 ? val : "<none>"));
 	}
 	for (i = 0; i < KV_MAX_KEYS / 2; i++) {
 		snprintf(buf, sizeof(buf), "c %u SET n%d w%d", ++seq, i, i);
@@ -679,8 +685,8 @@ static char *digest(const struct kv_state *s)
 		if (!k->used)
 			continue;
 		keys[n] = malloc(2 * KV_TOKEN_MAX + 2);
-		snprintf(keys[n++], 2 * KV_TOKEN_MAX + 2, "%.*s=%.*s",
-			 k->klen, k->key, k->vlen, k->val);
+		snprintf(keys[n++], 2 * KV_TOKEN_MAX + 2, "%.*s=%.*s", k->klen,
+			 k->key, k->vlen, k->val);
 	}
 	cr_assert(eq(sz, n, s->nkeys));
 	qsort(keys, n, sizeof(*keys), str_cmp);
@@ -869,8 +875,8 @@ Test(kvwal, foreign_and_torn_superblock)
 Test(kvwal, replay_rebuilds_keys_and_clients)
 {
 	static const char *const burst[] = {
-		"a 3 SET x 10", "b 1 INCR x", "a 3 SET x 99", "junk",
-		"b 2 DEL gone", "c 1 SET y 9223372036854775807",
+		"a 3 SET x 10", "b 1 INCR x",	"a 3 SET x 99",
+		"junk",		"b 2 DEL gone", "c 1 SET y 9223372036854775807",
 	};
 	struct srv *s = srv_new(4096);
 	char *before, *after;
@@ -934,8 +940,8 @@ Test(kvwal, exactly_once_across_restart)
 Test(kvwal, one_write_one_flush_per_batch)
 {
 	static const char *const burst[] = {
-		"a 1 SET k 1", "b 1 SET k 2", "c 1 INCR k", "d 1 GET k",
-		"e 1 DEL k",
+		"a 1 SET k 1", "b 1 SET k 2", "c 1 INCR k",
+		"d 1 GET k",   "e 1 DEL k",
 	};
 	static const char *const reads[] = { "a 2 GET k", "b 2 PING" };
 	struct srv *s = srv_new(4096);
@@ -1049,81 +1055,93 @@ Test(kvwal, compaction_round_trip)
 Test(kvwal, compaction_crash_points)
 {
 	static const char *const burst[] = {
-		"z 1 SET new1 a", "z 2 SET new2 b", "y 1 DEL k3",
+		"z 1 SET new1 a",
+		"z 2 SET new2 b",
+		"y 1 DEL k3",
 	};
 	int budget, torn, policy;
 
 	for (policy = MD_KEEP; policy <= MD_LAST; policy++)
-	for (torn = 0; torn < 2; torn++) {
-		for (budget = 0; budget < 40; budget++) {
-			struct srv *s = srv_new(128);
-			char msg[64], *before, *after, *got;
-			uint64_t seq = 0;
-			bool acked;
-			int i;
+		for (torn = 0; torn < 2; torn++) {
+			for (budget = 0; budget < 40; budget++) {
+				struct srv *s = srv_new(128);
+				char msg[64], *before, *after, *got;
+				uint64_t seq = 0;
+				bool acked;
+				int i;
 
-			srv_boot_ok(s);
-			for (i = 0; i < 30; i++) {
-				snprintf(msg, sizeof(msg), "c %llu SET k%d %d",
-					 (unsigned long long)++seq, i, i);
-				srv_req(s, msg);
-			}
-			while (s->w.pos < s->w.region_len) {
-				snprintf(msg, sizeof(msg), "c %llu INCR k1",
-					 (unsigned long long)++seq);
-				srv_req(s, msg);
-			}
-			before = digest(s->st);
+				srv_boot_ok(s);
+				for (i = 0; i < 30; i++) {
+					snprintf(msg, sizeof(msg),
+						 "c %llu SET k%d %d",
+						 (unsigned long long)++seq, i,
+						 i);
+					srv_req(s, msg);
+				}
+				while (s->w.pos < s->w.region_len) {
+					snprintf(msg, sizeof(msg),
+						 "c %llu INCR k1",
+						 (unsigned long long)++seq);
+					srv_req(s, msg);
+				}
+				before = digest(s->st);
 
-			s->d.budget = budget;
-			s->d.torn = torn;
-			srv_batch(s, burst, 3);
-			acked = s->last_ret >= 0;
-			if (acked) {
-				cr_assert(eq(str, s->out[0], "z 1 OK"));
+				s->d.budget = budget;
+				s->d.torn = torn;
+				srv_batch(s, burst, 3);
+				acked = s->last_ret >= 0;
+				if (acked) {
+					cr_assert(eq(str, s->out[0], "z 1 OK"));
+					after = digest(s->st);
+				} else {
+					cr_assert(eq(str, s->out[0],
+						     "z 1 ERR io"));
+					cr_assert(eq(str, s->out[2],
+						     "y 1 ERR io"));
+					after = NULL;
+				}
+
+				md_crash(&s->d, policy);
+				srv_boot_ok(s);
+				got = digest(s->st);
+				if (acked)
+					cr_assert(eq(str, got, after),
+						  "policy %d budget %d torn %d",
+						  policy, budget, torn);
+				else
+					cr_assert(
+						eq(int,
+						   !strcmp(got, before) ||
+							   strstr(got,
+								  "new1=a"),
+						   1),
+						"policy %d budget %d torn %d: %s",
+						policy, budget, torn, got);
+				free(got);
+				free(before);
+				free(after);
+
+				/* Go on past another compaction; restart; compare. */
+				for (i = 0; i < 80; i++) {
+					snprintf(msg, sizeof(msg),
+						 "c %llu %s k%d",
+						 (unsigned long long)++seq,
+						 i % 3 ? "INCR" : "DEL",
+						 i % 35);
+					srv_req(s, msg);
+					cr_assert(ge(int, s->last_ret, 0));
+				}
+				before = digest(s->st);
+				srv_boot_ok(s);
 				after = digest(s->st);
-			} else {
-				cr_assert(eq(str, s->out[0], "z 1 ERR io"));
-				cr_assert(eq(str, s->out[2], "y 1 ERR io"));
-				after = NULL;
-			}
-
-			md_crash(&s->d, policy);
-			srv_boot_ok(s);
-			got = digest(s->st);
-			if (acked)
-				cr_assert(eq(str, got, after),
+				cr_assert(eq(str, after, before),
 					  "policy %d budget %d torn %d", policy,
 					  budget, torn);
-			else
-				cr_assert(eq(int, !strcmp(got, before) ||
-							  strstr(got, "new1=a"),
-					     1),
-					  "policy %d budget %d torn %d: %s",
-					  policy, budget, torn, got);
-			free(got);
-			free(before);
-			free(after);
-
-			/* Go on past another compaction; restart; compare. */
-			for (i = 0; i < 80; i++) {
-				snprintf(msg, sizeof(msg), "c %llu %s k%d",
-					 (unsigned long long)++seq,
-					 i % 3 ? "INCR" : "DEL", i % 35);
-				srv_req(s, msg);
-				cr_assert(ge(int, s->last_ret, 0));
+				free(before);
+				free(after);
+				srv_free(s);
 			}
-			before = digest(s->st);
-			srv_boot_ok(s);
-			after = digest(s->st);
-			cr_assert(eq(str, after, before),
-				  "policy %d budget %d torn %d", policy, budget,
-				  torn);
-			free(before);
-			free(after);
-			srv_free(s);
 		}
-	}
 }
 
 /*
@@ -1135,11 +1153,13 @@ Test(kvwal, compaction_crash_points)
 Test(kvwal, append_crash_points)
 {
 	static const char *const setup[] = {
-		"a 1 SET x 1", "b 1 SET y 2", "a 2 INCR x",
+		"a 1 SET x 1",
+		"b 1 SET y 2",
+		"a 2 INCR x",
 	};
 	static const char *const burst[] = {
-		"a 3 INCR x", "b 2 DEL y", "c 1 SET z 3", "a 4 PING",
-		"c 2 INCR x",
+		"a 3 INCR x", "b 2 DEL y",  "c 1 SET z 3",
+		"a 4 PING",   "c 2 INCR x",
 	};
 	char *prefix[6];
 	int policy, budget, k;
@@ -1325,7 +1345,10 @@ Test(kvwal, snapshot_limit_is_err_full)
 Test(kvwal, io_error_rolls_back)
 {
 	static const char *const burst[] = {
-		"c 2 SET a 2", "c 3 GET a", "d 1 PING", "",
+		"c 2 SET a 2",
+		"c 3 GET a",
+		"d 1 PING",
+		"",
 	};
 	struct srv *s = srv_new(4096);
 

@@ -26,10 +26,10 @@ prepare() {
 	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
 		awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 	[ -n "$pkg" ] || die77 "cannot resolve the kernel package behind linux-image-amd64 (apt-cache)"
-	# Rebuilt when the kernel package or this script's content changes
+	# Rebuilt when the kernel package or prepare()'s content changes
 	# (not its mtime: several checkouts share the cache).
 	local stamp
-	stamp="$pkg $(sha256sum "$0" | cut -d' ' -f1)"
+	stamp="$pkg $(sed -n '/^prepare() {/,/^}/p' "$0" | sha256sum | cut -d' ' -f1)"
 	if [ -f "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/stamp" 2>/dev/null)" = "$stamp" ]; then
 		return 0
 	fi
@@ -100,6 +100,13 @@ ip addr add 169.254.77.1/16 dev dummy0
 chroot /host /usr/bin/rdma link add rxe0 type rxe netdev dummy0 2>/dev/null ||
 	echo "vm-init: rdma link add rxe0 failed"
 ulimit -l unlimited
+# Sign of life for the host: nested KVM under TCG has been seen to freeze
+# the whole VM; vm.sh kills a VM that stops beating (KEMARI_VM_FREEZE_TIMEOUT).
+(while :; do
+	date +%s >/host$job/.alive
+	ps -o pid,ppid,stat,rss,args 2>/dev/null | grep -v " \[" >/host$job/.ps
+	sleep 10
+done) &
 echo "KEMARI-VM-READY"
 chroot /host /bin/sh -c "cd \"\$(cat $job/cwd)\" && exec /bin/sh $job/job.sh" </dev/null
 echo "KEMARI-VM-RC=$?"
@@ -136,17 +143,74 @@ run() {
 		printf '%q ' "$@"
 		echo
 	} >"$job/job.sh"
-	local log="$job/console.log" rc=0
-	timeout --kill-after=10 "$timeout" qemu-system-x86_64 -accel tcg -cpu max \
-		-m "$mem" -smp 2 -nographic -no-reboot -net none \
-		-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" \
-		-append "console=ttyS0 loglevel=3 panic=-1 kemari.job=$job" \
-		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-		-virtfs local,path="$job",mount_tag=job,security_model=none,multidevs=remap \
-		</dev/null 2>&1 | tee "$log" | sed -u -n '/KEMARI-VM-READY/,$p' | grep -v -E '^KEMARI-VM-(READY|RC=)' || true
-	rc=$(sed -n 's/^KEMARI-VM-RC=\([0-9]*\).*/\1/p' "$log" | tail -1)
+	local log="$job/console.log" rc="" attempt
+	# A boot that stalls (an emulated CPU starved on an overloaded host
+	# shows soft lockups and never reaches the job), and a VM that froze
+	# (nested KVM under TCG: both vCPUs spinning with interrupts off, now
+	# and then), get the job rerun from the start in a fresh VM, up to
+	# KEMARI_VM_ATTEMPTS boots in all, instead of waiting out the timeout.
+	local attempts=${KEMARI_VM_ATTEMPTS:-3}
+	for ((attempt = 1; attempt <= attempts; attempt++)); do
+		: >"$log"
+		rm -f "$job/.alive" "$job/.ps"
+		timeout --kill-after=10 "$timeout" qemu-system-x86_64 -accel tcg -cpu max \
+			-m "$mem" -smp 2 -nographic -no-reboot -net none \
+			-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" \
+			-append "console=ttyS0 loglevel=3 panic=-1 no_timer_check ${KEMARI_VM_APPEND:-}kemari.job=$job" \
+			-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+			-virtfs local,path="$job",mount_tag=job,security_model=none,multidevs=remap \
+			-monitor "unix:$job/mon.sock,server,nowait" \
+			</dev/null >"$log" 2>&1 &
+		local qpid=$! waited=0
+		while ! grep -q KEMARI-VM-READY "$log" 2>/dev/null; do
+			if ! kill -0 $qpid 2>/dev/null || [ $waited -ge "${KEMARI_VM_BOOT_TIMEOUT:-300}" ]; then
+				break
+			fi
+			sleep 1
+			waited=$((waited + 1))
+		done
+		if ! grep -q KEMARI-VM-READY "$log"; then
+			kill $qpid 2>/dev/null || true
+			wait $qpid 2>/dev/null || true
+			echo "vm.sh: the VM did not boot within ${waited}s (attempt $attempt of $attempts); console log: $log" >&2
+			cp "$log" "$log.boot$attempt" 2>/dev/null || true
+			continue
+		fi
+		tail -n +1 -f --pid=$qpid "$log" | sed -u -n '/KEMARI-VM-READY/,$p' |
+			grep --line-buffered -v -E '^KEMARI-VM-(READY|RC=)' &
+		local tailpid=$! frozen=0
+		while kill -0 $qpid 2>/dev/null; do
+			sleep 5
+			local alive
+			alive=$(stat -c %Y "$job/.alive" 2>/dev/null || date +%s)
+			if [ $(($(date +%s) - alive)) -gt "${KEMARI_VM_FREEZE_TIMEOUT:-240}" ]; then
+				frozen=1
+				break
+			fi
+		done
+		if [ $frozen = 1 ]; then
+			echo "vm.sh: the VM froze (no sign of life for ${KEMARI_VM_FREEZE_TIMEOUT:-240}s: nested KVM under TCG; attempt $attempt of $attempts); its processes then:" >&2
+			sed 's/^/vm.sh:   /' "$job/.ps" >&2 2>/dev/null || true
+			if [ -S "$job/mon.sock" ]; then
+				printf 'info cpus\ninfo registers -a\n' |
+					timeout 5 socat - "UNIX-CONNECT:$job/mon.sock" 2>/dev/null |
+					grep -E '^(\* )?CPU|RIP|^RAX' | head -20 | sed 's/^/vm.sh:   /' >&2 || true
+			fi
+			kill $qpid 2>/dev/null || true
+		fi
+		wait $qpid || true
+		wait $tailpid 2>/dev/null || true
+		if [ $frozen = 1 ]; then
+			cp "$log" "$log.frozen$attempt" 2>/dev/null || true
+			[ $attempt -lt $attempts ] &&
+				echo "vm.sh: rerunning the whole job in a fresh VM (attempt $((attempt + 1)) of $attempts)" >&2
+			continue
+		fi
+		rc=$(sed -n 's/^KEMARI-VM-RC=\([0-9]*\).*/\1/p' "$log" | tail -1)
+		break
+	done
 	if [ -z "$rc" ]; then
-		echo "vm.sh: the VM ended without a result (timeout ${timeout}s or crash); console log: $log" >&2
+		echo "vm.sh: the VM ended without a result (timeout ${timeout}s, crash, or it never booted or froze $attempts times); console log: $log" >&2
 		exit 124
 	fi
 	[ "${KEMARI_VM_KEEP:-0}" = 1 ] || rm -rf "$job"

@@ -201,6 +201,13 @@ static unsigned int receiver_done(struct receiver *rc, uint64_t epoch)
 	return rc->n - 1;
 }
 
+static void receiver_free(struct receiver *rc)
+{
+	for (unsigned int i = 0; i < rc->n; i++)
+		free(rc->msgs[i].payload);
+	rc->n = 0;
+}
+
 /* Push, flush, send DONE(epoch); the receiver must see DONE(epoch) last. */
 static int push_commit(struct side *s, const struct kemari_run *r, size_t n,
 		       uint64_t epoch)
@@ -221,6 +228,7 @@ static void epoch(struct side *s, const struct kemari_run *r, size_t n,
 	receiver_start(&rc, s);
 	cr_assert(eq(int, push_commit(s, r, n, e), 0));
 	cr_assert(eq(u32, receiver_done(&rc, e), 0));
+	receiver_free(&rc);
 }
 
 static void expect_pages(struct side *s, uint64_t pfn, uint64_t n, bool same)
@@ -319,6 +327,7 @@ XPORT_TEST(control_interleaved_with_pushes)
 	cr_assert(eq(u16, rc.msgs[1].type, 43));
 	cr_assert(eq(u32, rc.msgs[1].len, blen));
 	cr_assert(eq(int, memcmp(rc.msgs[1].payload, big, blen), 0));
+	receiver_free(&rc);
 	expect_pages(s, 10, 5, true);
 	expect_pages(s, 100, 300, true);
 }
@@ -373,6 +382,7 @@ ParameterizedTest(struct xname *x, xport, run_past_the_region_is_refused,
 	perr = push_commit(&s, &r, 1, 1);
 	pthread_join(rc.tid, NULL);
 	rerr = rc.err;
+	receiver_free(&rc);
 	/* Either end may refuse (tcp: the receiver; rdma: the NIC), but
 	 * nothing past the registered region is ever written. */
 	cr_assert(not(eq(int, perr ? perr : rerr, 0)));

@@ -9,13 +9,13 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stdbool.h>
-#include <stdio.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -76,9 +76,10 @@ static int tcp__sockaddr(const char *addr, struct sockaddr_in *sa)
 	uint16_t port;
 
 	if (kemari_parse_hostport(addr, &ip, &port))
-		return kemari_err(-EINVAL,
-				  "address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
-				  addr);
+		return kemari_err(
+			-EINVAL,
+			"address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
+			addr);
 	memset(sa, 0, sizeof(*sa));
 	sa->sin_family = AF_INET;
 	sa->sin_addr.s_addr = htonl(ip);
@@ -115,9 +116,10 @@ static int tcp__listen(struct kemari_xport **out, const char *addr,
 		err = -errno;
 		close(fd);
 		if (err == -EADDRINUSE)
-			return kemari_err(err,
-					  "cannot listen on %s: address already in use (another secondary?): stop it or choose another --listen port",
-					  addr);
+			return kemari_err(
+				err,
+				"cannot listen on %s: address already in use (another secondary?): stop it or choose another --listen port",
+				addr);
 		return kemari_err(err, "cannot listen on %s: %s", addr,
 				  strerror(-err));
 	}
@@ -177,7 +179,8 @@ static int tcp__connect(struct kemari_xport **out, const char *addr,
 	for (;;) {
 		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
-			return kemari_err(-errno, "socket: %s", strerror(errno));
+			return kemari_err(-errno, "socket: %s",
+					  strerror(errno));
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
 			break;
 		err = -errno;
@@ -185,9 +188,10 @@ static int tcp__connect(struct kemari_xport **out, const char *addr,
 		if (kemari_now_ns() >= deadline ||
 		    (err != -ECONNREFUSED && err != -EAGAIN &&
 		     err != -ETIMEDOUT && err != -EINTR))
-			return kemari_err(err,
-					  "cannot reach the secondary at %s: %s (start it first, or check --peer)",
-					  addr, strerror(-err));
+			return kemari_err(
+				err,
+				"cannot reach the secondary at %s: %s (start it first, or check --peer)",
+				addr, strerror(-err));
 		usleep(50000);
 	}
 	tcp__tune(fd);
@@ -224,11 +228,19 @@ static int tcp__lost(struct tcp_xport *t, int err)
 			  err ? strerror(-err) : "closed by the peer");
 }
 
-/* Write all of iov[0..n), advancing through partial writes. */
-static int tcp__writev_all(struct tcp_xport *t, struct iovec *iov, int n)
+/*
+ * Write all of iov[0..n), advancing through partial writes. more: another
+ * frame follows at once (MSG_MORE), so an epoch's pages, run list and
+ * state leave in full segments and only its commit pushes them out —
+ * TCP_NODELAY otherwise sends every small frame as its own segment.
+ */
+static int tcp__writev_all(struct tcp_xport *t, struct iovec *iov, int n,
+			   bool more)
 {
 	while (n > 0) {
-		ssize_t w = writev(t->fd, iov, n);
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+		ssize_t w = sendmsg(t->fd, &mh,
+				    MSG_NOSIGNAL | (more ? MSG_MORE : 0));
 
 		if (w < 0) {
 			if (errno == EINTR)
@@ -266,16 +278,18 @@ static int tcp__push(struct kemari_xport *x, const struct kemari_run *runs,
 		t->iov[iovn++] = (struct iovec){ (void *)runs, dlen };
 		for (size_t i = 0; i < k; i++) {
 			uint64_t off = runs[i].pfn * KEMARI_PAGE_SIZE;
-			uint64_t len = (uint64_t)runs[i].npages * KEMARI_PAGE_SIZE;
+			uint64_t len =
+				(uint64_t)runs[i].npages * KEMARI_PAGE_SIZE;
 
 			if (off > t->src_len || len > t->src_len - off)
-				return kemari_err(-ERANGE,
-						  "internal: run %llu+%u outside guest RAM",
-						  (unsigned long long)runs[i].pfn,
-						  runs[i].npages);
+				return kemari_err(
+					-ERANGE,
+					"internal: run %llu+%u outside guest RAM",
+					(unsigned long long)runs[i].pfn,
+					runs[i].npages);
 			t->iov[iovn++] = (struct iovec){ t->src + off, len };
 		}
-		err = tcp__writev_all(t, t->iov, iovn);
+		err = tcp__writev_all(t, t->iov, iovn, true);
 		if (err)
 			return err;
 		runs += k;
@@ -300,14 +314,18 @@ static int tcp__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 	struct tcp_xport *t = to_tcp(x);
 	struct kemari_wire_hdr h;
 	struct iovec iov[2];
+	bool more;
 
 	if (len > KEMARI_MSG_MAX)
-		return kemari_err(-EMSGSIZE, "internal: %u-byte control message",
-				  len);
+		return kemari_err(-EMSGSIZE,
+				  "internal: %u-byte control message", len);
 	kemari_wire__seal(&h, type, epoch, payload, len);
 	iov[0] = (struct iovec){ &h, sizeof(h) };
 	iov[1] = (struct iovec){ (void *)payload, len };
-	return tcp__writev_all(t, iov, len ? 2 : 1);
+	/* These always precede an epoch's COMMIT. */
+	more = type == KEMARI_MSG_RUNS || type == KEMARI_MSG_CPU_STATE ||
+	       type == KEMARI_MSG_DEV_STATE;
+	return tcp__writev_all(t, iov, len ? 2 : 1, more);
 }
 
 /* Wait until fd is readable; 0, -ETIMEDOUT, or -errno. */
@@ -355,7 +373,7 @@ static int tcp__readv_all(struct tcp_xport *t, struct iovec *iov, int n)
 			iov->iov_len -= (size_t)r;
 		}
 		continue;
-wait:
+	wait:
 		if (tcp__wait(t, TCP_STALL_MS))
 			return tcp__lost(t, -ETIMEDOUT);
 	}
@@ -378,9 +396,10 @@ static int tcp__recv_pages(struct tcp_xport *t, const struct kemari_wire_hdr *h)
 	int err;
 
 	if (h->len % sizeof(*runs) || k > TCP_IOV_BATCH)
-		return kemari_err(-EBADMSG,
-				  "replication stream: PAGES frame with a %u-byte run list",
-				  h->len);
+		return kemari_err(
+			-EBADMSG,
+			"replication stream: PAGES frame with a %u-byte run list",
+			h->len);
 	err = tcp__read_all(t, t->rbuf, h->len);
 	if (err)
 		return err;
@@ -388,17 +407,18 @@ static int tcp__recv_pages(struct tcp_xport *t, const struct kemari_wire_hdr *h)
 	if (err)
 		return err;
 	if (!t->dst)
-		return kemari_err(-EBADMSG,
-				  "replication stream: page data before the handshake");
+		return kemari_err(
+			-EBADMSG,
+			"replication stream: page data before the handshake");
 	/* Check every run before reading any data into the buffers. */
 	for (size_t i = 0; i < k; i++) {
 		if (runs[i].npages == 0 || runs[i].pfn >= dst_pages ||
 		    runs[i].npages > dst_pages - runs[i].pfn)
-			return kemari_err(-EBADMSG,
-					  "replication stream: run of %u pages at page %llu is outside the %llu-page guest RAM",
-					  runs[i].npages,
-					  (unsigned long long)runs[i].pfn,
-					  (unsigned long long)dst_pages);
+			return kemari_err(
+				-EBADMSG,
+				"replication stream: run of %u pages at page %llu is outside the %llu-page guest RAM",
+				runs[i].npages, (unsigned long long)runs[i].pfn,
+				(unsigned long long)dst_pages);
 		t->iov[i].iov_base = t->dst + runs[i].pfn * KEMARI_PAGE_SIZE;
 		t->iov[i].iov_len = (size_t)runs[i].npages * KEMARI_PAGE_SIZE;
 	}
