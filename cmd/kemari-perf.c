@@ -251,7 +251,7 @@ static int floor__serve(const struct kemari_xport_ops *ops,
 			break;
 		if (m.type != KEMARI_MSG_COMMIT)
 			continue;
-		ack.applied_epoch = m.epoch;
+		ack.applied_next = m.epoch + 1;
 		err = ops->send(c, KEMARI_MSG_ACK, m.epoch, &ack, sizeof(ack));
 	}
 	ops->close(c);
