@@ -4,7 +4,8 @@
 #   make check      deps + build + every test (unit, fuzz smoke, KVM integration)
 #   make demo       deps + build + the primary/secondary/failover demo
 #   make check-rdma soft-RoCE tests inside an emulated VM
-#   make perf       pause-time benchmark matrix (perf/)
+#   make perf       pause-time benchmark matrix (perf/) into $(BUILD)/perf/
+#   make perf-quick a reduced matrix (tcp, 64M, 0/256/4096 pages)
 #   make format     clang-format all C
 # Options: V=1 verbose, WERROR=1 (CI), SAN=address,undefined, BUILD=dir
 
@@ -69,7 +70,7 @@ LIB_SRCS := $(CORE_SRCS) $(HV_SRCS) $(XPORT_SRCS) backends/backends.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB := $(BUILD)/libkemari.a
 
-CMDS := $(BUILD)/kemari-run $(BUILD)/kemari-kv
+CMDS := $(BUILD)/kemari-run $(BUILD)/kemari-kv $(BUILD)/kemari-perf
 
 all: $(CMDS) guests
 
@@ -107,6 +108,10 @@ $(BUILD)/kemari-run: $(BUILD)/obj/cmd/kemari-run.o $(LIB)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/kemari-kv: $(BUILD)/obj/cmd/kemari-kv.o $(BUILD)/obj/cmd/kvclient.o $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/kemari-perf: $(BUILD)/obj/cmd/kemari-perf.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -172,6 +177,16 @@ check-rdma: deps
 	$(Q)BUILD=$(BUILD) tests/check-rdma.sh; rc=$$?; \
 	if [ $$rc -eq 77 ]; then echo "check-rdma: SKIPPED"; exit 0; fi; exit $$rc
 
+# Pause-time benchmark matrix into $(BUILD)/perf/ (perf/run.sh, docs/perf.md);
+# PERF_ARGS passes options through, e.g. PERF_ARGS=--events=50.
+perf: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BUILD=$(BUILD) perf/run.sh $(PERF_ARGS)
+
+perf-quick: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BUILD=$(BUILD) perf/run.sh --quick $(PERF_ARGS)
+
 # Patch series against Debian 12's Xen, Linux and QEMU (scripts/check-patches.sh).
 check-patches: deps
 	$(Q)scripts/check-patches.sh
@@ -187,6 +202,6 @@ format:
 clean:
 	rm -rf build build-san
 
-.PHONY: all guests tests deps check check-run check-rdma check-patches check-xen-tap demo format clean
+.PHONY: all guests tests deps check check-run check-rdma check-patches check-xen-tap demo perf perf-quick format clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
