@@ -37,49 +37,49 @@
 #include "kemari/wire.h"
 #include "kemari/xport.h"
 
-#define PERF_MEMCPY_CHUNK     (256ULL << 20) /* larger copies are scaled */
+#define PERF_MEMCPY_CHUNK (256ULL << 20) /* larger copies are scaled */
 #define PERF_MEMCPY_BUDGET_NS 300000000ULL
-#define PERF_RTT_BUDGET_NS    1000000000ULL
-#define PERF_RTT_MAX	      2000
-#define PERF_RTT_MIN	      50
-#define PERF_RTT_WARMUP	      20
-#define PERF_IO_TIMEOUT_MS    30000
-#define PERF_MAX_BYTES	      16
+#define PERF_RTT_BUDGET_NS 1000000000ULL
+#define PERF_RTT_MAX 2000
+#define PERF_RTT_MIN 50
+#define PERF_RTT_WARMUP 20
+#define PERF_IO_TIMEOUT_MS 30000
+#define PERF_MAX_BYTES 16
 
 static void usage(FILE *f)
 {
-	fprintf(
-	    f, "usage: kemari-perf floor --transport=T [--provider=P] "
-	       "[--addr=HOST:PORT]\n"
-	       "                         [--bytes=N[,N...]] "
-	       "[--listen=HOST:PORT | --peer=HOST:PORT]\n"
-	       "       kemari-perf stamp --in=FIFO --out=FILE\n"
-	       "       kemari-perf summarize [--stats=FILE] --transport=T "
-	       "--variant=V\n"
-	       "                         --ram-mib=M --pages=K [--provider=P] "
-	       "[--env=E]\n"
-	       "                         [--warmup=N] [--expect=N] "
-	       "[--rtt-us=R] [--floor-us=F]\n"
-	       "                         [--wall-us=W] [--events=N "
-	       "--events-per-s=X]\n"
-	       "                         [--standalone-eps=X] [--json=FILE] "
-	       "[--csv=FILE]\n"
-	       "       kemari-perf csv-header\n"
-	       "\n"
-	       "floor: memcpy of N bytes (median of many) + one small-message "
-	       "round\n"
-	       "trip over the transport (median), printed as one JSON line per "
-	       "N.\n"
-	       "stamp: copies --stats JSON lines from FIFO, adding \"t_us\" "
-	       "(arrival,\n"
-	       "monotonic microseconds) to each.\n"
-	       "summarize: one record from a --stats file (nearest-rank "
-	       "quantiles after\n"
-	       "dropping --warmup epochs); floor = memcpy of the median epoch "
-	       "bytes +\n"
-	       "--rtt-us, unless --floor-us is given. Without --stats: a "
-	       "record with\n"
-	       "only --events and --events-per-s (the standalone baseline).\n");
+	fprintf(f,
+		"usage: kemari-perf floor --transport=T [--provider=P] "
+		"[--addr=HOST:PORT]\n"
+		"                         [--bytes=N[,N...]] "
+		"[--listen=HOST:PORT | --peer=HOST:PORT]\n"
+		"       kemari-perf stamp --in=FIFO --out=FILE\n"
+		"       kemari-perf summarize [--stats=FILE] --transport=T "
+		"--variant=V\n"
+		"                         --ram-mib=M --pages=K [--provider=P] "
+		"[--env=E]\n"
+		"                         [--warmup=N] [--expect=N] "
+		"[--rtt-us=R] [--floor-us=F]\n"
+		"                         [--wall-us=W] [--events=N "
+		"--events-per-s=X]\n"
+		"                         [--standalone-eps=X] [--json=FILE] "
+		"[--csv=FILE]\n"
+		"       kemari-perf csv-header\n"
+		"\n"
+		"floor: memcpy of N bytes (median of many) + one small-message "
+		"round\n"
+		"trip over the transport (median), printed as one JSON line per "
+		"N.\n"
+		"stamp: copies --stats JSON lines from FIFO, adding \"t_us\" "
+		"(arrival,\n"
+		"monotonic microseconds) to each.\n"
+		"summarize: one record from a --stats file (nearest-rank "
+		"quantiles after\n"
+		"dropping --warmup epochs); floor = memcpy of the median epoch "
+		"bytes +\n"
+		"--rtt-us, unless --floor-us is given. Without --stats: a "
+		"record with\n"
+		"only --events and --events-per-s (the standalone baseline).\n");
 }
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -148,7 +148,7 @@ static int perf__check_label(const char *opt, const char *s)
 {
 	if (!*s || strspn(s, "abcdefghijklmnopqrstuvwxyz"
 			     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.;:+-") !=
-		       strlen(s)) {
+			   strlen(s)) {
 		fprintf(stderr,
 			"kemari-perf: error: --%s=%s: use letters, digits and "
 			"_.;:+- only\n",
@@ -345,8 +345,9 @@ static int floor__rtt_local(const struct kemari_xport_ops *ops,
 
 	if (same_cpu) {
 		srv.cpu = sched_getcpu();
-		if (srv.cpu < 0 || pthread_getaffinity_np(
-				       pthread_self(), sizeof(saved), &saved))
+		if (srv.cpu < 0 ||
+		    pthread_getaffinity_np(pthread_self(), sizeof(saved),
+					   &saved))
 			return -ENOSYS;
 		CPU_ZERO(&one);
 		CPU_SET(srv.cpu, &one);
@@ -374,10 +375,9 @@ static int floor__parse_bytes(const char *s, uint64_t *v, size_t *n)
 	for (tok = strtok_r(buf, ",", &save); tok;
 	     tok = strtok_r(NULL, ",", &save)) {
 		if (*n >= PERF_MAX_BYTES) {
-			fprintf(
-			    stderr,
-			    "kemari-perf: error: at most %d --bytes values\n",
-			    PERF_MAX_BYTES);
+			fprintf(stderr,
+				"kemari-perf: error: at most %d --bytes values\n",
+				PERF_MAX_BYTES);
 			return -EINVAL;
 		}
 		if (kemari_parse_size(tok, &v[*n])) {
@@ -462,11 +462,11 @@ static int cmd_floor(int argc, char **argv)
 	} else {
 		err = ops->listen(&srv.listener, addr, &xo);
 		err = err
-			  ?: floor__rtt_local(ops, srv.listener, addr, &xo,
-					      false, &rtt_free);
+			      ?: floor__rtt_local(ops, srv.listener, addr, &xo,
+						  false, &rtt_free);
 		err = err
-			  ?: floor__rtt_local(ops, srv.listener, addr, &xo,
-					      true, &rtt_same);
+			      ?: floor__rtt_local(ops, srv.listener, addr, &xo,
+						  true, &rtt_same);
 		if (err == -ENOSYS) { /* no affinity here: one placement */
 			err = 0;
 			rtt_same = rtt_free;
@@ -693,7 +693,7 @@ static int stats__load(struct stats *s, const char *path, uint64_t warmup)
 
 			for (int k = 0; k < F_COUNT; k++) {
 				uint64_t *p =
-				    realloc(s->v[k], ncap * sizeof(*p));
+					realloc(s->v[k], ncap * sizeof(*p));
 
 				if (!p) {
 					fclose(f);
@@ -854,12 +854,11 @@ static void rec__print(const struct record *r)
 		       (unsigned long long)r->events);
 		return;
 	}
-	printf(
-	    "%llu epochs: pause p50 %.0f p90 %.0f p99 %.0f max %.0f us; floor "
-	    "%.1f us (p50 %.2fx, p99 %.2fx); %.1f epochs/s, %.1f MB/s%s\n",
-	    (unsigned long long)r->events, r->p50, r->p90, r->p99, r->max,
-	    r->floor, r->ratio_p50, r->ratio_p99, r->eps, r->bps / 1e6,
-	    r->complete ? "" : " (INCOMPLETE: fewer epochs than expected)");
+	printf("%llu epochs: pause p50 %.0f p90 %.0f p99 %.0f max %.0f us; floor "
+	       "%.1f us (p50 %.2fx, p99 %.2fx); %.1f epochs/s, %.1f MB/s%s\n",
+	       (unsigned long long)r->events, r->p50, r->p90, r->p99, r->max,
+	       r->floor, r->ratio_p50, r->ratio_p99, r->eps, r->bps / 1e6,
+	       r->complete ? "" : " (INCOMPLETE: fewer epochs than expected)");
 }
 
 static int rec__append(const char *path, const struct record *r, bool json)
@@ -1026,8 +1025,8 @@ static int cmd_summarize(int argc, char **argv)
 			err = perf__parse_u64("events", optarg, &r.events);
 			break;
 		case 'E':
-			err =
-			    perf__parse_double("events-per-s", optarg, &r.eps);
+			err = perf__parse_double("events-per-s", optarg,
+						 &r.eps);
 			break;
 		case 'S':
 			err = perf__parse_double("standalone-eps", optarg,
@@ -1056,9 +1055,9 @@ static int cmd_summarize(int argc, char **argv)
 		err = stats__load(&s, stats_path, r.warmup);
 		if (!err && !s.n)
 			err = kemari_err(
-			    -ENODATA,
-			    "%s: no epochs after the %llu warm-up ones",
-			    stats_path, (unsigned long long)r.warmup);
+				-ENODATA,
+				"%s: no epochs after the %llu warm-up ones",
+				stats_path, (unsigned long long)r.warmup);
 		err = err ?: summarize__stats(&s, &r, wall);
 		if (!err && floor_us != floor_us && rtt == rtt) {
 			r.floor_rtt = rtt;

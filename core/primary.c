@@ -282,9 +282,10 @@ static int primary__initial_sync(struct kemari_engine *e)
  */
 static int primary__wait_applied(struct kemari_engine *e)
 {
-	uint64_t deadline = kemari_now_ns() +
-			    (uint64_t)KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
-						 30000u) * 1000000ULL;
+	uint64_t deadline =
+		kemari_now_ns() +
+		(uint64_t)KEMARI_MAX(e->cfg.heartbeat_timeout_ms, 30000u) *
+			1000000ULL;
 
 	if (!(e->conn->ops->caps & KEMARI_XPORT_CAP_ONESIDED))
 		return 0;
@@ -294,9 +295,10 @@ static int primary__wait_applied(struct kemari_engine *e)
 
 		if (err == -ETIMEDOUT) {
 			if (kemari_now_ns() >= deadline)
-				return kemari_err(-ETIMEDOUT,
-						  "the secondary never applied epoch %llu",
-						  (unsigned long long)e->epoch);
+				return kemari_err(
+					-ETIMEDOUT,
+					"the secondary never applied epoch %llu",
+					(unsigned long long)e->epoch);
 			continue;
 		}
 		if (err)
@@ -305,7 +307,8 @@ static int primary__wait_applied(struct kemari_engine *e)
 		if (m.type == KEMARI_MSG_APPLIED)
 			primary__note_applied(e, &m);
 		else if (m.type == KEMARI_MSG_BYE)
-			return kemari_err(-ECONNRESET, "the secondary shut down");
+			return kemari_err(-ECONNRESET,
+					  "the secondary shut down");
 		else if (m.type != KEMARI_MSG_HEARTBEAT)
 			return kemari_err(-EPROTO,
 					  "unexpected %s from the secondary",

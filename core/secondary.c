@@ -164,9 +164,9 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 			uint64_t k = KEMARI_MIN(APPLY_CHUNK, len - done);
 
 			memcpy(e->ram + off + done, e->shadow + off + done, k);
-			if (!err && kemari_now_ns() - e->last_tx_ns >=
-					    (uint64_t)e->cfg.heartbeat_ms *
-						    1000000ULL)
+			if (!err &&
+			    kemari_now_ns() - e->last_tx_ns >=
+				    (uint64_t)e->cfg.heartbeat_ms * 1000000ULL)
 				err = secondary__send(e, KEMARI_MSG_HEARTBEAT,
 						      e->epoch, NULL, 0);
 		}
@@ -175,8 +175,9 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	kemari_buf__reset(&e->pend_cpu);
 	kemari_buf__reset(&e->pend_dev);
 	if (c.flags & KEMARI_COMMIT_INITIAL)
-		kemari_info("initial sync complete: %llu MiB; protecting the guest",
-			    (unsigned long long)(e->ram_size >> 20));
+		kemari_info(
+			"initial sync complete: %llu MiB; protecting the guest",
+			(unsigned long long)(e->ram_size >> 20));
 	if (!err && (e->conn->ops->caps & KEMARI_XPORT_CAP_ONESIDED)) {
 		ack.applied_next = e->epoch + 1;
 		err = secondary__send(e, KEMARI_MSG_APPLIED, e->epoch, &ack,
@@ -256,8 +257,9 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 			unsigned int limit =
 				e->have_commit
 					? e->cfg.heartbeat_timeout_ms
-					: KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
-						     SYNC_SILENCE_MS);
+					: KEMARI_MAX(
+						  e->cfg.heartbeat_timeout_ms,
+						  SYNC_SILENCE_MS);
 
 			if (now - e->last_rx_ns > (uint64_t)limit * 1000000ULL)
 				return secondary__lost(

@@ -179,9 +179,9 @@ static int kvm_net__reattach(struct kvm_dev *dev)
 			return err;
 		kemari_err_clear();
 		if (!told && kemari_now_ns() - t0 > 1000000000ULL) {
-			kemari_warn("net %s: still in use (the failed primary's process is going away?); retrying for up to %llu s",
-				    n->spec,
-				    NET_TAKEOVER_BIND_NS / 1000000000ULL);
+			kemari_warn(
+				"net %s: still in use (the failed primary's process is going away?); retrying for up to %llu s",
+				n->spec, NET_TAKEOVER_BIND_NS / 1000000000ULL);
 			told = true;
 		}
 		usleep(20000);

@@ -23,9 +23,10 @@ enum kemari_msg_type {
 	KEMARI_MSG_ACK = 8, /* secondary -> primary: epoch N is complete */
 	KEMARI_MSG_HEARTBEAT = 9, /* both ways while idle */
 	KEMARI_MSG_BYE = 10,	  /* orderly shutdown: do not take over */
-	KEMARI_MSG_APPLIED = 11, /* secondary -> primary: epoch N is in the replica */
-	KEMARI_MSG_PAGES = 16,	  /* tcp: run descriptors, then page bytes */
-	KEMARI_MSG_XPORT = 17,	  /* transport-private setup (e.g. rkeys) */
+	KEMARI_MSG_APPLIED =
+		11, /* secondary -> primary: epoch N is in the replica */
+	KEMARI_MSG_PAGES = 16, /* tcp: run descriptors, then page bytes */
+	KEMARI_MSG_XPORT = 17, /* transport-private setup (e.g. rkeys) */
 };
 
 struct kemari_wire_hdr {

@@ -55,7 +55,7 @@ static void need_rdma(void)
 
 	if (!tr || strcmp(tr, "rdma"))
 		cr_skip_test(
-		    "needs KEMARI_TEST_TRANSPORT=rdma (make check-rdma)");
+			"needs KEMARI_TEST_TRANSPORT=rdma (make check-rdma)");
 }
 
 static void expect_line(const char *log, const char *needle)

@@ -11,10 +11,10 @@
  * applied twice.
  */
 #include <arpa/inet.h>
-#include <errno.h>
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <criterion/parameterized.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -31,8 +31,8 @@
 #include "kemari/wire.h"
 #include "kvclient.h"
 
-static char dir[256], disk[300], plog[300], slog[300], server[64],
-	peer[64], common[1024], xport[128];
+static char dir[256], disk[300], plog[300], slog[300], server[64], peer[64],
+	common[1024], xport[128];
 static struct hproc pri, sec;
 
 static const char *env_or(const char *k, const char *def)
@@ -56,9 +56,10 @@ static void setup(void)
 	snprintf(xport, sizeof(xport), "--transport=%s",
 		 env_or("KEMARI_TEST_TRANSPORT", "tcp"));
 	/* Emulated machines stall for longer than the default 200 ms. */
-	snprintf(common, sizeof(common),
-		 "--mem=64M --disk=%s --disk-size=16M --net=udp:%s --no-progress %s %s", disk,
-		 server, xport, env_or("KEMARI_TEST_HB", ""));
+	snprintf(
+		common, sizeof(common),
+		"--mem=64M --disk=%s --disk-size=16M --net=udp:%s --no-progress %s %s",
+		disk, server, xport, env_or("KEMARI_TEST_HB", ""));
 	pri.pid = sec.pid = 0;
 }
 
@@ -73,10 +74,12 @@ TestSuite(replication, .init = setup, .fini = teardown, .timeout = 300);
 
 static void start_secondary(const char *extra)
 {
-	cr_assert(eq(int, h_spawn(&sec, slog,
-				  "@B/kemari-run --role=secondary --listen=%s --guest=@B/guests/kvstore.elf %s %s",
-				  peer, common, extra ? extra : ""),
-		     0));
+	cr_assert(eq(
+		int,
+		h_spawn(&sec, slog,
+			"@B/kemari-run --role=secondary --listen=%s --guest=@B/guests/kvstore.elf %s %s",
+			peer, common, extra ? extra : ""),
+		0));
 	if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
 		h_dump(slog);
 		cr_fatal("secondary did not start");
@@ -85,10 +88,12 @@ static void start_secondary(const char *extra)
 
 static void start_primary(const char *extra)
 {
-	cr_assert(eq(int, h_spawn(&pri, plog,
-				  "@B/kemari-run --role=primary --peer=%s --guest=@B/guests/kvstore.elf %s %s",
-				  peer, common, extra ? extra : ""),
-		     0));
+	cr_assert(eq(
+		int,
+		h_spawn(&pri, plog,
+			"@B/kemari-run --role=primary --peer=%s --guest=@B/guests/kvstore.elf %s %s",
+			peer, common, extra ? extra : ""),
+		0));
 }
 
 static void wait_ready(void)
@@ -135,13 +140,14 @@ static void load_check(struct load_run *l)
 	l->stop = 1;
 	pthread_join(l->tid, NULL);
 	cr_assert(eq(int, l->err, 0), "load failed: %s", strerror(-l->err));
-	cr_log_info("acked %llu, final %llu, lost %llu, twice %llu, dup %llu, failed %llu",
-		    (unsigned long long)l->res.acked,
-		    (unsigned long long)l->res.final_sum,
-		    (unsigned long long)l->res.lost,
-		    (unsigned long long)l->res.phantom,
-		    (unsigned long long)l->res.duplicated,
-		    (unsigned long long)l->res.failed);
+	cr_log_info(
+		"acked %llu, final %llu, lost %llu, twice %llu, dup %llu, failed %llu",
+		(unsigned long long)l->res.acked,
+		(unsigned long long)l->res.final_sum,
+		(unsigned long long)l->res.lost,
+		(unsigned long long)l->res.phantom,
+		(unsigned long long)l->res.duplicated,
+		(unsigned long long)l->res.failed);
 	cr_assert(gt(u64, l->res.acked, 0));
 	cr_assert(eq(u64, l->res.failed, 0));
 	cr_assert(eq(u64, l->res.lost, 0));
@@ -218,13 +224,13 @@ ParameterizedTest(int *run, replication, kill9_at_random_moment)
 
 struct phase_case {
 	char fault[16]; /* no pointers: parameters cross into a new process */
-	int committed; /* 1: epoch N is committed at the secondary */
+	int committed;	/* 1: epoch N is committed at the secondary */
 };
 
 ParameterizedTestParameters(replication, kill9_at_each_phase)
 {
 	static struct phase_case cases[] = {
-		{ "before-push", 0 }, { "mid-push", 0 },     { "after-push", 0 },
+		{ "before-push", 0 },  { "mid-push", 0 },  { "after-push", 0 },
 		{ "after-commit", 1 }, { "after-ack", 1 },
 	};
 
@@ -250,8 +256,8 @@ ParameterizedTest(struct phase_case *pc, replication, kill9_at_each_phase)
 	cr_assert(eq(int, h_wait(&pri, h_ms(10000)), 128 + SIGKILL));
 	wait_takeover();
 	/* Before a commit arrives the epoch is discarded; after, it is kept. */
-	cr_assert(eq(i64, resumed_epoch(), pc->committed ? at : at - 1),
-		  "%s", pc->fault);
+	cr_assert(eq(i64, resumed_epoch(), pc->committed ? at : at - 1), "%s",
+		  pc->fault);
 	usleep((useconds_t)h_ms(300) * 1000);
 	load_check(&l);
 }
@@ -263,15 +269,18 @@ Test(replication, kill9_during_initial_sync_then_new_primary)
 	start_secondary(NULL);
 	start_primary("--fault=sync");
 	cr_assert(eq(int, h_wait(&pri, h_ms(30000)), 128 + SIGKILL));
-	cr_assert(eq(int, h_wait_log(slog, "nothing to take over; waiting for a primary",
-				    h_ms(10000)),
+	cr_assert(eq(int,
+		     h_wait_log(slog,
+				"nothing to take over; waiting for a primary",
+				h_ms(10000)),
 		     0));
 	/* It neither took over nor bound the service address. */
 	cr_assert(not(h_log_has(slog, "takeover")));
 	cr_assert(eq(int, h_kv_ready(server, h_ms(1000)), -ETIMEDOUT));
 	start_primary(NULL);
 	wait_ready();
-	cr_assert(eq(int, h_kv(server, "c", 1, "INCR z", reply, sizeof(reply)), 0));
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR z", reply, sizeof(reply)),
+		     0));
 	cr_assert(eq(str, reply, "OK 1"));
 }
 
@@ -282,11 +291,15 @@ Test(replication, secondary_killed_primary_continues)
 	start_secondary(NULL);
 	start_primary("--stats=/dev/null");
 	wait_ready();
-	cr_assert(eq(int, h_kv(server, "c", 1, "INCR a", reply, sizeof(reply)), 0));
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR a", reply, sizeof(reply)),
+		     0));
 	h_kill(&sec, SIGKILL);
 	h_wait(&sec, h_ms(5000));
-	cr_assert(eq(int, h_wait_log(plog, "continuing unprotected", h_ms(10000)), 0));
-	cr_assert(eq(int, h_kv(server, "c", 2, "INCR a", reply, sizeof(reply)), 0));
+	cr_assert(eq(int,
+		     h_wait_log(plog, "continuing unprotected", h_ms(10000)),
+		     0));
+	cr_assert(eq(int, h_kv(server, "c", 2, "INCR a", reply, sizeof(reply)),
+		     0));
 	cr_assert(eq(str, reply, "OK 2"));
 	h_kill(&pri, SIGTERM);
 	cr_assert(eq(int, h_wait(&pri, h_ms(10000)), 0));
@@ -313,9 +326,10 @@ static void expect_refusal(const char *pextra, const char *sextra,
 	start_secondary(sextra);
 	if (primary_version)
 		setenv("KEMARI_TEST_PROTO_VERSION", primary_version, 1);
-	cr_assert(eq(int, h_spawn(&pri, plog,
-				  "@B/kemari-run --role=primary --peer=%s %s %s",
-				  peer, common, pextra),
+	cr_assert(eq(int,
+		     h_spawn(&pri, plog,
+			     "@B/kemari-run --role=primary --peer=%s %s %s",
+			     peer, common, pextra),
 		     0));
 	cr_assert(eq(int, h_wait(&pri, h_ms(30000)), 1));
 	if (!h_log_has(plog, needle) || !h_log_has(slog, needle)) {
@@ -327,8 +341,9 @@ static void expect_refusal(const char *pextra, const char *sextra,
 
 Test(replication, ram_size_mismatch_refused)
 {
-	expect_refusal("--guest=@B/guests/kvstore.elf --mem=128M", NULL,
-		       "guest RAM 128 MiB on the primary but 64 MiB here: use the same --mem");
+	expect_refusal(
+		"--guest=@B/guests/kvstore.elf --mem=128M", NULL,
+		"guest RAM 128 MiB on the primary but 64 MiB here: use the same --mem");
 }
 
 Test(replication, image_mismatch_refused)
@@ -354,8 +369,9 @@ static void raw_streams_need_tcp(void)
 	const char *t = env_or("KEMARI_TEST_TRANSPORT", "tcp");
 
 	if (strcmp(t, "tcp"))
-		cr_skip_test("hand-made tcp streams do not apply to --transport=%s",
-			     t);
+		cr_skip_test(
+			"hand-made tcp streams do not apply to --transport=%s",
+			t);
 }
 
 static int raw_connect(void)
@@ -420,7 +436,8 @@ static void secondary_survives(const char *needle)
 	/* Still a working secondary: a real primary syncs and serves. */
 	start_primary(NULL);
 	wait_ready();
-	cr_assert(eq(int, h_kv(server, "c", 1, "INCR q", reply, sizeof(reply)), 0));
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR q", reply, sizeof(reply)),
+		     0));
 	cr_assert(eq(str, reply, "OK 1"));
 }
 
@@ -431,7 +448,9 @@ Test(replication, garbage_stream_refused)
 	raw_streams_need_tcp();
 	start_secondary(NULL);
 	fd = raw_connect();
-	cr_assert(eq(long, write(fd, "GET / HTTP/1.0\r\n\r\n_padding_padding", 34), 34L));
+	cr_assert(eq(long,
+		     write(fd, "GET / HTTP/1.0\r\n\r\n_padding_padding", 34),
+		     34L));
 	secondary_survives("bad frame magic 0x20544547 (not a Kemari peer");
 	close(fd);
 }
@@ -446,7 +465,8 @@ Test(replication, out_of_bounds_run_refused)
 	fd = raw_connect();
 	raw_hello(fd);
 	raw_frame(fd, KEMARI_MSG_PAGES, &r, sizeof(r));
-	secondary_survives("malformed replication stream: replication stream: run of 2 pages at page 16383 is outside the 16384-page guest RAM");
+	secondary_survives(
+		"malformed replication stream: replication stream: run of 2 pages at page 16383 is outside the 16384-page guest RAM");
 	close(fd);
 }
 
@@ -514,9 +534,12 @@ Test(replication, silent_secondary_detected_by_heartbeat)
 	start_primary(NULL);
 	wait_ready();
 	h_kill(&sec, SIGSTOP);
-	cr_assert(eq(int, h_kv(server, "c", 1, "INCR s", reply, sizeof(reply)), 0));
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR s", reply, sizeof(reply)),
+		     0));
 	cr_assert(eq(str, reply, "OK 1"));
-	cr_assert(eq(int, h_wait_log(plog, "continuing unprotected", h_ms(20000)), 0));
+	cr_assert(eq(int,
+		     h_wait_log(plog, "continuing unprotected", h_ms(20000)),
+		     0));
 	cr_assert(h_log_has(plog, "secondary lost"));
 	h_kill(&sec, SIGKILL);
 }
@@ -558,10 +581,13 @@ Test(replication, secondary_loss_with_pause_policy_holds_the_guest)
 	start_secondary(NULL);
 	start_primary("--on-secondary-loss=pause");
 	wait_ready();
-	cr_assert(eq(int, h_kv(server, "c", 1, "INCR p", reply, sizeof(reply)), 0));
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR p", reply, sizeof(reply)),
+		     0));
 	h_kill(&sec, SIGKILL);
-	cr_assert(eq(int, h_wait_log(plog, "guest paused per --on-secondary-loss=pause",
-				    h_ms(20000)),
+	cr_assert(eq(int,
+		     h_wait_log(plog,
+				"guest paused per --on-secondary-loss=pause",
+				h_ms(20000)),
 		     0));
 	/* Nothing leaves the unprotected guest any more. */
 	cr_assert(eq(int, h_kv_ready(server, h_ms(1500)), -ETIMEDOUT));

@@ -244,7 +244,7 @@ static struct {
 static unsigned int nsent;
 static uint64_t runs_pages[16]; /* pages listed in RUNS, per epoch */
 static bool auto_ack;		/* primary tests: the peer acks every COMMIT */
-static bool onesided; /* ...and reports APPLIED after each ACK */
+static bool onesided;		/* ...and reports APPLIED after each ACK */
 static int ack_fail_at = -1;
 
 struct fake_x {
@@ -759,10 +759,13 @@ Test(engine, one_sided_pushes_wait_until_the_last_epoch_is_applied)
 	onesided = true;
 	{
 		struct kemari_engine_cfg cfg = {
-			.role = KEMARI_ROLE_PRIMARY, .hv = &fake_hv_ops,
+			.role = KEMARI_ROLE_PRIMARY,
+			.hv = &fake_hv_ops,
 			.hv_cfg = { .mem_size = RAM, .ncpus = 1 },
-			.xport = onesided_ops(), .peer = "p",
-			.heartbeat_ms = 1000, .heartbeat_timeout_ms = 5000,
+			.xport = onesided_ops(),
+			.peer = "p",
+			.heartbeat_ms = 1000,
+			.heartbeat_timeout_ms = 5000,
 		};
 
 		kemari_log_set_level(KEMARI_LOG_ERROR);

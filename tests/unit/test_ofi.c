@@ -230,8 +230,8 @@ Test(ofi_batch, byte_window_admits_one_write_when_empty)
 {
 	cr_assert(eq(int, ofi_inflight__fits(0, 64 << 20, 8 << 20), 1));
 	cr_assert(eq(int, ofi_inflight__fits(4 << 20, 4 << 20, 8 << 20), 1));
-	cr_assert(
-	    eq(int, ofi_inflight__fits(4 << 20, (4 << 20) + 1, 8 << 20), 0));
+	cr_assert(eq(int, ofi_inflight__fits(4 << 20, (4 << 20) + 1, 8 << 20),
+		     0));
 }
 
 Test(ofi_split, segment_bytes_add_up)
@@ -250,7 +250,7 @@ Test(ofi_mr, verbs_mode_uses_descriptors_addresses_and_provider_keys)
 
 	mr_is(u, 1, 1, 1, 0);
 	cr_assert(
-	    eq(u64, ofi_mr__base(&u, region), (uint64_t)(uintptr_t)region));
+		eq(u64, ofi_mr__base(&u, region), (uint64_t)(uintptr_t)region));
 	cr_assert(eq(u64, ofi_mr__requested_key(&u, 4), 0));
 }
 
@@ -304,6 +304,6 @@ Test(ofi_prov, no_verbs_on_loopback)
 	cr_assert(eq(int, ofi_addr__loopback(0x7f000001), 1));
 	cr_assert(eq(int, ofi_addr__loopback(0x7f0a0b0c), 1));
 	cr_assert(
-	    eq(int, ofi_addr__loopback(0xa9fe4d01), 0)); /* 169.254.77.1 */
+		eq(int, ofi_addr__loopback(0xa9fe4d01), 0)); /* 169.254.77.1 */
 }
 #endif

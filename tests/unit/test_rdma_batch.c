@@ -14,8 +14,8 @@
 
 #include "../../transports/rdma/batch.h"
 
-#define MiB	     (1ULL << 20)
-#define GiB	     (1ULL << 30)
+#define MiB (1ULL << 20)
+#define GiB (1ULL << 30)
 #define PAGES(bytes) ((uint32_t)((bytes) / 4096))
 
 static const struct rdma_limits flat = {
@@ -344,8 +344,8 @@ Test(rdma_batch, no_overrun_across_many_mixed_lists)
 	srand(3);
 	for (unsigned int i = 0; i < 20000; i++)
 		runs[i] =
-		    (struct kemari_run){ .pfn = 3ULL * i,
-					 .npages = 1 + (uint32_t)(i % 3) };
+			(struct kemari_run){ .pfn = 3ULL * i,
+					     .npages = 1 + (uint32_t)(i % 3) };
 	nic_init(&n, 100, 16, 40000);
 	rdma_plan__start(&c, runs, 20000);
 	while (!rdma_plan__finished(&c)) {

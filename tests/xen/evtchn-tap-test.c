@@ -132,8 +132,8 @@ static long tap_test__wait_log_growth(const struct tap_test *t, long size,
 
 /* A tap operation that must fail with errno want. */
 static void tap_test__refused(struct tap_test *t, const char *what,
-			      int (*op)(xc_interface *, uint32_t,
-					evtchn_port_t, xc_evtchn_tap_info_t *),
+			      int (*op)(xc_interface *, uint32_t, evtchn_port_t,
+					xc_evtchn_tap_info_t *),
 			      uint32_t dom, evtchn_port_t port, int want)
 {
 	int rc = op(t->xch, dom, port, NULL);
@@ -163,8 +163,8 @@ static void tap_test__run(struct tap_test *t)
 	/* Requests the hypervisor must refuse, from a privileged caller. */
 	tap_test__refused(t, "tap of the caller's own domain (dom0)",
 			  xc_evtchn_tap, 0, 1, EINVAL);
-	tap_test__refused(t, "tap of reserved port 0", xc_evtchn_tap, t->dom,
-			  0, EINVAL);
+	tap_test__refused(t, "tap of reserved port 0", xc_evtchn_tap, t->dom, 0,
+			  EINVAL);
 	tap_test__refused(t, "tap of an unallocated port", xc_evtchn_tap,
 			  t->dom, 100000, EINVAL);
 	tap_test__refused(t, "release on a domain that does not exist",
@@ -179,9 +179,10 @@ static void tap_test__run(struct tap_test *t)
 	rc = tap_test__wait_virq(t, 60000);
 	check(t, rc == 0, "domU's next send held: VIRQ_EVTCHN_TAP raised");
 	rc = xc_evtchn_tap_query(t->xch, t->dom, t->port, &info);
-	check(t, rc == 0 && (info.flags & XEN_DOMCTL_EVTCHN_TAP_F_HELD) &&
-			 info.nr_held == 1 &&
-			 info.nr_intercepted > before.nr_intercepted,
+	check(t,
+	      rc == 0 && (info.flags & XEN_DOMCTL_EVTCHN_TAP_F_HELD) &&
+		      info.nr_held == 1 &&
+		      info.nr_intercepted > before.nr_intercepted,
 	      "query while held: flags=%#x held=%u intercepted=%" PRIu64,
 	      info.flags, info.nr_held, info.nr_intercepted);
 
@@ -193,7 +194,8 @@ static void tap_test__run(struct tap_test *t)
 	s1 = tap_test__log_size(t);
 	check(t, c0 != 0 && c1 == c0,
 	      "domU paused while held: vCPU time %" PRIu64 " -> %" PRIu64
-	      " ns over 3 s", c0, c1);
+	      " ns over 3 s",
+	      c0, c1);
 	check(t, s1 == s0, "console silent while held: log %ld -> %ld bytes",
 	      s0, s1);
 
@@ -210,8 +212,8 @@ static void tap_test__run(struct tap_test *t)
 	      before.nr_released, info.nr_released);
 	s2 = tap_test__wait_log_growth(t, s1, 10000);
 	check(t, s2 > s1,
-	      "held notification delivered: console log %ld -> %ld bytes",
-	      s1, s2);
+	      "held notification delivered: console log %ld -> %ld bytes", s1,
+	      s2);
 	rc = tap_test__wait_virq(t, 60000);
 	c2 = tap_test__cpu_ns(t);
 	check(t, rc == 0 && c2 > c1,
@@ -257,8 +259,9 @@ static void tap_test__restore(struct tap_test *t)
 	check(t, rc == 0, "restore: port %u made in dom %u: rc=%d", port,
 	      t->dom, rc);
 	rc = xc_evtchn_status(t->xch, &st);
-	check(t, rc == 0 && st.status == EVTCHNSTAT_unbound &&
-			 st.u.unbound.dom == 0,
+	check(t,
+	      rc == 0 && st.status == EVTCHNSTAT_unbound &&
+		      st.u.unbound.dom == 0,
 	      "restore: port %u is unbound to dom0 (status %u)", port,
 	      st.status);
 	rc = xc_evtchn_restore_unbound(t->xch, t->dom, port, 0);
@@ -269,9 +272,10 @@ static void tap_test__restore(struct tap_test *t)
 	lp = xenevtchn_bind_interdomain(t->xce, t->dom, port);
 	st = (xc_evtchn_status_t){ .dom = t->dom, .port = port };
 	rc = xc_evtchn_status(t->xch, &st);
-	check(t, lp > 0 && rc == 0 && st.status == EVTCHNSTAT_interdomain &&
-			 st.u.interdomain.dom == 0 &&
-			 st.u.interdomain.port == (evtchn_port_t)lp,
+	check(t,
+	      lp > 0 && rc == 0 && st.status == EVTCHNSTAT_interdomain &&
+		      st.u.interdomain.dom == 0 &&
+		      st.u.interdomain.port == (evtchn_port_t)lp,
 	      "restore: a dom0 backend binds it (dom0 port %d)", (int)lp);
 	if (lp > 0)
 		xenevtchn_unbind(t->xce, (evtchn_port_t)lp);

@@ -20,10 +20,10 @@
 #include <unistd.h>
 
 #define __XEN_TOOLS__ 1
-#include <xen/xen.h>
 #include <xen/domctl.h>
-#include <xen/version.h>
 #include <xen/sys/privcmd.h>
+#include <xen/version.h>
+#include <xen/xen.h>
 
 static int guest__domctl(int fd, struct xen_domctl *op)
 {
@@ -73,7 +73,8 @@ int main(int argc, char **argv)
 	}
 
 	for (unsigned int d = 0; d < 2; d++) {
-		for (unsigned int i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		for (unsigned int i = 0; i < sizeof(ops) / sizeof(ops[0]);
+		     i++) {
 			int rc, err;
 
 			memset(&op, 0, sizeof(op));

@@ -79,9 +79,11 @@ static void *accept_thread(void *arg)
 
 	s->accept_err = s->l->ops->accept(s->l, &s->srv, 20000);
 	if (!s->accept_err)
-		s->accept_err = s->srv->ops->reg_dst(s->srv, s->dst, s->dst_len);
+		s->accept_err =
+			s->srv->ops->reg_dst(s->srv, s->dst, s->dst_len);
 	if (!s->accept_err)
-		s->accept_err = s->srv->ops->send(s->srv, MSG_READY, 0, NULL, 0);
+		s->accept_err =
+			s->srv->ops->send(s->srv, MSG_READY, 0, NULL, 0);
 	return NULL;
 }
 
@@ -89,7 +91,8 @@ static void open_pair(struct side *s, const char *name, uint64_t dst_len)
 {
 	static unsigned int seq;
 	struct kemari_xport_opts o = { .connect_timeout_ms = 10000,
-				       .provider = getenv("KEMARI_OFI_PROVIDER") };
+				       .provider =
+					       getenv("KEMARI_OFI_PROVIDER") };
 	struct kemari_msg m;
 	int err;
 
@@ -215,8 +218,9 @@ static int push_commit(struct side *s, const struct kemari_run *r, size_t n,
 	int err = s->cli->ops->push(s->cli, r, n);
 
 	err = err ?: s->cli->ops->flush(s->cli);
-	return err ?: s->cli->ops->send(s->cli, MSG_DONE, epoch, &epoch,
-					sizeof(epoch));
+	return err
+		       ?: s->cli->ops->send(s->cli, MSG_DONE, epoch, &epoch,
+					    sizeof(epoch));
 }
 
 /* One epoch end to end with a concurrent receiver. */
@@ -241,7 +245,8 @@ static void expect_pages(struct side *s, uint64_t pfn, uint64_t n, bool same)
 				  (unsigned long long)p);
 		else
 			cr_assert(eq(u8, s->dst[p * 4096], 0),
-				  "page %llu was written", (unsigned long long)p);
+				  "page %llu was written",
+				  (unsigned long long)p);
 	}
 }
 

@@ -61,23 +61,23 @@
 #include "kemari/xport.h"
 #include "ofi_plan.h"
 
-#define OFI_API		 FI_VERSION(1, 10)
-#define OFI_MSG_MAX	 (64u * 1024) /* control payload per message */
-#define OFI_WINDOW	 32	      /* receive credits we lend the peer */
-#define OFI_WINDOW_MAX	 4096	      /* more from a peer is nonsense */
-#define OFI_TX_SLOTS	 16	      /* registered send buffers */
-#define OFI_TX_DEPTH_MAX 1024	      /* outstanding transmit operations */
-#define OFI_WRITE_MAX	 (4ULL << 20) /* bytes per RMA write */
-#define OFI_BACKLOG_MAX	 (64u << 20)
-#define OFI_STALL_MS	 10000 /* no transmit completion this long: peer gone */
-#define OFI_SLICE_MS	 100   /* blocking waits look at the EQ this often */
-#define OFI_SPIN_NS	 20000 /* busy-poll before sleeping */
-#define OFI_HOT_SPIN_NS	 1000000 /* ... right after a send (a pause) */
-#define OFI_HOT_NS	 2000000
-#define OFI_ACCEPT_MS	 10000
-#define OFI_CLOSE_MS	 1000 /* close lets sent messages leave this long */
-#define OFI_CREDIT_WAIT_MS 2000 /* a send waits this long for a credit */
-#define OFI_CM_MAGIC	 0x4b4d4f46U /* "FOMK" */
+#define OFI_API FI_VERSION(1, 10)
+#define OFI_MSG_MAX (64u * 1024)   /* control payload per message */
+#define OFI_WINDOW 32		   /* receive credits we lend the peer */
+#define OFI_WINDOW_MAX 4096	   /* more from a peer is nonsense */
+#define OFI_TX_SLOTS 16		   /* registered send buffers */
+#define OFI_TX_DEPTH_MAX 1024	   /* outstanding transmit operations */
+#define OFI_WRITE_MAX (4ULL << 20) /* bytes per RMA write */
+#define OFI_BACKLOG_MAX (64u << 20)
+#define OFI_STALL_MS 10000 /* no transmit completion this long: peer gone */
+#define OFI_SLICE_MS 100   /* blocking waits look at the EQ this often */
+#define OFI_SPIN_NS 20000  /* busy-poll before sleeping */
+#define OFI_HOT_SPIN_NS 1000000 /* ... right after a send (a pause) */
+#define OFI_HOT_NS 2000000
+#define OFI_ACCEPT_MS 10000
+#define OFI_CLOSE_MS 1000	 /* close lets sent messages leave this long */
+#define OFI_CREDIT_WAIT_MS 2000	 /* a send waits this long for a credit */
+#define OFI_CM_MAGIC 0x4b4d4f46U /* "FOMK" */
 
 /* Our keys where the provider lets us pick (unique per domain). */
 enum { OFI_KEY_RX = 1, OFI_KEY_TX, OFI_KEY_SRC, OFI_KEY_DST };
@@ -268,9 +268,10 @@ static int ofi__fabric_open(struct ofi_fabric **out, struct fi_info *info)
 	if (ret) {
 		fi_freeinfo(f->info);
 		free(f);
-		return kemari_err(
-		    ofi__errno(ret), "libfabric provider %s: fi_fabric: %s",
-		    info->fabric_attr->prov_name, ofi__strerror(ret));
+		return kemari_err(ofi__errno(ret),
+				  "libfabric provider %s: fi_fabric: %s",
+				  info->fabric_attr->prov_name,
+				  ofi__strerror(ret));
 	}
 	atomic_init(&f->refs, 1);
 	*out = f;
@@ -356,15 +357,15 @@ static int ofi__no_provider(const char *prov, const char *host,
 	fi_freeinfo(all);
 	if (prov)
 		return kemari_err(
-		    -ENOENT,
-		    "libfabric provider '%s' not available for FI_EP_MSG with "
-		    "RMA at %s (have: %s): use --provider=NAME",
-		    prov, host, have);
+			-ENOENT,
+			"libfabric provider '%s' not available for FI_EP_MSG with "
+			"RMA at %s (have: %s): use --provider=NAME",
+			prov, host, have);
 	return kemari_err(
-	    -ENOENT,
-	    "no libfabric provider can do FI_EP_MSG with RMA at %s (have: %s): "
-	    "check the address, or use --transport=tcp",
-	    host, have);
+		-ENOENT,
+		"no libfabric provider can do FI_EP_MSG with RMA at %s (have: %s): "
+		"check the address, or use --transport=tcp",
+		host, have);
 }
 
 /*
@@ -437,9 +438,9 @@ static int ofi__split_addr(const char *addr, char *host, size_t hlen,
 
 	if (kemari_parse_hostport(addr, &ip, &p))
 		return kemari_err(
-		    -EINVAL,
-		    "address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
-		    addr);
+			-EINVAL,
+			"address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
+			addr);
 	a.s_addr = htonl(ip);
 	snprintf(host, hlen, "%s", inet_ntoa(a));
 	snprintf(port, plen, "%u", p);
@@ -474,19 +475,20 @@ static int ofi__reg(struct ofi_xport *t, void *base, uint64_t len,
 	if (!getrlimit(RLIMIT_MEMLOCK, &rl) && rl.rlim_cur != RLIM_INFINITY &&
 	    rl.rlim_cur < t->pinned + len)
 		return kemari_err(
-		    -ENOMEM,
-		    "cannot register %llu KiB of %s with libfabric provider "
-		    "%s: the locked-memory limit RLIMIT_MEMLOCK is %llu KiB, "
-		    "this connection needs at least %llu KiB: run 'ulimit -l "
-		    "unlimited' (or raise memlock in "
-		    "/etc/security/limits.conf)",
-		    (unsigned long long)(len >> 10), what, t->prov,
-		    (unsigned long long)(rl.rlim_cur >> 10),
-		    (unsigned long long)((t->pinned + len) >> 10));
+			-ENOMEM,
+			"cannot register %llu KiB of %s with libfabric provider "
+			"%s: the locked-memory limit RLIMIT_MEMLOCK is %llu KiB, "
+			"this connection needs at least %llu KiB: run 'ulimit -l "
+			"unlimited' (or raise memlock in "
+			"/etc/security/limits.conf)",
+			(unsigned long long)(len >> 10), what, t->prov,
+			(unsigned long long)(rl.rlim_cur >> 10),
+			(unsigned long long)((t->pinned + len) >> 10));
 	return kemari_err(
-	    ofi__errno(ret),
-	    "cannot register %llu KiB of %s with libfabric provider %s: %s",
-	    (unsigned long long)(len >> 10), what, t->prov, ofi__strerror(ret));
+		ofi__errno(ret),
+		"cannot register %llu KiB of %s with libfabric provider %s: %s",
+		(unsigned long long)(len >> 10), what, t->prov,
+		ofi__strerror(ret));
 }
 
 static void ofi__dereg(struct fid_mr **mr)
@@ -517,9 +519,9 @@ static int ofi__cq_error(struct ofi_xport *t, struct fid_cq *cq, bool tx)
 		return ofi__lost(t,
 				 "operations flushed (the peer disconnected)");
 	snprintf(
-	    buf, sizeof(buf), "%s %s (%s)",
-	    tx ? "transmit failed:" : "receive failed:", fi_strerror(e.err),
-	    fi_cq_strerror(cq, e.prov_errno, e.err_data, NULL, 0));
+		buf, sizeof(buf), "%s %s (%s)",
+		tx ? "transmit failed:" : "receive failed:", fi_strerror(e.err),
+		fi_cq_strerror(cq, e.prov_errno, e.err_data, NULL, 0));
 	return ofi__lost(t, buf);
 }
 
@@ -599,9 +601,9 @@ static int ofi__absorb(struct ofi_xport *t, uint32_t i,
 
 	if (h->len != sizeof(xp))
 		return ofi__die(
-		    t, -EBADMSG,
-		    "replication stream: transport message of %u bytes from %s",
-		    h->len, t->addr);
+			t, -EBADMSG,
+			"replication stream: transport message of %u bytes from %s",
+			h->len, t->addr);
 	memcpy(&xp, t->rx[i].data + sizeof(*h), sizeof(xp));
 	switch (xp.op) {
 	case OFI_XP_CREDIT:
@@ -622,9 +624,9 @@ static int ofi__absorb(struct ofi_xport *t, uint32_t i,
 		return err;
 	default:
 		return ofi__die(
-		    t, -EBADMSG,
-		    "replication stream: unknown transport message %u from %s",
-		    xp.op, t->addr);
+			t, -EBADMSG,
+			"replication stream: unknown transport message %u from %s",
+			xp.op, t->addr);
 	}
 }
 
@@ -993,21 +995,21 @@ static void ofi__attrs(struct ofi_xport *t)
 	if (getenv("KEMARI_OFI_NO_SAW"))
 		order &= ~FI_ORDER_SAW;
 	t->mru = ofi_mr__use(i->domain_attr->mr_mode);
-	t->lim =
-	    ofi_limits__make(i->ep_attr->max_msg_size, i->tx_attr->iov_limit,
-			     i->tx_attr->rma_iov_limit, OFI_WRITE_MAX);
+	t->lim = ofi_limits__make(i->ep_attr->max_msg_size,
+				  i->tx_attr->iov_limit,
+				  i->tx_attr->rma_iov_limit, OFI_WRITE_MAX);
 	t->selective = i->tx_attr->comp_order & FI_ORDER_STRICT;
 	t->write_flags = (order & FI_ORDER_SAW) ? 0 : FI_DELIVERY_COMPLETE;
 	t->max_msg = (uint32_t)KEMARI_MIN((uint64_t)OFI_MSG_MAX,
 					  i->ep_attr->max_msg_size - hdr);
 	t->frame = hdr + t->max_msg;
-	t->depth =
-	    (uint32_t)KEMARI_MIN((size_t)OFI_TX_DEPTH_MAX, i->tx_attr->size);
+	t->depth = (uint32_t)KEMARI_MIN((size_t)OFI_TX_DEPTH_MAX,
+					i->tx_attr->size);
 	t->window = OFI_WINDOW;
 	if (i->rx_attr->size &&
 	    i->rx_attr->size < OFI_WINDOW + OFI_CREDIT_RESERVE)
 		t->window = (uint32_t)KEMARI_MAX(
-		    (size_t)2, i->rx_attr->size - OFI_CREDIT_RESERVE);
+			(size_t)2, i->rx_attr->size - OFI_CREDIT_RESERVE);
 	t->nrx = t->window + OFI_CREDIT_RESERVE;
 	kemari_debug("ofi: %s: provider %s, mr_mode%s%s%s%s, %s, %u-deep tx, "
 		     "%llu-byte/%u-iov writes",
@@ -1065,8 +1067,8 @@ static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 	step = "fi_ep_bind";
 	ret = fi_ep_bind(t->ep, &t->eq->fid, 0);
 	ret = ret
-		  ?: fi_ep_bind(t->ep, &t->txcq->fid,
-				FI_TRANSMIT | FI_SELECTIVE_COMPLETION);
+		      ?: fi_ep_bind(t->ep, &t->txcq->fid,
+				    FI_TRANSMIT | FI_SELECTIVE_COMPLETION);
 	ret = ret ?: fi_ep_bind(t->ep, &t->rxcq->fid, FI_RECV);
 	if (ret)
 		goto err;
@@ -1076,11 +1078,11 @@ static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 		goto err;
 
 	t->txc = calloc(t->depth, sizeof(*t->txc));
-	t->txbuf =
-	    aligned_alloc(4096, KEMARI_ALIGN_UP(OFI_TX_SLOTS * t->frame, 4096));
+	t->txbuf = aligned_alloc(4096, KEMARI_ALIGN_UP(OFI_TX_SLOTS * t->frame,
+						       4096));
 	t->rx = calloc(t->nrx, sizeof(*t->rx));
 	t->rxbuf =
-	    aligned_alloc(4096, KEMARI_ALIGN_UP(t->nrx * t->frame, 4096));
+		aligned_alloc(4096, KEMARI_ALIGN_UP(t->nrx * t->frame, 4096));
 	t->ready = calloc(t->nrx, sizeof(*t->ready));
 	if (!t->txc || !t->txbuf || !t->rx || !t->rxbuf || !t->ready)
 		return -ENOMEM;
@@ -1088,8 +1090,9 @@ static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 		ret = ofi__reg(t, t->txbuf, OFI_TX_SLOTS * t->frame, FI_SEND,
 			       OFI_KEY_TX, "send buffers", &t->txmr);
 		ret = ret
-			  ?: ofi__reg(t, t->rxbuf, t->nrx * t->frame, FI_RECV,
-				      OFI_KEY_RX, "receive buffers", &t->rxmr);
+			      ?: ofi__reg(t, t->rxbuf, t->nrx * t->frame,
+					  FI_RECV, OFI_KEY_RX,
+					  "receive buffers", &t->rxmr);
 		if (ret)
 			return ret;
 		t->txdesc = fi_mr_desc(t->txmr);
@@ -1149,8 +1152,8 @@ static int ofi__wait_connected(struct ofi_xport *t, int timeout_ms,
 		fi_eq_readerr(t->eq, &ee, 0);
 		return kemari_err(ee.err ? -ee.err : -ECONNREFUSED, "%s",
 				  ee.err == FI_ECONNREFUSED
-				      ? "connection refused"
-				      : fi_strerror(ee.err));
+					  ? "connection refused"
+					  : fi_strerror(ee.err));
 	}
 	if (r < 0)
 		return kemari_err(ofi__errno(r), "%s", ofi__strerror(r));
@@ -1230,14 +1233,14 @@ err:
 	    (info->ep_attr->protocol == FI_PROTO_SOCK_TCP &&
 	     ofi__port_busy(t->addr)))
 		return kemari_err(
-		    -EADDRINUSE,
-		    "cannot listen on %s: address already in use (another "
-		    "secondary?): stop it or choose another --listen port",
-		    t->addr);
+			-EADDRINUSE,
+			"cannot listen on %s: address already in use (another "
+			"secondary?): stop it or choose another --listen port",
+			t->addr);
 	return kemari_err(
-	    ofi__errno(ret),
-	    "cannot listen on %s with libfabric provider %s: %s: %s", t->addr,
-	    t->prov, step, ofi__strerror(ret));
+		ofi__errno(ret),
+		"cannot listen on %s with libfabric provider %s: %s: %s",
+		t->addr, t->prov, step, ofi__strerror(ret));
 }
 
 static int ofi__listen(struct kemari_xport **out, const char *addr,
@@ -1250,9 +1253,9 @@ static int ofi__listen(struct kemari_xport **out, const char *addr,
 
 	err = ofi__split_addr(addr, host, sizeof(host), port, sizeof(port));
 	err = err
-		  ?: ofi__candidates(&list, cand, KEMARI_ARRAY_SIZE(cand), &n,
-				     opts ? opts->provider : NULL, host, port,
-				     true);
+		      ?: ofi__candidates(&list, cand, KEMARI_ARRAY_SIZE(cand),
+					 &n, opts ? opts->provider : NULL, host,
+					 port, true);
 	if (err)
 		return err;
 	/* The best provider that can listen here; its error if none can. */
@@ -1272,8 +1275,8 @@ static int ofi__listen(struct kemari_xport **out, const char *addr,
 		if (!err) {
 			fi_freeinfo(list);
 			kemari_info(
-			    "ofi: listening on %s with libfabric provider %s",
-			    addr, t->prov);
+				"ofi: listening on %s with libfabric provider %s",
+				addr, t->prov);
 			*out = &t->x;
 			return 0;
 		}
@@ -1343,7 +1346,7 @@ static int ofi__accept(struct kemari_xport *lx, struct kemari_xport **conn,
 		if ((size_t)r < sizeof(ev.e) + sizeof(peer) ||
 		    (memcpy(&peer, ev.data, sizeof(peer)),
 		     peer.magic != OFI_CM_MAGIC || peer.window == 0 ||
-			 peer.window > OFI_WINDOW_MAX)) {
+			     peer.window > OFI_WINDOW_MAX)) {
 			kemari_warn("ofi: refusing a connection from %s: not a "
 				    "Kemari peer",
 				    name);
@@ -1398,8 +1401,8 @@ static int ofi__accept(struct kemari_xport *lx, struct kemari_xport **conn,
 static int ofi__connect(struct kemari_xport **out, const char *addr,
 			const struct kemari_xport_opts *opts)
 {
-	uint64_t deadline =
-	    kemari_now_ns() + (uint64_t)opts->connect_timeout_ms * 1000000ULL;
+	uint64_t deadline = kemari_now_ns() +
+			    (uint64_t)opts->connect_timeout_ms * 1000000ULL;
 	struct ofi_cm cm = { .magic = OFI_CM_MAGIC };
 	struct fi_info *list, *cand[1];
 	char host[64], port[8];
@@ -1408,8 +1411,8 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 
 	err = ofi__split_addr(addr, host, sizeof(host), port, sizeof(port));
 	err = err
-		  ?: ofi__candidates(&list, cand, 1, &n, opts->provider, host,
-				     port, false);
+		      ?: ofi__candidates(&list, cand, 1, &n, opts->provider,
+					 host, port, false);
 	if (err)
 		return err;
 	/*
@@ -1463,10 +1466,10 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 			snprintf(why, sizeof(why), "%s",
 				 kemari_last_error(err));
 			err = kemari_err_override(
-			    err,
-			    "cannot reach the secondary at %s: %s (libfabric "
-			    "provider %s) (start it first, or check --peer)",
-			    addr, why, cand[0]->fabric_attr->prov_name);
+				err,
+				"cannot reach the secondary at %s: %s (libfabric "
+				"provider %s) (start it first, or check --peer)",
+				addr, why, cand[0]->fabric_attr->prov_name);
 			break;
 		}
 		usleep(50000);
@@ -1512,7 +1515,8 @@ static int ofi__queue(struct ofi_xport *t, uint16_t type, uint64_t epoch,
 	 * drains, so two sides that both stop reading cannot deadlock.
 	 */
 	if (t->bl_head || t->credits == 0) {
-		uint64_t end = kemari_now_ns() + OFI_CREDIT_WAIT_MS * 1000000ULL;
+		uint64_t end =
+			kemari_now_ns() + OFI_CREDIT_WAIT_MS * 1000000ULL;
 
 		while (!err && (t->bl_head || t->credits == 0) &&
 		       kemari_now_ns() < end) {
@@ -1548,10 +1552,10 @@ static int ofi__reg_dst(struct kemari_xport *x, void *base, uint64_t len)
 	if (xp.key == FI_KEY_NOTAVAIL) {
 		ofi__dereg(&t->dstmr);
 		return kemari_err(
-		    -ENOTSUP,
-		    "libfabric provider %s wants raw memory keys (FI_MR_RAW), "
-		    "which Kemari does not handle: use another --provider",
-		    t->prov);
+			-ENOTSUP,
+			"libfabric provider %s wants raw memory keys (FI_MR_RAW), "
+			"which Kemari does not handle: use another --provider",
+			t->prov);
 	}
 	xp.base = ofi_mr__base(&t->mru, base);
 	xp.len = len;
@@ -1619,21 +1623,21 @@ static int ofi__push(struct kemari_xport *x, const struct kemari_run *runs,
 	bad = ofi_runs__first_outside(runs, n, t->src_len);
 	if (bad < n)
 		return kemari_err(
-		    -ERANGE,
-		    "internal: run of %u pages at page %llu is outside the "
-		    "%llu-page guest RAM; nothing was pushed",
-		    runs[bad].npages, (unsigned long long)runs[bad].pfn,
-		    (unsigned long long)(t->src_len / KEMARI_PAGE_SIZE));
+			-ERANGE,
+			"internal: run of %u pages at page %llu is outside the "
+			"%llu-page guest RAM; nothing was pushed",
+			runs[bad].npages, (unsigned long long)runs[bad].pfn,
+			(unsigned long long)(t->src_len / KEMARI_PAGE_SIZE));
 	bad = ofi_runs__first_outside(runs, n, t->peer_len);
 	if (bad < n)
 		return kemari_err(
-		    -ERANGE,
-		    "run of %u pages at page %llu is past the end of the "
-		    "%llu-page receive region %s registered; nothing was "
-		    "pushed",
-		    runs[bad].npages, (unsigned long long)runs[bad].pfn,
-		    (unsigned long long)(t->peer_len / KEMARI_PAGE_SIZE),
-		    t->addr);
+			-ERANGE,
+			"run of %u pages at page %llu is past the end of the "
+			"%llu-page receive region %s registered; nothing was "
+			"pushed",
+			runs[bad].npages, (unsigned long long)runs[bad].pfn,
+			(unsigned long long)(t->peer_len / KEMARI_PAGE_SIZE),
+			t->addr);
 	ofi_split__init(&s, runs, n);
 	ncur = ofi_split__next(&s, &t->lim, cur);
 	while (ncur) {
@@ -1670,7 +1674,8 @@ static int ofi__push(struct kemari_xport *x, const struct kemari_run *runs,
 				return err;
 			if (kemari_now_ns() - t0 > OFI_STALL_MS * 1000000ULL)
 				return ofi__lost(
-				    t, "the provider took no write for 10 s");
+					t,
+					"the provider took no write for 10 s");
 		}
 		if (r)
 			return ofi__lost(t, ofi__strerror(r));
@@ -1733,7 +1738,7 @@ static void ofi__collect_last(struct ofi_xport *t)
 		    kemari_wire__check_crc(&h, b->data + sizeof(h)))
 			continue;
 		t->ready[(t->ready_head + t->ready_n++) % t->nrx] =
-		    (uint32_t)(b - t->rx);
+			(uint32_t)(b - t->rx);
 	}
 }
 

@@ -21,7 +21,7 @@
 #include "kemari/kemari.h"
 
 #define OFI_MAX_SEGS 16 /* iovecs per write we ever build */
-#define OFI_BATCH    64 /* writes between two doorbells */
+#define OFI_BATCH 64	/* writes between two doorbells */
 /*
  * Bytes of writes in flight at most: a push returns once its writes are
  * queued, so without a bound the initial sync would queue all of RAM and a
@@ -52,7 +52,7 @@ static inline struct ofi_limits ofi_limits__make(uint64_t max_msg_size,
 
 	/* A provider reporting 0 still moves one iovec per operation. */
 	l.max_segs = (unsigned int)KEMARI_MAX(
-	    (size_t)1, KEMARI_MIN(segs, (size_t)OFI_MAX_SEGS));
+		(size_t)1, KEMARI_MIN(segs, (size_t)OFI_MAX_SEGS));
 	l.max_bytes = KEMARI_MIN(max_msg_size, cap_bytes);
 	/* Whole pages per write keep every split page-aligned. */
 	l.max_bytes &= ~(KEMARI_PAGE_SIZE - 1);
@@ -110,7 +110,7 @@ static inline unsigned int ofi_split__next(struct ofi_split *s,
 		const struct kemari_run *r = &s->runs[s->i];
 		uint64_t off = r->pfn * KEMARI_PAGE_SIZE + s->done;
 		uint64_t left =
-		    (uint64_t)r->npages * KEMARI_PAGE_SIZE - s->done;
+			(uint64_t)r->npages * KEMARI_PAGE_SIZE - s->done;
 		uint64_t take = KEMARI_MIN(left, budget);
 
 		if (k > 0 && seg[k - 1].off + seg[k - 1].len == off) {
@@ -141,7 +141,7 @@ static inline unsigned int ofi_split__next(struct ofi_split *s,
  * completion: one completion then retires all earlier work. Otherwise every
  * write asks, and completions are counted one by one.
  */
-#define OFI_OP_MORE   0x1
+#define OFI_OP_MORE 0x1
 #define OFI_OP_SIGNAL 0x2
 
 static inline unsigned int ofi_batch__flags(bool last, uint64_t seq,

@@ -58,7 +58,7 @@ bool rdma_plan__next(struct rdma_cursor *c, const struct rdma_limits *l,
 		uint64_t take = run_bytes(r) - c->done;
 		uint32_t lmr = (uint32_t)(pos / l->lpiece);
 		struct rdma_sge_plan *s =
-		    wr->nsge ? &wr->sge[wr->nsge - 1] : NULL;
+			wr->nsge ? &wr->sge[wr->nsge - 1] : NULL;
 
 		/* Only a contiguous continuation joins this request. */
 		if (pos != wr->off + wr->len)

@@ -74,26 +74,26 @@
 #include "kemari/wire.h"
 #include "kemari/xport.h"
 
-#define RDMA_SLOTS	  16 /* receives posted for the peer */
-#define RDMA_SEND_SLOTS	  8  /* staged control sends in flight */
-#define RDMA_MSG_MAX	  KEMARI_MSG_MAX
-#define RDMA_COMMIT_SLOT  128 /* bytes per commit slot (frame + payload) */
-#define RDMA_COPY_MAX	  512 /* payloads up to this are copied on arrival */
-#define RDMA_BACKLOG	  240 /* copied messages waiting for recv */
-#define RDMA_SQ_DEPTH	  256 /* send queue, if the device allows */
-#define RDMA_SIGNAL_EVERY 16  /* selective signalling period */
-#define RDMA_BATCH	  64  /* WRITEs per post list */
-#define RDMA_WR_MAX	  (1u << 20) /* bytes per WRITE */
+#define RDMA_SLOTS 16	  /* receives posted for the peer */
+#define RDMA_SEND_SLOTS 8 /* staged control sends in flight */
+#define RDMA_MSG_MAX KEMARI_MSG_MAX
+#define RDMA_COMMIT_SLOT 128   /* bytes per commit slot (frame + payload) */
+#define RDMA_COPY_MAX 512      /* payloads up to this are copied on arrival */
+#define RDMA_BACKLOG 240       /* copied messages waiting for recv */
+#define RDMA_SQ_DEPTH 256      /* send queue, if the device allows */
+#define RDMA_SIGNAL_EVERY 16   /* selective signalling period */
+#define RDMA_BATCH 64	       /* WRITEs per post list */
+#define RDMA_WR_MAX (1u << 20) /* bytes per WRITE */
 #define RDMA_INFLIGHT_MAX (8ULL << 20)
-#define RDMA_SPIN_NS	  1000000ULL /* busy-poll this long after activity */
-#define RDMA_STALL_MS	  30000	     /* no progress for this long: peer gone */
-#define RDMA_ESTABLISH_MS 10000	     /* accept: CM handshake completion */
-#define RDMA_RESOLVE_MS	  2000
-#define RDMA_RECV_TAG	  (1ULL << 63)
+#define RDMA_SPIN_NS 1000000ULL /* busy-poll this long after activity */
+#define RDMA_STALL_MS 30000	/* no progress for this long: peer gone */
+#define RDMA_ESTABLISH_MS 10000 /* accept: CM handshake completion */
+#define RDMA_RESOLVE_MS 2000
+#define RDMA_RECV_TAG (1ULL << 63)
 
-#define RDMA_HS_MAGIC	0x524d4b52U /* "RKMR" */
+#define RDMA_HS_MAGIC 0x524d4b52U /* "RKMR" */
 #define RDMA_HS_VERSION 1
-#define RDMA_XPORT_DST	1 /* KEMARI_MSG_XPORT kind: receive buffers */
+#define RDMA_XPORT_DST 1 /* KEMARI_MSG_XPORT kind: receive buffers */
 
 enum rdma_refuse {
 	RDMA_REFUSE_NONE,
@@ -260,7 +260,8 @@ static int rdma__nonblock(int fd)
 static int rdma__no_device(void)
 {
 	return kemari_err(
-	    -ENODEV, "no RDMA device: load rdma_rxe or use --transport=tcp");
+		-ENODEV,
+		"no RDMA device: load rdma_rxe or use --transport=tcp");
 }
 
 static int rdma__have_device(void)
@@ -279,7 +280,7 @@ static int rdma__have_device(void)
  * completions for another call); operations report it from then on.
  */
 static void rdma__die(struct rdma_xport *t, int err, const char *fmt, ...)
-    KEMARI_PRINTF(3, 4);
+	KEMARI_PRINTF(3, 4);
 static void rdma__die(struct rdma_xport *t, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -339,15 +340,15 @@ static int rdma__reg_err(int err, uint64_t len, const char *what,
 		uint64_t need = atomic_load(&rdma_pinned) + len;
 
 		return kemari_err(
-		    -ENOMEM,
-		    "cannot register %llu MiB of %s for RDMA: the "
-		    "locked-memory limit RLIMIT_MEMLOCK is %llu KiB and %llu "
-		    "MiB are needed%s; raise it (ulimit -l unlimited, or "
-		    "LimitMEMLOCK=infinity in a systemd unit)",
-		    (unsigned long long)(len >> 20), what,
-		    (unsigned long long)(rl.rlim_cur >> 10),
-		    (unsigned long long)((need + (1 << 20) - 1) >> 20),
-		    more_to_come ? ", plus --mem for guest RAM" : "");
+			-ENOMEM,
+			"cannot register %llu MiB of %s for RDMA: the "
+			"locked-memory limit RLIMIT_MEMLOCK is %llu KiB and %llu "
+			"MiB are needed%s; raise it (ulimit -l unlimited, or "
+			"LimitMEMLOCK=infinity in a systemd unit)",
+			(unsigned long long)(len >> 20), what,
+			(unsigned long long)(rl.rlim_cur >> 10),
+			(unsigned long long)((need + (1 << 20) - 1) >> 20),
+			more_to_come ? ", plus --mem for guest RAM" : "");
 	}
 	return kemari_err(err, "cannot register %llu MiB of %s for RDMA: %s",
 			  (unsigned long long)(len >> 20), what,
@@ -362,8 +363,8 @@ static struct ibv_mr *rdma__reg_mr(struct rdma_xport *t, void *p, uint64_t len,
 	struct ibv_mr *mr = ibv_reg_mr(t->pd, p, len, access);
 
 	if (!mr) {
-		*err =
-		    rdma__reg_err(errno ? -errno : -ENOMEM, len, what, setup);
+		*err = rdma__reg_err(errno ? -errno : -ENOMEM, len, what,
+				     setup);
 		return NULL;
 	}
 	atomic_fetch_add(&rdma_pinned, len);
@@ -438,9 +439,9 @@ static int rdma__region_init(struct rdma_xport *t, struct rdma_region *r,
 	for (uint32_t i = 0; i < r->n; i++) {
 		uint64_t off = (uint64_t)i * piece;
 
-		r->mr[i] =
-		    rdma__reg_mr(t, r->base + off, KEMARI_MIN(piece, len - off),
-				 access, what, false, &err);
+		r->mr[i] = rdma__reg_mr(t, r->base + off,
+					KEMARI_MIN(piece, len - off), access,
+					what, false, &err);
 		if (!r->mr[i]) {
 			rdma__region_fini(r);
 			return err;
@@ -501,7 +502,7 @@ static int rdma__post_recv(struct rdma_xport *t, uint32_t slot)
 static uint32_t rdma__credits(struct rdma_xport *t)
 {
 	uint32_t w = atomic_load_explicit(
-	    (_Atomic uint32_t *)rdma__credit_word(t), memory_order_acquire);
+		(_Atomic uint32_t *)rdma__credit_word(t), memory_order_acquire);
 
 	t->peer_posted = rdma_credit__later(t->peer_posted, w);
 	return rdma_credit__avail(t->peer_posted, t->sent);
@@ -531,7 +532,7 @@ static void rdma__advertise(struct rdma_xport *t, bool force)
 	wr.sg_list = &sge;
 	wr.num_sge = 1;
 	wr.wr.rdma.remote_addr =
-	    t->peer_rw + (uint64_t)t->peer_slots * t->peer_commit;
+		t->peer_rw + (uint64_t)t->peer_slots * t->peer_commit;
 	wr.wr.rdma.rkey = t->peer_rkey;
 	if (rdma_sq__post(&t->sq, sge.length, true))
 		wr.send_flags = IBV_SEND_SIGNALED;
@@ -571,11 +572,11 @@ static void rdma__absorb_xport(struct rdma_xport *t,
 	return;
 bad:
 	rdma__malformed(
-	    t,
-	    kemari_err(
-		-EBADMSG,
-		"replication stream: malformed RDMA setup message (%u bytes)",
-		h->len));
+		t,
+		kemari_err(
+			-EBADMSG,
+			"replication stream: malformed RDMA setup message (%u bytes)",
+			h->len));
 }
 
 /*
@@ -665,7 +666,7 @@ static void rdma__on_recv(struct rdma_xport *t, const struct ibv_wc *wc)
 	}
 	if (wc->wc_flags & IBV_WC_WITH_IMM)
 		t->peer_posted =
-		    rdma_credit__later(t->peer_posted, ntohl(wc->imm_data));
+			rdma_credit__later(t->peer_posted, ntohl(wc->imm_data));
 	h = (const struct kemari_wire_hdr *)rdma__rslot(t, slot);
 	err = rdma__check_frame(h, wc->byte_len, t->max_msg);
 	if (err) {
@@ -686,11 +687,12 @@ static void rdma__on_wc(struct rdma_xport *t, const struct ibv_wc *wc)
 		    wc->status == IBV_WC_LOC_LEN_ERR) {
 			kemari_err_clear();
 			rdma__malformed(
-			    t,
-			    kemari_err(-EBADMSG,
-				       "replication stream: a control message "
-				       "longer than the %u-byte receive buffer",
-				       t->stride));
+				t,
+				kemari_err(
+					-EBADMSG,
+					"replication stream: a control message "
+					"longer than the %u-byte receive buffer",
+					t->stride));
 		} else if (wc->status == IBV_WC_WR_FLUSH_ERR) {
 			rdma__lost(t, t->gone ? t->gone
 					      : "the queue pair was shut down");
@@ -886,8 +888,8 @@ static int rdma__conn_init(struct rdma_xport *t)
 	}
 	depth = KEMARI_MIN((uint32_t)RDMA_SQ_DEPTH, (uint32_t)da.max_qp_wr);
 	t->cq = ibv_create_cq(
-	    ctx, KEMARI_MIN((int)(depth + RDMA_SLOTS + 8), da.max_cqe), t,
-	    t->cch, 0);
+		ctx, KEMARI_MIN((int)(depth + RDMA_SLOTS + 8), da.max_cqe), t,
+		t->cch, 0);
 	if (!t->cq) {
 		err = kemari_err(-errno ?: -ENOMEM,
 				 "cannot create a completion queue: %s",
@@ -902,9 +904,9 @@ static int rdma__conn_init(struct rdma_xport *t)
 	qa.cap.max_send_sge = (uint32_t)KEMARI_MIN(RDMA_MAX_SGE, da.max_sge);
 	qa.cap.max_recv_sge = 1;
 	if (rdma_create_qp(t->id, t->pd, &qa)) {
-		err =
-		    kemari_err(-errno ?: -EIO, "cannot create a queue pair: %s",
-			       strerror(errno));
+		err = kemari_err(-errno ?: -EIO,
+				 "cannot create a queue pair: %s",
+				 strerror(errno));
 		goto err_fini;
 	}
 	t->qp = t->id->qp;
@@ -924,10 +926,10 @@ static int rdma__conn_init(struct rdma_xport *t)
 	/* Receive slots, send slots, the credit source word. */
 	t->max_msg = RDMA_MSG_MAX;
 	t->stride = (uint32_t)KEMARI_ALIGN_UP(
-	    sizeof(struct kemari_wire_hdr) + t->max_msg, 64);
+		sizeof(struct kemari_wire_hdr) + t->max_msg, 64);
 	t->ctrl_len = KEMARI_ALIGN_UP(
-	    (size_t)(RDMA_SLOTS + RDMA_SEND_SLOTS) * t->stride + 64,
-	    KEMARI_PAGE_SIZE);
+		(size_t)(RDMA_SLOTS + RDMA_SEND_SLOTS) * t->stride + 64,
+		KEMARI_PAGE_SIZE);
 	t->ctrl = mmap(NULL, t->ctrl_len, PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	t->rw_len = KEMARI_ALIGN_UP((size_t)RDMA_SLOTS * RDMA_COMMIT_SLOT + 64,
@@ -943,14 +945,14 @@ static int rdma__conn_init(struct rdma_xport *t)
 		goto err_fini;
 	}
 	t->ctrl_mr =
-	    rdma__reg_mr(t, t->ctrl, t->ctrl_len, IBV_ACCESS_LOCAL_WRITE,
-			 "control buffers", true, &err);
+		rdma__reg_mr(t, t->ctrl, t->ctrl_len, IBV_ACCESS_LOCAL_WRITE,
+			     "control buffers", true, &err);
 	if (!t->ctrl_mr)
 		goto err_fini;
 	t->rw_mr =
-	    rdma__reg_mr(t, t->rw, t->rw_len,
-			 IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
-			 "commit slots", true, &err);
+		rdma__reg_mr(t, t->rw, t->rw_len,
+			     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+			     "commit slots", true, &err);
 	if (!t->rw_mr)
 		goto err_fini;
 	t->qcap = RDMA_SLOTS + RDMA_BACKLOG;
@@ -1054,9 +1056,9 @@ static int rdma__sockaddr(const char *addr, struct sockaddr_in *sa)
 
 	if (kemari_parse_hostport(addr, &ip, &port))
 		return kemari_err(
-		    -EINVAL,
-		    "address '%s': expected IPV4:PORT, e.g. 169.254.77.1:7400",
-		    addr);
+			-EINVAL,
+			"address '%s': expected IPV4:PORT, e.g. 169.254.77.1:7400",
+			addr);
 	memset(sa, 0, sizeof(*sa));
 	sa->sin_family = AF_INET;
 	sa->sin_addr.s_addr = htonl(ip);
@@ -1070,11 +1072,11 @@ static int rdma__channel(struct rdma_event_channel **out)
 
 	if (!ch)
 		return errno == ENODEV || errno == ENOENT || errno == ENOSYS
-			   ? rdma__no_device()
-			   : kemari_err(
-				 -errno,
-				 "cannot open the RDMA connection manager: %s",
-				 strerror(errno));
+			       ? rdma__no_device()
+			       : kemari_err(
+					 -errno,
+					 "cannot open the RDMA connection manager: %s",
+					 strerror(errno));
 	if (rdma__nonblock(ch->fd)) {
 		rdma_destroy_event_channel(ch);
 		return kemari_err(-EIO, "cannot set up an RDMA event channel");
@@ -1150,8 +1152,8 @@ static int rdma__established(struct rdma_xport *t, uint64_t deadline,
 		type = ev->event;
 		if (type == RDMA_CM_EVENT_ESTABLISHED && peer) {
 			*have_peer =
-			    rdma__hs_take(t, ev->param.conn.private_data,
-					  ev->param.conn.private_data_len);
+				rdma__hs_take(t, ev->param.conn.private_data,
+					      ev->param.conn.private_data_len);
 		} else if (type == RDMA_CM_EVENT_REJECTED && peer &&
 			   ev->param.conn.private_data &&
 			   ev->param.conn.private_data_len >= sizeof(*peer)) {
@@ -1199,8 +1201,8 @@ static int rdma__accept_one(struct rdma_cm_id *id, const struct rdma_hs *peer,
 		goto err_refuse;
 	/* Its own channel: the listener's keeps other requests. */
 	if (rdma_migrate_id(id, t->ech)) {
-		err =
-		    kemari_err(-errno, "rdma_migrate_id: %s", strerror(errno));
+		err = kemari_err(-errno, "rdma_migrate_id: %s",
+				 strerror(errno));
 		goto err_refuse;
 	}
 	if (!rdma__hs_take(t, peer, peer_len)) {
@@ -1220,12 +1222,12 @@ static int rdma__accept_one(struct rdma_cm_id *id, const struct rdma_hs *peer,
 		err = kemari_err(-errno, "rdma_accept: %s", strerror(errno));
 		goto err_refuse;
 	}
-	err =
-	    rdma__established(t, rdma__deadline(RDMA_ESTABLISH_MS), NULL, NULL);
+	err = rdma__established(t, rdma__deadline(RDMA_ESTABLISH_MS), NULL,
+				NULL);
 	if (err) {
 		err = kemari_err(
-		    err, "the RDMA connection from %s did not complete: %s",
-		    name, strerror(-err));
+			err, "the RDMA connection from %s did not complete: %s",
+			name, strerror(-err));
 		goto err_free;
 	}
 	t->connected = true;
@@ -1312,10 +1314,10 @@ static int rdma__try_connect(const char *addr, struct sockaddr_in *sa,
 	}
 	/* Address, then route: each answered by an event. */
 	for (int stage = 0; stage < 2; stage++) {
-		if (stage == 0
-			? rdma_resolve_addr(t->id, NULL, (struct sockaddr *)sa,
-					    RDMA_RESOLVE_MS)
-			: rdma_resolve_route(t->id, RDMA_RESOLVE_MS)) {
+		if (stage == 0 ? rdma_resolve_addr(t->id, NULL,
+						   (struct sockaddr *)sa,
+						   RDMA_RESOLVE_MS)
+			       : rdma_resolve_route(t->id, RDMA_RESOLVE_MS)) {
 			snprintf(why, whylen, "%s resolution failed: %s",
 				 stage ? "route" : "address", strerror(errno));
 			err = -EAGAIN;
@@ -1356,29 +1358,31 @@ static int rdma__try_connect(const char *addr, struct sockaddr_in *sa,
 	if (err == -ECONNREFUSED && peer.magic == RDMA_HS_MAGIC &&
 	    peer.refuse) {
 		err = kemari_err(
-		    -ECONNREFUSED,
-		    "the secondary at %s refused the RDMA connection: %s", addr,
-		    peer.refuse == RDMA_REFUSE_HANDSHAKE
-			? "another Kemari version (run the same kemari-run on "
-			  "both sides)"
-			: "it could not set the connection up (see its log)");
+			-ECONNREFUSED,
+			"the secondary at %s refused the RDMA connection: %s",
+			addr,
+			peer.refuse == RDMA_REFUSE_HANDSHAKE
+				? "another Kemari version (run the same kemari-run on "
+				  "both sides)"
+				: "it could not set the connection up (see its log)");
 		goto err_free;
 	}
 	if (err) {
-		snprintf(why, whylen, "%s",
-			 err == -ECONNREFUSED
-			     ? "connection refused (nobody listening there yet)"
-			 : err == -ETIMEDOUT
-			     ? "no answer to the connection request"
-			     : strerror(-err));
+		snprintf(
+			why, whylen, "%s",
+			err == -ECONNREFUSED
+				? "connection refused (nobody listening there yet)"
+			: err == -ETIMEDOUT
+				? "no answer to the connection request"
+				: strerror(-err));
 		err = -EAGAIN;
 		goto err_free;
 	}
 	if (!have_peer) {
 		err = kemari_err(
-		    -EPROTO,
-		    "the peer at %s is not a Kemari secondary (RDMA handshake)",
-		    addr);
+			-EPROTO,
+			"the peer at %s is not a Kemari secondary (RDMA handshake)",
+			addr);
 		goto err_free;
 	}
 	t->connected = true;
@@ -1394,8 +1398,8 @@ err_free:
 static int rdma__connect(struct kemari_xport **out, const char *addr,
 			 const struct kemari_xport_opts *opts)
 {
-	uint64_t deadline = rdma__deadline(
-	    (int)KEMARI_MIN(opts->connect_timeout_ms, (unsigned int)INT32_MAX));
+	uint64_t deadline = rdma__deadline((int)KEMARI_MIN(
+		opts->connect_timeout_ms, (unsigned int)INT32_MAX));
 	struct rdma_xport *t = NULL;
 	struct sockaddr_in sa;
 	char why[160] = "";
@@ -1415,10 +1419,10 @@ static int rdma__connect(struct kemari_xport **out, const char *addr,
 			return err;
 		if (kemari_now_ns() >= deadline)
 			return kemari_err(
-			    -ECONNREFUSED,
-			    "cannot reach the secondary at %s: %s (start it "
-			    "first, or check --peer)",
-			    addr, why);
+				-ECONNREFUSED,
+				"cannot reach the secondary at %s: %s (start it "
+				"first, or check --peer)",
+				addr, why);
 		usleep(50000);
 	}
 	*out = &t->x;
@@ -1446,10 +1450,10 @@ static int rdma__reg_dst(struct kemari_xport *x, void *base, uint64_t len)
 	size_t mlen;
 	int err;
 
-	err =
-	    rdma__region_init(t, &t->dst, base, len,
-			      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
-			      true, "receive buffers");
+	err = rdma__region_init(t, &t->dst, base, len,
+				IBV_ACCESS_LOCAL_WRITE |
+					IBV_ACCESS_REMOTE_WRITE,
+				true, "receive buffers");
 	if (err)
 		return err;
 	mlen = sizeof(di) + (size_t)t->dst.n * sizeof(struct rdma_remote);
@@ -1508,23 +1512,24 @@ static int rdma__push(struct kemari_xport *x, const struct kemari_run *runs,
 	}
 	i = rdma_plan__bad_run(runs, n, t->src.len);
 	if (i < n)
-		return kemari_err(
-		    -ERANGE, "internal: run %llu+%u outside guest RAM",
-		    (unsigned long long)runs[i].pfn, runs[i].npages);
+		return kemari_err(-ERANGE,
+				  "internal: run %llu+%u outside guest RAM",
+				  (unsigned long long)runs[i].pfn,
+				  runs[i].npages);
 	i = rdma_plan__bad_run(runs, n, t->pdst.len);
 	if (i < n)
 		return kemari_err(
-		    -ERANGE,
-		    "run of %u pages at page %llu is past the secondary's "
-		    "%llu-page receive buffers: not sent",
-		    runs[i].npages, (unsigned long long)runs[i].pfn,
-		    (unsigned long long)(t->pdst.len / KEMARI_PAGE_SIZE));
+			-ERANGE,
+			"run of %u pages at page %llu is past the secondary's "
+			"%llu-page receive buffers: not sent",
+			runs[i].npages, (unsigned long long)runs[i].pfn,
+			(unsigned long long)(t->pdst.len / KEMARI_PAGE_SIZE));
 	lim.lpiece = t->src.piece;
 	lim.rpiece = t->pdst.piece;
 	rdma_plan__start(&c, runs, n);
 	while (!rdma_plan__finished(&c)) {
 		uint32_t k =
-		    rdma_batch__fill(&t->sq, &c, &lim, plan, RDMA_BATCH);
+			rdma_batch__fill(&t->sq, &c, &lim, plan, RDMA_BATCH);
 
 		if (!k) {
 			int err;
@@ -1557,7 +1562,8 @@ static int rdma__push(struct kemari_xport *x, const struct kemari_run *runs,
 			wr[j].opcode = IBV_WR_RDMA_WRITE;
 			wr[j].send_flags = p->signaled ? IBV_SEND_SIGNALED : 0;
 			wr[j].wr.rdma.remote_addr =
-			    r->addr + (p->off - (uint64_t)p->rmr * lim.rpiece);
+				r->addr +
+				(p->off - (uint64_t)p->rmr * lim.rpiece);
 			wr[j].wr.rdma.rkey = r->rkey;
 		}
 		if (ibv_post_send(t->qp, wr, &bad)) {
@@ -1648,8 +1654,8 @@ static int rdma__send_frame(struct rdma_xport *t, uint16_t type, uint64_t epoch,
 		wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
 		wr.imm_data = htonl((uint32_t)epoch);
 		wr.wr.rdma.remote_addr =
-		    t->peer_rw +
-		    (uint64_t)(t->sent % t->peer_slots) * t->peer_commit;
+			t->peer_rw +
+			(uint64_t)(t->sent % t->peer_slots) * t->peer_commit;
 		wr.wr.rdma.rkey = t->peer_rkey;
 	} else {
 		/* The immediate piggybacks our posted-receive count. */
@@ -1665,7 +1671,7 @@ static int rdma__send_frame(struct rdma_xport *t, uint16_t type, uint64_t epoch,
 	if (!commit)
 		t->advertised = t->posted;
 	t->sslot[slot] =
-	    (struct rdma_send_slot){ .seq = wr.wr_id, .busy = true };
+		(struct rdma_send_slot){ .seq = wr.wr_id, .busy = true };
 	t->snext = (unsigned int)(slot + 1) % RDMA_SEND_SLOTS;
 	t->sent++;
 	t->last_activity_ns = kemari_now_ns();
