@@ -80,6 +80,23 @@ int kemari_parse_hostport(const char *s, uint32_t *ip, uint16_t *port)
 	return 0;
 }
 
+int kemari_parse_sockaddr(const char *addr, struct sockaddr_in *sa)
+{
+	uint32_t ip;
+	uint16_t port;
+
+	if (kemari_parse_hostport(addr, &ip, &port))
+		return kemari_err(
+			-EINVAL,
+			"address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
+			addr);
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	sa->sin_addr.s_addr = htonl(ip);
+	sa->sin_port = htons(port);
+	return 0;
+}
+
 static uint32_t crc32c_table[8][256];
 
 static void crc32c_init(void)

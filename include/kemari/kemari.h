@@ -68,6 +68,9 @@ static inline uint64_t kemari_now_us(void)
 int kemari_parse_size(const char *s, uint64_t *out);
 /* Parse "HOST:PORT" (IPv4 dotted quad or "localhost") into ip/port, host order. */
 int kemari_parse_hostport(const char *s, uint32_t *ip, uint16_t *port);
+struct sockaddr_in;
+/* The same into a sockaddr_in; -EINVAL with a one-line error naming addr. */
+int kemari_parse_sockaddr(const char *addr, struct sockaddr_in *sa);
 /* CRC32C (Castagnoli) of buf, continuing from crc (start with 0). */
 uint32_t kemari_crc32c(uint32_t crc, const void *buf, size_t len);
 /* 64-bit FNV-1a hash of a whole file: 0 or negative errno. */

@@ -432,18 +432,13 @@ static int ofi__candidates(struct fi_info **list, struct fi_info **cand,
 static int ofi__split_addr(const char *addr, char *host, size_t hlen,
 			   char *port, size_t plen)
 {
-	struct in_addr a;
-	uint32_t ip;
-	uint16_t p;
+	struct sockaddr_in sa;
+	int err = kemari_parse_sockaddr(addr, &sa);
 
-	if (kemari_parse_hostport(addr, &ip, &p))
-		return kemari_err(
-			-EINVAL,
-			"address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
-			addr);
-	a.s_addr = htonl(ip);
-	snprintf(host, hlen, "%s", inet_ntoa(a));
-	snprintf(port, plen, "%u", p);
+	if (err)
+		return err;
+	snprintf(host, hlen, "%s", inet_ntoa(sa.sin_addr));
+	snprintf(port, plen, "%u", ntohs(sa.sin_port));
 	return 0;
 }
 

@@ -1049,23 +1049,6 @@ static int rdma__cm_wait(struct rdma_event_channel *ch, uint64_t deadline,
 	}
 }
 
-static int rdma__sockaddr(const char *addr, struct sockaddr_in *sa)
-{
-	uint32_t ip;
-	uint16_t port;
-
-	if (kemari_parse_hostport(addr, &ip, &port))
-		return kemari_err(
-			-EINVAL,
-			"address '%s': expected IPV4:PORT, e.g. 169.254.77.1:7400",
-			addr);
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	sa->sin_addr.s_addr = htonl(ip);
-	sa->sin_port = htons(port);
-	return 0;
-}
-
 static int rdma__channel(struct rdma_event_channel **out)
 {
 	struct rdma_event_channel *ch = rdma_create_event_channel();
@@ -1093,7 +1076,7 @@ static int rdma__listen(struct kemari_xport **out, const char *addr,
 	int err;
 
 	(void)opts;
-	err = rdma__sockaddr(addr, &sa);
+	err = kemari_parse_sockaddr(addr, &sa);
 	err = err ?: rdma__have_device();
 	err = err ?: rdma__new(&t, addr);
 	if (err)
@@ -1405,7 +1388,7 @@ static int rdma__connect(struct kemari_xport **out, const char *addr,
 	char why[160] = "";
 	int err;
 
-	err = rdma__sockaddr(addr, &sa);
+	err = kemari_parse_sockaddr(addr, &sa);
 	err = err ?: rdma__have_device();
 	if (err)
 		return err;

@@ -70,23 +70,6 @@ static int tcp__new(struct tcp_xport **out, int fd, const char *addr)
 	return 0;
 }
 
-static int tcp__sockaddr(const char *addr, struct sockaddr_in *sa)
-{
-	uint32_t ip;
-	uint16_t port;
-
-	if (kemari_parse_hostport(addr, &ip, &port))
-		return kemari_err(
-			-EINVAL,
-			"address '%s': expected IPV4:PORT, e.g. 127.0.0.1:7400",
-			addr);
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	sa->sin_addr.s_addr = htonl(ip);
-	sa->sin_port = htons(port);
-	return 0;
-}
-
 static void tcp__tune(int fd)
 {
 	int one = 1, buf = 4 << 20;
@@ -104,7 +87,7 @@ static int tcp__listen(struct kemari_xport **out, const char *addr,
 	int fd, one = 1, err;
 
 	(void)opts;
-	err = tcp__sockaddr(addr, &sa);
+	err = kemari_parse_sockaddr(addr, &sa);
 	if (err)
 		return err;
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -172,7 +155,7 @@ static int tcp__connect(struct kemari_xport **out, const char *addr,
 	struct tcp_xport *t;
 	int fd, err;
 
-	err = tcp__sockaddr(addr, &sa);
+	err = kemari_parse_sockaddr(addr, &sa);
 	if (err)
 		return err;
 	/* The secondary may still be starting: retry until the deadline. */
