@@ -124,6 +124,7 @@ XPORT_SRCS := $(wildcard tests/xport/*.c)
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
 XPORT_BIN := $(BUILD)/tests/xport
+FUZZ_BIN := $(BUILD)/tests/fuzz
 
 $(BUILD)/obj/tests/%.o: override CFLAGS += -Iguest -Itests/lib -Icmd
 
@@ -142,7 +143,12 @@ $(XPORT_BIN): $(XPORT_SRCS:%.c=$(BUILD)/obj/%.o) $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CRIT_LIBS) $(LDLIBS)
 
-tests: $(UNIT_BIN) $(INTEG_BIN) $(XPORT_BIN)
+$(FUZZ_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/fuzz/*.c)) $(KV_HOST_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CRIT_LIBS) $(LDLIBS)
+
+tests: $(UNIT_BIN) $(INTEG_BIN) $(XPORT_BIN) $(FUZZ_BIN)
 
 deps:
 	$(Q)scripts/deps.sh
@@ -156,6 +162,8 @@ check-run: all tests
 	$(Q)guest/check-nosse.sh $(GUEST_ELFS)
 	$(Q)echo "== unit tests"
 	$(Q)$(UNIT_BIN) --jobs 2 --short-filename
+	$(Q)echo "== fuzz: replication stream over tcp, kvstore datagrams"
+	$(Q)$(FUZZ_BIN) --jobs 2 --short-filename
 	$(Q)echo "== transport conformance (every transport usable here)"
 	$(Q)$(XPORT_BIN) --jobs 1 --short-filename
 	$(Q)echo "== KVM integration tests (tcp)"
