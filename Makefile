@@ -1,7 +1,8 @@
 # Kemari-RDMA: one entry point.
 #   make            build build/kemari-run, build/kemari-kv and the guests
 #   make deps       install missing Debian packages (idempotent)
-#   make check      deps + build + every test (unit, fuzz smoke, KVM integration)
+#   make check      deps + build + every test: check-run, check-rdma, check-patches
+#   make check-run  unit, fuzz, conformance, KVM integration (tcp, ofi-tcp)
 #   make demo       deps + build + the primary/secondary/failover demo
 #   make check-rdma soft-RoCE tests inside an emulated VM
 #   make perf       pause-time benchmark matrix (perf/) into $(BUILD)/perf/
@@ -156,7 +157,7 @@ deps:
 # check/demo install what is missing first, then re-read this Makefile so
 # the backend detection sees the new libraries.
 check: deps
-	$(Q)$(MAKE) --no-print-directory check-run
+	$(Q)scripts/check.sh
 
 check-run: all tests
 	$(Q)guest/check-nosse.sh $(GUEST_ELFS)
