@@ -139,6 +139,10 @@ static void load_check(struct load_run *l)
 {
 	l->stop = 1;
 	pthread_join(l->tid, NULL);
+	if (l->err) {
+		h_dump(plog);
+		h_dump(slog);
+	}
 	cr_assert(eq(int, l->err, 0), "load failed: %s", strerror(-l->err));
 	cr_log_info(
 		"acked %llu, final %llu, lost %llu, twice %llu, dup %llu, failed %llu",
