@@ -19,6 +19,8 @@ start=$(date +%s)
 deadline=${KEMARI_CHECK_DEADLINE:-}
 stages=",${KEMARI_CHECK_STAGES:-run,rdma,patches},"
 failed=()
+logdir=${BUILD:-build}/check-logs
+mkdir -p "$logdir"
 
 left() { echo $((deadline - $(date +%s))); }
 
@@ -32,9 +34,12 @@ stage() { # NAME MAKE-TARGET MIN-SECONDS
 			echo "check: SKIPPED make $target: $(($(left) / 60)) min left before the deadline, it needs ~$((need / 60))"
 			return 0
 		fi
-		timeout --kill-after=30 "$(($(left) - 30))" make --no-print-directory "$target" || rc=$?
+		timeout --kill-after=30 "$(($(left) - 30))" make --no-print-directory "$target" 2>&1 |
+			tee "$logdir/$target.log"
+		rc=${PIPESTATUS[0]}
 	else
-		make --no-print-directory "$target" || rc=$?
+		make --no-print-directory "$target" 2>&1 | tee "$logdir/$target.log"
+		rc=${PIPESTATUS[0]}
 	fi
 	echo "check: make $target: $([ $rc = 0 ] && echo passed || echo "FAILED (exit $rc)") in $((($(date +%s) - t0) / 60)) min"
 	[ $rc = 0 ] || failed+=("$target")
@@ -44,6 +49,12 @@ stage run check-run 600
 stage rdma check-rdma 1200
 stage patches check-patches 2100
 if [ ${#failed[@]} -gt 0 ]; then
+	# Repeat the failures' ends last: a log cut to its tail still shows them.
+	for t in "${failed[@]}"; do
+		echo "---- the end of make $t ($logdir/$t.log), failures first:"
+		grep -a -E 'FAIL|Assertion|error' "$logdir/$t.log" | tail -n 15
+		tail -n 25 "$logdir/$t.log"
+	done
 	echo "check: FAILED: ${failed[*]}"
 	exit 1
 fi
