@@ -99,6 +99,13 @@ mkdir -p /host/dev/pts /host/dev/shm /host$job
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 job /host$job
+# A working directory under /tmp, /run or /var/tmp (tmpfs in here) comes
+# as its own share.
+if [ -s /host$job/cwd.share ]; then
+	d=$(cat /host$job/cwd.share)
+	mkdir -p "/host$d"
+	mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 cwd "/host$d"
+fi
 ip link set lo up
 ip link add dummy0 type dummy 2>/dev/null
 ip link set dummy0 up
@@ -144,6 +151,13 @@ run() {
 	job=$(mktemp -d "$JOBROOT/job.XXXXXX")
 	chmod 755 "$job"
 	printf '%s\n' "$cwd" >"$job/cwd"
+	local share=()
+	case $cwd/ in
+	/tmp/* | /run/* | /var/tmp/*)
+		printf '%s\n' "$cwd" >"$job/cwd.share"
+		share=(-virtfs "local,path=$cwd,mount_tag=cwd,security_model=none,readonly=on,multidevs=remap")
+		;;
+	esac
 	{
 		echo "set -e"
 		printf '%q ' "$@"
@@ -165,7 +179,7 @@ run() {
 			-append "console=ttyS0 loglevel=3 panic=-1 no_timer_check ${KEMARI_VM_APPEND:-}kemari.job=$job" \
 			-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 			-virtfs local,path="$job",mount_tag=job,security_model=none,multidevs=remap \
-			-monitor "unix:$job/mon.sock,server,nowait" \
+			-monitor "unix:$job/mon.sock,server,nowait" "${share[@]}" \
 			</dev/null >"$log" 2>&1 &
 		local qpid=$! waited=0
 		while ! grep -q KEMARI-VM-READY "$log" 2>/dev/null; do
