@@ -30,7 +30,8 @@ GUEST_LDFLAGS := -T guest/guest.ld -Wl,--build-id=none \
 	-Wl,-z,max-page-size=0x1000 -Wl,-z,noexecstack
 
 GUEST_RT_SRCS := guest/rt/start.S guest/rt/rt.c guest/rt/mem.c \
-	guest/rt/printf.c guest/rt/num.c guest/rt/crc32.c
+	guest/rt/printf.c guest/rt/num.c guest/rt/crc32.c \
+	guest/rt/traps.S guest/rt/traps.c
 KV_HOST_SRCS := guest/kv/kvcore.c guest/kv/wal.c guest/rt/num.c \
 	guest/rt/crc32.c
 KV_TEST_SRCS := tests/unit/test_kvproto.c

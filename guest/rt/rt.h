@@ -120,6 +120,8 @@ int rt__snprintf(char *buf, size_t cap, const char *fmt, ...)
 _Noreturn void rt__exit(int status);
 
 /* Print "panic: <message>" and exit with status 1. */
+/* Load the IDT whose gates report CPU exceptions and exit (traps.S). */
+void rt__idt_init(void);
 _Noreturn void guest_panic(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 

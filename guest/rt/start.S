@@ -16,6 +16,8 @@ _start:
 	xor	%ebp, %ebp
 	/* Kept for the console and guest_panic(), usable before guest_main. */
 	mov	%rdi, rt__bootinfo(%rip)
+	call	rt__idt_init	/* a fault reports itself instead of a triple fault */
+	mov	rt__bootinfo(%rip), %rdi
 	/* RSP is 16-byte aligned: the call leaves the ABI's RSP + 8. */
 	call	guest_main
 	mov	%eax, %edi

@@ -206,23 +206,49 @@ ParameterizedTestParameters(replication, kill9_at_random_moment)
 	return cr_make_param_array(int, runs, (size_t)n);
 }
 
+/*
+ * Inside the emulated test VM (nested KVM under QEMU TCG) the primary's
+ * guest has been seen to stop by itself, now and then, before the kill: a
+ * triple fault (before the guest runtime had exception handlers; now the
+ * guest reports the exception, vector, RIP and CR2, on its console). That run tests nothing
+ * (the secondary rightly does not take over from a primary that stopped in
+ * order), so it is reported, with the primary's log, and run again, at most
+ * twice; any other early exit of the primary fails the test.
+ */
 ParameterizedTest(int *run, replication, kill9_at_random_moment)
 {
-	struct load_run l;
+	struct load_run *l = NULL;
 	unsigned int delay;
 
 	srand((unsigned int)time(NULL) ^ (unsigned int)(*run * 7919));
-	delay = 200 + (unsigned int)rand() % 1500;
-	start_secondary(NULL);
-	start_primary(NULL);
-	wait_ready();
-	load_start(&l);
-	usleep((useconds_t)h_ms((int)delay) * 1000);
+	for (int attempt = 0;; attempt++) {
+		delay = 200 + (unsigned int)rand() % 1500;
+		l = calloc(1, sizeof(*l));
+		cr_assert(l != NULL);
+		start_secondary(NULL);
+		start_primary(NULL);
+		wait_ready();
+		load_start(l);
+		usleep((useconds_t)h_ms((int)delay) * 1000);
+		if (h_wait(&pri, 0) < 0 || attempt == 2 ||
+		    !(h_log_has(plog, "guest stopped") ||
+		      h_log_has(plog, "panic: CPU exception")))
+			break;
+		h_dump(plog);
+		cr_log_warn(
+			"run %d: the primary's guest stopped by itself before the kill (see its log above); running again",
+			*run);
+		/* Its clients wait out their timeout: leave them to it. */
+		l->stop = 1;
+		pthread_detach(l->tid);
+		teardown();
+		setup();
+	}
 	h_kill(&pri, SIGKILL);
 	cr_log_info("run %d: primary killed after %u ms of load", *run, delay);
 	wait_takeover();
 	usleep((useconds_t)h_ms(500) * 1000);
-	load_check(&l);
+	load_check(l);
 	cr_assert(not(h_log_has(slog, "error")));
 }
 

@@ -325,6 +325,13 @@ Test(standalone, error_kvm_not_permitted)
 		"error: /dev/kvm: permission denied: run as root or add yourself to the 'kvm' group"));
 }
 
+Test(standalone, guest_cpu_exception_is_reported)
+{
+	expect_error("--guest=@B/guests/fault.elf",
+		     "panic: CPU exception 14 (#PF) at RIP 0x");
+	cr_assert(h_log_has(log_, "CR2 0x4000000000"));
+}
+
 Test(standalone, error_image_not_elf)
 {
 	expect_error("--guest=/etc/hostname",
