@@ -45,8 +45,13 @@ uint16_t h_port(void)
 {
 	static unsigned int next;
 
-	/* Criterion runs each test in its own process: spread by pid. */
-	return (uint16_t)(20000 + (getpid() % 4000) * 8 + (next++ % 8));
+	/*
+	 * Criterion runs each test in its own process: spread by pid, over
+	 * 20400-31599, below the kernel's ephemeral range (32768 and up):
+	 * there a client socket (the tests' own, or a transport's) could
+	 * hold the port that a service binds later, at a takeover.
+	 */
+	return (uint16_t)(20400 + (getpid() % 1400) * 8 + (next++ % 8));
 }
 
 int h_ms(int ms)

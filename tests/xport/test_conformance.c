@@ -24,6 +24,9 @@
 #include "kemari/wire.h"
 #include "kemari/xport.h"
 
+/* Listening ports: 10000-20399, below the kernel's ephemeral range (32768
+ * and up), where a client connection of an earlier test may hold a port. */
+#define XPORT_PORT_BASE 10000
 #define REGION (32ULL << 20)
 #define NPAGES (REGION / 4096)
 #define MSG_READY 100
@@ -111,7 +114,7 @@ static void open_pair(struct side *s, const char *name, uint64_t dst_len)
 				p * 0x100000001ULL + (uint64_t)i;
 	snprintf(s->addr, sizeof(s->addr), "%s:%u",
 		 env_or("KEMARI_TEST_ADDR", "127.0.0.1"),
-		 30000 + (getpid() % 3000) * 8 + (seq++ % 8));
+		 XPORT_PORT_BASE + (getpid() % 1300) * 8 + (seq++ % 8));
 	err = s->ops->listen(&s->l, s->addr, &o);
 	cr_assert(eq(int, err, 0), "listen: %s", kemari_last_error(err));
 	pthread_create(&s->tid, NULL, accept_thread, s);
