@@ -273,8 +273,8 @@ ParameterizedTest(int *run, replication, kill9_at_random_moment)
 		h_dump(slog);
 		if (attempt == 2)
 			cr_fatal("run %d: %s, in three attempts", *run, where);
-		cr_log_warn(
-			"run %d: %s (logs above; nested KVM under TCG?); running again",
+		cr_log_info(
+			"WARNING: run %d: %s (logs above; nested KVM under TCG?); running again",
 			*run, where);
 		teardown();
 		setup();
