@@ -168,10 +168,12 @@ check-run: all tests
 	$(Q)echo "== transport conformance (every transport usable here)"
 	$(Q)$(XPORT_BIN) --jobs 1 --short-filename
 	$(Q)echo "== KVM integration tests (tcp)"
-	$(Q)tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
+	$(Q)tests/rerun-once.sh "KVM integration (tcp)" \
+		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
 ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
 	$(Q)echo "== failover over ofi (libfabric tcp provider)"
-	$(Q)KEMARI_FAILOVER_RUNS=5 tests/run-kvm.sh env "KEMARI_TEST_TRANSPORT=ofi --provider=tcp" \
+	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-once.sh "failover over ofi-tcp" \
+		tests/run-kvm.sh env "KEMARI_TEST_TRANSPORT=ofi --provider=tcp" \
 		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/*'
 endif
 
