@@ -29,18 +29,16 @@ stage() { # NAME MAKE-TARGET MIN-SECONDS
 	case $stages in *",$name,"*) ;; *) echo "check: stage $name not selected (KEMARI_CHECK_STAGES)"; return 0 ;; esac
 	printf '\n===== make %s (%d min elapsed)\n' "$target" $((($(date +%s) - start) / 60))
 	t0=$(date +%s)
+	local run=(make --no-print-directory "$target")
 	if [ -n "$deadline" ]; then
 		if [ "$(left)" -lt "$need" ]; then
 			echo "check: SKIPPED make $target: $(($(left) / 60)) min left before the deadline, it needs ~$((need / 60))"
 			return 0
 		fi
-		timeout --kill-after=30 "$(($(left) - 30))" make --no-print-directory "$target" 2>&1 |
-			tee "$logdir/$target.log"
-		rc=${PIPESTATUS[0]}
-	else
-		make --no-print-directory "$target" 2>&1 | tee "$logdir/$target.log"
-		rc=${PIPESTATUS[0]}
+		run=(timeout --kill-after=30 "$(($(left) - 30))" "${run[@]}")
 	fi
+	"${run[@]}" 2>&1 | tee "$logdir/$target.log"
+	rc=${PIPESTATUS[0]}
 	echo "check: make $target: $([ $rc = 0 ] && echo passed || echo "FAILED (exit $rc)") in $((($(date +%s) - t0) / 60)) min"
 	[ $rc = 0 ] || failed+=("$target")
 }
