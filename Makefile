@@ -2,7 +2,7 @@
 #   make            build build/kemari-run, build/kemari-kv and the guests
 #   make deps       install missing Debian packages (idempotent)
 #   make check      deps + build + every test: check-run, check-rdma, check-patches
-#   make check-run  unit, fuzz, conformance, KVM integration (tcp, ofi-tcp)
+#   make check-run  unit, fuzz, conformance, synth failover, KVM integration (tcp, ofi-tcp)
 #   make demo       deps + build + the primary/secondary/failover demo
 #   make check-rdma soft-RoCE tests inside an emulated VM
 #   make perf       pause-time benchmark matrix (perf/) into $(BUILD)/perf/
@@ -51,7 +51,7 @@ endif
 endif
 
 CORE_SRCS := $(wildcard core/*.c)
-HV_SRCS := $(wildcard hv/kvm/*.c)
+HV_SRCS := $(wildcard hv/kvm/*.c) $(wildcard hv/synth/*.c)
 # transports/rdma/batch.c is pure arithmetic (no verbs): always built, so
 # its unit tests run everywhere.
 RDMA_PURE := $(wildcard transports/rdma/batch.c)
@@ -122,10 +122,12 @@ UNIT_SRCS := $(wildcard tests/unit/*.c)
 INTEG_SRCS := $(wildcard tests/integration/*.c)
 TEST_LIB_SRCS := $(wildcard tests/lib/*.c)
 XPORT_SRCS := $(wildcard tests/xport/*.c)
+SYNTH_SRCS := $(wildcard tests/synth/*.c)
 UNIT_BIN := $(BUILD)/tests/unit
 INTEG_BIN := $(BUILD)/tests/integration
 XPORT_BIN := $(BUILD)/tests/xport
 FUZZ_BIN := $(BUILD)/tests/fuzz
+SYNTH_BIN := $(BUILD)/tests/synth
 
 $(BUILD)/obj/tests/%.o: override CFLAGS += -Iguest -Itests/lib -Icmd
 
@@ -149,7 +151,12 @@ $(FUZZ_BIN): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/fuzz/*.c)) $(KV_HO
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CRIT_LIBS) $(LDLIBS)
 
-tests: $(UNIT_BIN) $(INTEG_BIN) $(XPORT_BIN) $(FUZZ_BIN)
+$(SYNTH_BIN): $(SYNTH_SRCS:%.c=$(BUILD)/obj/%.o) $(TEST_LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/cmd/kvclient.o $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CRIT_LIBS) $(LDLIBS)
+
+tests: $(UNIT_BIN) $(INTEG_BIN) $(XPORT_BIN) $(FUZZ_BIN) $(SYNTH_BIN)
 
 deps:
 	$(Q)scripts/deps.sh
@@ -167,6 +174,8 @@ check-run: all tests
 	$(Q)$(FUZZ_BIN) --jobs 2 --short-filename
 	$(Q)echo "== transport conformance (every transport usable here)"
 	$(Q)$(XPORT_BIN) --jobs 1 --short-filename
+	$(Q)echo "== engine failover with the synthetic guest, natively (every transport usable here)"
+	$(Q)$(SYNTH_BIN) --jobs 1 --short-filename
 	$(Q)echo "== KVM integration tests (tcp)"
 	$(Q)tests/rerun-once.sh "KVM integration (tcp)" \
 		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename

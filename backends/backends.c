@@ -10,6 +10,7 @@
 #include "kemari/xport.h"
 
 extern const struct kemari_hv_ops kemari_hv_kvm;
+extern const struct kemari_hv_ops kemari_hv_synth;
 extern const struct kemari_xport_ops kemari_xport_tcp;
 #ifdef HAVE_RDMA
 extern const struct kemari_xport_ops kemari_xport_rdma;
@@ -20,6 +21,7 @@ extern const struct kemari_xport_ops kemari_xport_ofi;
 
 const struct kemari_hv_ops *const kemari_hv_backends[] = {
 	&kemari_hv_kvm,
+	&kemari_hv_synth,
 	NULL,
 };
 

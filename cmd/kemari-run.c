@@ -32,6 +32,10 @@ static void usage(FILE *f)
 		"\n"
 		"Guest:\n"
 		"  --guest=ELF           guest image (both sides name the same file)\n"
+		"  --hv=kvm|synth        kvm: the built-in KVM VMM (default); synth: no VM,\n"
+		"                        a host thread runs the dirtier's workload (pages=,\n"
+		"                        ws=, rounds=, think_us=; --disk is its output file):\n"
+		"                        the engine and transports measured without KVM\n"
 		"  --mem=SIZE            guest RAM, K/M/G suffixes (default 64M)\n"
 		"  --cpus=N              vCPUs (default 1)\n"
 		"  --disk=PATH           block device backing file (shared by both sides)\n"
@@ -97,6 +101,7 @@ enum {
 	OPT_LISTEN,
 	OPT_PROVIDER,
 	OPT_GUEST,
+	OPT_HV,
 	OPT_MEM,
 	OPT_CPUS,
 	OPT_DISK,
@@ -125,6 +130,7 @@ static const struct option long_opts[] = {
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "provider", required_argument, NULL, OPT_PROVIDER },
 	{ "guest", required_argument, NULL, OPT_GUEST },
+	{ "hv", required_argument, NULL, OPT_HV },
 	{ "mem", required_argument, NULL, OPT_MEM },
 	{ "cpus", required_argument, NULL, OPT_CPUS },
 	{ "disk", required_argument, NULL, OPT_DISK },
@@ -233,6 +239,15 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			break;
 		case OPT_GUEST:
 			cfg->guest_path = optarg;
+			break;
+		case OPT_HV:
+			cfg->hv = kemari_hv_find(optarg);
+			if (!cfg->hv) {
+				fprintf(stderr,
+					"kemari-run: error: --hv=%s: use kvm or synth\n",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case OPT_MEM:
 			if (parse_size_opt("mem", optarg,
@@ -359,7 +374,7 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			argv[optind]);
 		return -EINVAL;
 	}
-	if (!cfg->guest_path) {
+	if (!cfg->guest_path && strcmp(cfg->hv->name, "synth")) {
 		fprintf(stderr,
 			"kemari-run: error: --guest=ELF is required (e.g. --guest=build/guests/kvstore.elf)\n");
 		return -EINVAL;

@@ -24,7 +24,7 @@ struct kemari_epoch_stats {
 	uint64_t pause_us;
 	uint64_t spec_pages;
 	uint64_t applied_next;
-		/* the secondary applied every epoch below */ /* pushed ahead of the tap, while the guest ran */
+	/* the secondary applied every epoch below */ /* pushed ahead of the tap, while the guest ran */
 };
 
 struct kemari_metrics {

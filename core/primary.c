@@ -84,29 +84,38 @@ static void primary__note_applied(struct kemari_engine *e,
 		e->applied_next = a.applied_next;
 }
 
-/* Wait for the ack of epoch; heartbeats on the way are fine. */
+/*
+ * Wait for the ack of epoch. The secondary is dead after timeout_ms of
+ * silence; one that keeps sending heartbeats (while it applies a large
+ * epoch, say) is alive and waited for, up to max(timeout_ms, 30 s) in all.
+ */
 static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
 			     unsigned int timeout_ms)
 {
-	uint64_t deadline = kemari_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	uint64_t t0 = kemari_now_ns(), last = t0;
+	uint64_t cap =
+		t0 + (uint64_t)KEMARI_MAX(timeout_ms, 30000u) * 1000000ULL;
 
 	for (;;) {
 		struct kemari_msg m;
 		uint64_t now = kemari_now_ns();
+		uint64_t deadline = KEMARI_MIN(
+			cap, last + (uint64_t)timeout_ms * 1000000ULL);
 		int err;
 
 		if (now >= deadline)
 			return kemari_err(
 				-ETIMEDOUT,
-				"no acknowledgement of epoch %llu within %u ms",
-				(unsigned long long)epoch, timeout_ms);
+				"no acknowledgement of epoch %llu within %llu ms",
+				(unsigned long long)epoch,
+				(unsigned long long)((now - t0) / 1000000));
 		err = e->conn->ops->recv(e->conn, &m,
 					 (int)((deadline - now) / 1000000) + 1);
 		if (err == -ETIMEDOUT)
 			continue;
 		if (err)
 			return err;
-		e->last_rx_ns = kemari_now_ns();
+		e->last_rx_ns = last = kemari_now_ns();
 		switch (m.type) {
 		case KEMARI_MSG_ACK:
 			if (m.epoch != epoch)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make check: every test, in three stages (after make deps):
-#   1. make check-run     unit, fuzz, transport conformance, the KVM
+#   1. make check-run     unit, fuzz, transport conformance, synth failover, the KVM
 #                         integration tests over tcp and failover over ofi-tcp
 #                         (inside the emulated test VM where /dev/kvm is
 #                         unusable);

@@ -1,0 +1,357 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The engine's failover over every transport usable natively, with the
+ * synthetic guest (--hv=synth): no KVM needed, so these run on the host.
+ *
+ * Exact outcomes: the synthetic guest's whole state is its round counter;
+ * each round writes K pages and releases one output record at its own
+ * offset of the output file. After any failover the secondary verifies
+ * every page of the working set against the restored round (a torn or
+ * stale replica fails the takeover), then runs on to the last round. So
+ * the output file must hold exactly rounds records, record i == i + 1:
+ * nothing released was lost, nothing is missing or out of place.
+ *
+ * KEMARI_SYNTH_XPORTS="tcp;ofi --provider=tcp" picks the transports
+ * (default: tcp, and ofi over its tcp provider when compiled in);
+ * KEMARI_TEST_ADDR the address (169.254.77.1 for soft-RoCE).
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kemari/buf.h"
+#include "kemari/hv.h"
+#include "kemari/kemari.h"
+#include "kemari/xport.h"
+
+#define ROUNDS 400
+#define MAX_XPORTS 4
+
+static char dir[256], out[300], plog[300], slog[300], peer[64];
+static struct hproc pri, sec;
+
+struct xspec {
+	char args[64]; /* "--transport=ofi --provider=tcp" */
+};
+
+static size_t list_xports(struct xspec *xs)
+{
+	const char *env = getenv("KEMARI_SYNTH_XPORTS");
+	char buf[256], *save = NULL;
+	size_t n = 0;
+
+	if (!env || !*env)
+		env = kemari_xport_find("ofi") ? "tcp;ofi --provider=tcp"
+					       : "tcp";
+	snprintf(buf, sizeof(buf), "%s", env);
+	for (char *t = strtok_r(buf, ";", &save); t && n < MAX_XPORTS;
+	     t = strtok_r(NULL, ";", &save))
+		snprintf(xs[n++].args, sizeof(xs[0].args), "--transport=%.48s",
+			 t);
+	return n;
+}
+
+static void setup(void)
+{
+	const char *addr = getenv("KEMARI_TEST_ADDR");
+
+	h_tmpdir(dir, sizeof(dir));
+	snprintf(out, sizeof(out), "%s/out.bin", dir);
+	snprintf(plog, sizeof(plog), "%s/primary.log", dir);
+	snprintf(slog, sizeof(slog), "%s/secondary.log", dir);
+	snprintf(peer, sizeof(peer), "%s:%u", addr && *addr ? addr : "127.0.0.1",
+		 h_port());
+	pri.pid = sec.pid = 0;
+}
+
+static void teardown(void)
+{
+	h_reap(&pri);
+	h_reap(&sec);
+	h_rmtree(dir);
+}
+
+TestSuite(synth, .init = setup, .fini = teardown, .timeout = 180);
+
+/* Heartbeats patient enough for a loaded 2-core machine. */
+#define COMMON "--hv=synth --mem=32M --no-progress --heartbeat-ms=20 --heartbeat-timeout-ms=%d --disk=%s %s"
+
+static void start_pair(const char *xport, const char *pextra, int rounds)
+{
+	cr_assert(eq(int,
+		     h_spawn(&sec, slog,
+			     "@B/kemari-run --role=secondary --listen=%s " COMMON,
+			     peer, h_ms(1000), out, xport),
+		     0));
+	if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
+		h_dump(slog);
+		cr_fatal("secondary did not start");
+	}
+	cr_assert(eq(int,
+		     h_spawn(&pri, plog,
+			     "@B/kemari-run --role=primary --peer=%s " COMMON
+			     " --guest-arg=pages=64 --guest-arg=rounds=%d %s",
+			     peer, h_ms(1000), out, xport, rounds,
+			     pextra ? pextra : ""),
+		     0));
+}
+
+/* The output file holds exactly n records, record i == i + 1. */
+static void check_output(int n)
+{
+	int fd = open(out, O_RDONLY);
+	uint64_t *rec = calloc((size_t)n + 1, sizeof(*rec));
+	ssize_t got;
+
+	cr_assert(fd >= 0 && rec);
+	got = pread(fd, rec, ((size_t)n + 1) * sizeof(*rec), 0);
+	close(fd);
+	cr_assert(eq(sz, (size_t)got, (size_t)n * sizeof(*rec)),
+		  "output holds %zd bytes, expected %d records", got, n);
+	for (int i = 0; i < n; i++)
+		cr_assert(eq(u64, rec[i], (uint64_t)i + 1), "record %d", i);
+	free(rec);
+}
+
+/* The round the secondary verified its replica at, from its log. */
+static long long verified_round(void)
+{
+	FILE *f = fopen(slog, "r");
+	char line[512];
+	long long r = -1;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, "replica verified at round ");
+
+		if (p)
+			r = atoll(p + strlen("replica verified at round "));
+	}
+	if (f)
+		fclose(f);
+	return r;
+}
+
+static void wait_secondary_done(void)
+{
+	int st = h_wait(&sec, h_ms(60000));
+
+	if (st != 0) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fatal("the secondary ended with %d after the takeover", st);
+	}
+}
+
+ParameterizedTestParameters(synth, orderly_run_replicates_every_round)
+{
+	static struct xspec xs[MAX_XPORTS];
+
+	return cr_make_param_array(struct xspec, xs, list_xports(xs));
+}
+
+ParameterizedTest(struct xspec *x, synth, orderly_run_replicates_every_round)
+{
+	char stats[300], extra[350], line[512];
+	int epochs = 0;
+	FILE *f;
+
+	snprintf(stats, sizeof(stats), "%s/stats.json", dir);
+	snprintf(extra, sizeof(extra), "--stats=%s", stats);
+	start_pair(x->args, extra, ROUNDS);
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 0));
+	cr_assert(eq(int, h_wait(&sec, h_ms(20000)), 0));
+	cr_assert(h_log_has(slog, "shut down in order at epoch 400"));
+	check_output(ROUNDS);
+	/* One epoch per event, each carrying the round's 64 pages. */
+	f = fopen(stats, "r");
+	cr_assert(f != NULL);
+	while (fgets(line, sizeof(line), f)) {
+		epochs++;
+		cr_assert(strstr(line, "\"dirty_pages\":64,") != NULL, "%s",
+			  line);
+	}
+	fclose(f);
+	cr_assert(eq(int, epochs, ROUNDS));
+}
+
+struct phase_case {
+	char xport[64];
+	char fault[16];
+	int committed; /* 1: epoch N is committed at the secondary */
+};
+
+ParameterizedTestParameters(synth, kill9_at_each_phase)
+{
+	static const char *const phases[] = { "before-push", "mid-push",
+					      "after-push", "after-commit",
+					      "after-ack" };
+	static struct phase_case cases[MAX_XPORTS * 5];
+	struct xspec xs[MAX_XPORTS];
+	size_t nx = list_xports(xs), n = 0;
+
+	for (size_t i = 0; i < nx; i++)
+		for (size_t p = 0; p < 5; p++, n++) {
+			memcpy(cases[n].xport, xs[i].args,
+			       sizeof(cases[n].xport));
+			snprintf(cases[n].fault, sizeof(cases[n].fault), "%s",
+				 phases[p]);
+			cases[n].committed = p >= 3;
+		}
+	return cr_make_param_array(struct phase_case, cases, n);
+}
+
+/*
+ * Epoch e carries round e - 1 (epoch 0 is the initial sync). Killed in
+ * epoch 40: committed, the secondary restores round 39 with its event in
+ * flight and re-issues it; not committed, it restores round 38.
+ */
+ParameterizedTest(struct phase_case *pc, synth, kill9_at_each_phase)
+{
+	const long long at = 40;
+	char fault[64];
+
+	snprintf(fault, sizeof(fault), "--fault=%s:%lld", pc->fault, at);
+	start_pair(pc->xport, fault, ROUNDS);
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 128 + SIGKILL), "%s %s",
+		  pc->xport, pc->fault);
+	wait_secondary_done();
+	cr_assert(eq(i64, verified_round(), pc->committed ? at - 1 : at - 2),
+		  "%s %s", pc->xport, pc->fault);
+	check_output(ROUNDS);
+}
+
+struct random_case {
+	char xport[64];
+	int run;
+	int speculate;
+};
+
+ParameterizedTestParameters(synth, kill9_at_random_moment)
+{
+	static struct random_case cases[MAX_XPORTS * 8];
+	struct xspec xs[MAX_XPORTS];
+	size_t nx = list_xports(xs), n = 0;
+
+	for (size_t i = 0; i < nx; i++)
+		for (int r = 0; r < 8; r++, n++) {
+			memcpy(cases[n].xport, xs[i].args,
+			       sizeof(cases[n].xport));
+			cases[n].run = r;
+			cases[n].speculate = r % 2;
+		}
+	return cr_make_param_array(struct random_case, cases, n);
+}
+
+/*
+ * Rounds that take ~0.5 ms of guest time each, a kill somewhere in the
+ * first second; every other run with speculation (a harvest thread racing
+ * the guest's writes).
+ */
+ParameterizedTest(struct random_case *rc, synth, kill9_at_random_moment)
+{
+	const int rounds = 4000;
+	unsigned int delay;
+	char extra[128];
+
+	srand((unsigned int)time(NULL) ^ (unsigned int)getpid());
+	delay = 50 + (unsigned int)rand() % 900;
+	snprintf(extra, sizeof(extra), "--guest-arg=think_us=500 %s",
+		 rc->speculate ? "--speculate-us=100" : "");
+	start_pair(rc->xport, extra, rounds);
+	if (h_wait_log(plog, "the guest starts protected", h_ms(20000))) {
+		h_dump(plog);
+		cr_fatal("no initial sync");
+	}
+	usleep(delay * 1000);
+	cr_assert(eq(int, h_wait(&pri, 0), -ETIMEDOUT),
+		  "the primary ended before the kill");
+	h_kill(&pri, SIGKILL);
+	cr_log_info("%s run %d%s: primary killed %u ms into the run",
+		    rc->xport, rc->run, rc->speculate ? " (speculating)" : "",
+		    delay);
+	wait_secondary_done();
+	cr_assert(verified_round() >= 0, "no verified takeover");
+	check_output(rounds);
+}
+
+/* Captures the synthetic guest's state and RAM at its third event. */
+struct snap {
+	const struct kemari_hv_ops *ops;
+	struct kemari_hv *hv;
+	struct kemari_buf cpu, dev;
+	uint8_t ram[1 << 20];
+	int events;
+};
+
+static int snap_event(void *ctx, struct kemari_event *ev)
+{
+	struct snap *s = ctx;
+	uint8_t *ram;
+	uint64_t size;
+
+	if (++s->events == 3) {
+		cr_assert(eq(int, s->ops->save_cpu(s->hv, &s->cpu), 0));
+		cr_assert(eq(int, s->ops->save_dev(s->hv, &s->dev), 0));
+		s->ops->map_ram(s->hv, (void **)&ram, &size);
+		memcpy(s->ram, ram, sizeof(s->ram));
+	}
+	return kemari_event__release(ev);
+}
+
+/* The oracle itself: a replica that is not the restored round's state is
+ * refused at takeover, naming the page. */
+Test(synth, torn_replica_is_refused)
+{
+	const struct kemari_hv_ops *ops = kemari_hv_find("synth");
+	struct kemari_hv_cfg cfg = { .mem_size = 1 << 20, .ncpus = 1 };
+	struct snap *s = calloc(1, sizeof(*s));
+	struct kemari_hv *b;
+	uint8_t *rb;
+	uint64_t size;
+	int err;
+
+	cr_assert(ops != NULL && s != NULL);
+	cfg.guest_args[cfg.nguest_args++] = "pages=8";
+	cfg.guest_args[cfg.nguest_args++] = "rounds=5";
+	cfg.hooks.ctx = s;
+	cfg.hooks.event = snap_event;
+	s->ops = ops;
+	cr_assert(eq(int, ops->create(&s->hv, &cfg), 0));
+	cr_assert(eq(int, ops->load_guest(s->hv, NULL), 0));
+	cr_assert(eq(int, ops->run(s->hv), 0));
+	cr_assert(eq(int, s->events, 5));
+	/* The state and RAM at round 2's event restore and verify. */
+	cr_assert(eq(int, ops->create(&b, &cfg), 0));
+	ops->map_ram(b, (void **)&rb, &size);
+	memcpy(rb, s->ram, sizeof(s->ram));
+	cr_assert(eq(int, ops->load_cpu(b, s->cpu.data, s->cpu.len), 0));
+	cr_assert(eq(int, ops->load_dev(b, s->dev.data, s->dev.len), 0));
+	cr_assert(eq(int, ops->reattach(b), 0));
+	/* Page 21 (the 6th of the working set) was written in round 0. */
+	rb[21 * 4096] = 99;
+	kemari_err_clear();
+	err = ops->reattach(b);
+	cr_assert(eq(int, err, -EIO));
+	cr_assert(strstr(kemari_last_error(err),
+			 "page 21 holds round 99, expected 1") != NULL,
+		  "%s", kemari_last_error(err));
+	/* And a replica one round behind (round 1's RAM, round 2's state). */
+	memcpy(rb, s->ram, sizeof(s->ram));
+	memset(rb + 32 * 4096, 0, 8); /* page 32: written in round 2 */
+	kemari_err_clear();
+	cr_assert(eq(int, ops->reattach(b), -EIO));
+	kemari_buf__fini(&s->cpu);
+	kemari_buf__fini(&s->dev);
+	ops->destroy(s->hv);
+	ops->destroy(b);
+	free(s);
+}
