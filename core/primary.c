@@ -514,8 +514,8 @@ int primary__event(void *ctx, struct kemari_event *ev)
 int primary__tick(void *ctx)
 {
 	struct kemari_engine *e = ctx;
-	uint64_t now = kemari_now_ns();
 	struct kemari_msg m;
+	uint64_t now;
 	int err = 0;
 
 	engine__tick_common(e);
@@ -528,6 +528,9 @@ int primary__tick(void *ctx)
 		pthread_mutex_unlock(&e->xlock);
 		return 0;
 	}
+	/* After the lock: an epoch may have just sent (last_tx_ns > now
+	 * would wrap around and send a needless heartbeat). */
+	now = kemari_now_ns();
 	if (now - e->last_tx_ns >= (uint64_t)e->cfg.heartbeat_ms * 1000000ULL)
 		err = primary__send(e, KEMARI_MSG_HEARTBEAT, e->epoch, NULL, 0);
 	while (!err) {

@@ -309,7 +309,8 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 			if (err)
 				return secondary__lost(e, err);
 		}
-		if (now - e->last_tx_ns >=
+		/* Fresh time: an ack sent above is newer than now. */
+		if (kemari_now_ns() - e->last_tx_ns >=
 		    (uint64_t)e->cfg.heartbeat_ms * 1000000ULL) {
 			err = secondary__send(e, KEMARI_MSG_HEARTBEAT, e->epoch,
 					      NULL, 0);

@@ -21,6 +21,9 @@ to_array kvstore.jsonl kvstore.json
 
 envv() { sed -n "s/^$1=//p" env.txt 2>/dev/null | head -1; }
 env_kind=$(envv env)
+# The KVM cells ran in the emulated VM while the synth cells ran here.
+vm_kvm=0
+{ [ "$env_kind" = vm ] || [ -s env-vm.txt ]; } && vm_kvm=1
 
 # CSV access by column name: awk -v cols=... with a header map.
 AWK_HDR='NR==1{for(i=1;i<=NF;i++)c[$i]=i; next}
@@ -33,12 +36,22 @@ function ram(m){return m>=1024?(m/1024) "G":m "M"}'
 	echo "host: $(envv cpu), $(envv mem_mib) MiB, kernel $(envv kernel)"
 	echo "run: $(envv events)"
 	[ -n "$(envv remote)" ] && echo "two hosts: secondary on $(envv remote)"
-	if [ "$env_kind" = vm ]; then
+	if [ $vm_kvm = 1 ]; then
 		echo
-		echo "NOTE: measured inside the EMULATED test VM (QEMU TCG, kvm_amd inside)."
-		echo "Every timing below is MEANINGLESS in absolute terms (a KVM exit costs"
-		echo "~240 us there, memory copies are emulated); only the harness is shown"
-		echo "to work end to end. Run 'make perf' on a host with /dev/kvm for numbers."
+		echo "NOTE: the KVM cells (variants ring, bitmap, speculate, full-copy,"
+		echo "standalone, and the kvstore) were measured inside the EMULATED test VM"
+		echo "(QEMU TCG, kvm_amd inside$([ -s env-vm.txt ] && echo "; $(sed -n 's/^cpu=//p' env-vm.txt), $(sed -n 's/^mem_mib=//p' env-vm.txt) MiB")):"
+		echo "their timings are MEANINGLESS in absolute terms (a KVM exit costs ~240 us"
+		echo "there, memory copies are emulated); they show the harness works end to"
+		echo "end. Run 'make perf' on a host with /dev/kvm for numbers."
+	fi
+	if grep -q ',synth' pause.csv; then
+		echo
+		echo "The synth cells ran natively on this host: the synthetic guest (no VM,"
+		echo "kemari-run --hv=synth) with the real engine and transports. Their harvest"
+		echo "is exact and O(dirty) by construction (not KVM's); state, push, commit,"
+		echo "ack are real. synth-spec: the same guest computing $(envv synth_think_us) us"
+		echo "between events while speculation pushes (tcp)."
 	fi
 	echo
 	echo "Pause per event vs. its floor (floor = memcpy of the epoch's median bytes"
@@ -69,28 +82,34 @@ function ram(m){return m>=1024?(m/1024) "G":m "M"}'
 	echo
 	echo "Goals (measured, never asserted):"
 	awk -F, "$AWK_HDR"'
-	v("transport")=="tcp" && v("variant")=="ring" && v("dirty_pages")>=256 {
+	v("transport")=="tcp" && (v("variant")=="ring" || v("variant")=="synth") && v("dirty_pages")>=256 {
 		ok = v("ratio_p50")<=1.5 && v("ratio_p99")<=3
-		printf "  tcp ring %s %sp: p50 %.2fx floor (goal <= 1.5), p99 %.2fx (goal <= 3): %s\n",
-			ram(v("ram_mib")), v("dirty_pages"), v("ratio_p50"), v("ratio_p99"),
-			ok ? "met" : "MISSED"; n++
+		printf "  tcp %-5s %s %sp: p50 %.2fx floor (goal <= 1.5), p99 %.2fx (goal <= 3): %s%s\n",
+			v("variant"), ram(v("ram_mib")), v("dirty_pages"), v("ratio_p50"), v("ratio_p99"),
+			ok ? "met" : "MISSED", v("env")=="vm" ? " (emulated VM)" : ""; n++
 	}
-	v("transport")=="tcp" && v("variant")=="ring" && v("dirty_pages")==64 {
-		p[v("ram_mib")] = v("p50_us")
+	v("transport")=="tcp" && (v("variant")=="ring" || v("variant")=="synth") && v("dirty_pages")==64 {
+		p[v("variant"), v("ram_mib")] = v("p50_us"); vs[v("variant")] = 1
 	}
 	END {
 		if (!n) print "  tcp ring >= 256 pages: no such cell measured"
-		lo = ""; hi = ""
-		for (m in p) { if (lo=="" || m+0 < lo+0) lo = m; if (hi=="" || m+0 > hi+0) hi = m }
-		if (lo == "" || lo == hi)
-			print "  64 dirty pages, 4G vs 64M (ring): not measured (needs 64-page ring cells at two RAM sizes: the full make perf adds them where memory allows)"
-		else {
-			r = p[hi] / p[lo]
-			printf "  64 dirty pages, %s vs %s (ring): p50 %s us vs %s us = %.2fx (goal <= 1.2%s): %s\n",
-				ram(hi), ram(lo), p[hi], p[lo], r,
+		for (var in vs) {
+			lo = ""; hi = ""
+			for (k in p) {
+				split(k, f, SUBSEP); if (f[1] != var) continue; m = f[2]
+				if (lo=="" || m+0 < lo+0) lo = m; if (hi=="" || m+0 > hi+0) hi = m
+			}
+			if (lo == "" || lo == hi) continue
+			r = p[var, hi] / p[var, lo]
+			printf "  64 dirty pages, %s vs %s (%s): p50 %s us vs %s us = %.2fx (goal <= 1.2%s): %s%s\n",
+				ram(hi), ram(lo), var, p[var, hi], p[var, lo], r,
 				hi == 4096 ? "" : "; the goal names 4G, which did not fit here",
-				r <= 1.2 ? "met" : "MISSED"
+				r <= 1.2 ? "met" : "MISSED",
+				var == "synth" ? " (synthetic guest: collection is O(dirty) by construction; this checks the rest of the pause)" : ""
+			done[var] = 1
 		}
+		if (!done["ring"])
+			print "  64 dirty pages, 4G vs 64M (ring): not measured (needs 64-page ring cells at two RAM sizes: the full make perf adds them where memory allows)"
 	}' pause.csv
 	echo
 	echo "Baselines:"
@@ -100,6 +119,10 @@ function ram(m){return m>=1024?(m/1024) "G":m "M"}'
 			ram(v("ram_mib")), v("dirty_pages"), v("epochs_per_s")
 	}
 	v("variant")=="ring" && v("transport")=="tcp" { ring[v("ram_mib") "/" v("dirty_pages")] = v("p50_us") }
+	v("variant")=="synth" && v("transport")=="tcp" { syn[v("ram_mib") "/" v("dirty_pages")] = v("p50_us") }
+	v("variant")=="synth-spec" {
+		q[++m] = v("ram_mib") "|" v("dirty_pages") "|" v("p50_us")
+	}
 	v("variant")=="bitmap" || v("variant")=="speculate" || v("variant")=="full-copy" {
 		o[++n] = v("variant") "|" v("ram_mib") "|" v("dirty_pages") "|" v("p50_us")
 	}
@@ -108,6 +131,11 @@ function ram(m){return m>=1024?(m/1024) "G":m "M"}'
 			split(o[i], f, "|"); r = ring[f[2] "/" f[3]]
 			printf "  %-9s %s %sp: p50 %s us%s\n", f[1], ram(f[2]), f[3], f[4],
 				r != "" ? sprintf(" (%.2fx the dirty-ring p50, %s us)", f[4] / r, r) : ""
+		}
+		for (i = 1; i <= m; i++) {
+			split(q[i], f, "|"); r = syn[f[1] "/" f[2]]
+			printf "  synth-spec %s %sp: p50 %s us%s\n", ram(f[1]), f[2], f[3],
+				r != "" ? sprintf(" (%.2fx the synth p50 without speculation, %s us; native)", f[3] / r, r) : ""
 		}
 	}' pause.csv
 	if [ -s kvstore.jsonl ]; then
@@ -139,7 +167,7 @@ mkdir -p plot
 term="pngcairo enhanced font 'DejaVu Sans,10'"
 gnuplot -e 'set terminal pngcairo' 2>/dev/null || term="png"
 vmnote=""
-[ "$env_kind" = vm ] && vmnote="\\n{/:Bold measured in the EMULATED test VM: timings meaningless}"
+[ $vm_kvm = 1 ] && vmnote="\\n{/:Bold measured in the EMULATED test VM: timings meaningless}"
 
 # A panel with one point has an empty y range: gnuplot copes, and says so.
 plot() { gnuplot "$1" 2> >(grep -v 'empty y range' >&2); }
@@ -147,7 +175,7 @@ plot() { gnuplot "$1" 2> >(grep -v 'empty y range' >&2); }
 # Pages on the x axis are categories (0 has no logarithm): index them.
 pages_all=$(awk -F, "$AWK_HDR"'v("variant")!="standalone"{print v("dirty_pages")}' pause.csv | sort -n -u)
 xtics=$(echo "$pages_all" | awk '{printf "%s\"%s\" %d", (NR>1?", ":""), $1, NR-1}')
-rams_all=$(awk -F, "$AWK_HDR"'v("variant")!="standalone"{print v("ram_mib")}' pause.csv | sort -n -u)
+rams_all=$(awk -F, "$AWK_HDR"'v("variant")!="standalone" && v("variant")!~/^synth/{print v("ram_mib")}' pause.csv | sort -n -u)
 nr=$(echo "$rams_all" | grep -c . || true)
 main=$(awk -F, "$AWK_HDR"'v("variant")=="ring"{print "ring"; exit} v("variant")=="bitmap"{b=1} END{if(b)print "bitmap"}' pause.csv | head -1)
 # series files: plot/<variant>_<ram>_<label>.dat with "x pages p50 p99 floor"
@@ -158,7 +186,7 @@ awk -F, -v pages="$(echo $pages_all)" "$AWK_HDR"'
 		gsub(/[:;]/, "_", f)
 		print ix[v("dirty_pages")], v("dirty_pages"), v("p50_us"), v("p99_us"), v("floor_us") >> f
 	}' pause.csv
-for f in plot/*.dat; do sort -n -k1,1 -o "$f" "$f"; done
+for f in plot/*.dat; do [ -e "$f" ] || continue; sort -n -k1,1 -o "$f" "$f"; done
 
 labels_of() { # VARIANT RAM -> transport labels with a series
 	ls plot/ 2>/dev/null | sed -n "s/^$1_$2_\(.*\)\.dat$/\1/p"
@@ -167,21 +195,32 @@ ramname() { [ "$1" -ge 1024 ] && echo "$(($1 / 1024)) GiB" || echo "$1 MiB"; }
 w=$((nr * 520 + 40))
 [ $w -lt 760 ] && w=760
 
-if [ -n "$main" ]; then
+# pause_plot VARIANT PNG NOTE: pause vs dirty pages per transport, a panel
+# per RAM size; breakdown_plot VARIANT PNG NOTE: stacked phases per cell.
+pause_plot() {
+	local var=$1 png=$2 note=$3 m l c d plots rams
+	rams=$(awk -F, -v var="$var" "$AWK_HDR"'v("variant")==var{print v("ram_mib")}' pause.csv | sort -n -u)
+	local n
+	n=$(echo "$rams" | grep -c . || true)
+	[ "$n" -gt 0 ] || return 0
 	{
-		echo "set terminal $term size $w,480"
-		echo "set output 'pause_vs_pages.png'"
-		echo "set multiplot layout 1,$nr title \"Pause per event vs dirty pages: p50 (solid), p99 (dashed), floor (dotted)$vmnote\""
+		echo "set terminal $term size $((n * 520 + 40 < 760 ? 760 : n * 520 + 40)),480"
+		echo "set output '$png'"
+		echo "set multiplot layout 1,$n title \"Pause per event vs dirty pages: p50 (solid), p99 (dashed), floor (dotted)$note\""
 		echo "set logscale y; set grid ytics mytics; set key top left"
 		echo "set xtics ($xtics); set xrange [-0.3:$(($(echo "$pages_all" | wc -l) - 1)).3]"
 		echo "set xlabel 'dirty pages per event'; set ylabel 'microseconds (log)'"
-		for m in $rams_all; do
-			echo "set title '$(ramname "$m") guest, $main dirty tracking'"
+		for m in $rams; do
+			if [ "$var" = synth ]; then
+				echo "set title '$(ramname "$m") synthetic guest (native)'"
+			else
+				echo "set title '$(ramname "$m") guest, $var dirty tracking'"
+			fi
 			plots=()
 			c=0
-			for l in $(labels_of "$main" "$m"); do
+			for l in $(labels_of "$var" "$m"); do
 				c=$((c + 1))
-				d="plot/${main}_${m}_$l.dat"
+				d="plot/${var}_${m}_$l.dat"
 				plots+=("'$d' using 1:3 with linespoints lw 2 pt 7 lc $c title '$l p50'")
 				plots+=("'$d' using 1:4 with linespoints lw 1 dt 2 pt 6 lc $c title '$l p99'")
 				plots+=("'$d' using 1:5 with lines lw 2 dt 3 lc $c title '$l floor'")
@@ -193,33 +232,46 @@ if [ -n "$main" ]; then
 			fi
 		done
 		echo "unset multiplot"
-	} >plot/pause.gp
-	plot plot/pause.gp
+	} >"plot/$var.gp"
+	plot "plot/$var.gp"
+}
 
-	# Stacked breakdown of the main variant: absolute and share of the pause.
-	awk -F, -v main="$main" "$AWK_HDR"'
-		v("variant") == main {
+breakdown_plot() {
+	local var=$1 png=$2 note=$3 nb
+	awk -F, -v var="$var" "$AWK_HDR"'
+		v("variant") == var {
 			printf "\"%s %s %sp\" %s %s %s %s\n", lbl(), ram(v("ram_mib")), v("dirty_pages"),
 				v("harvest_us"), v("state_us"), v("push_us"), v("commit_ack_us")
-		}' pause.csv >plot/breakdown.dat
-	nb=$(wc -l <plot/breakdown.dat)
+		}' pause.csv >"plot/breakdown_$var.dat"
+	nb=$(wc -l <"plot/breakdown_$var.dat")
+	[ "$nb" -gt 0 ] || return 0
+	local d="plot/breakdown_$var.dat"
 	{
 		echo "set terminal $term size $((nb * 60 + 300 > 900 ? nb * 60 + 300 : 900)),820"
-		echo "set output 'breakdown.png'"
-		echo "set multiplot layout 2,1 title \"Pause breakdown per cell ($main dirty tracking; median of each phase)$vmnote\""
+		echo "set output '$png'"
+		echo "set multiplot layout 2,1 title \"Pause breakdown per cell ($var; median of each phase)$note\""
 		echo "set style data histograms; set style histogram rowstacked; set style fill solid 0.85 border -1"
 		echo "set boxwidth 0.7; set grid ytics; set key outside right top; set xtics rotate by -35"
 		echo "set ylabel 'microseconds'; set title 'absolute'"
-		echo "plot 'plot/breakdown.dat' using 2:xtic(1) title 'harvest' lc rgb '#4e79a7', '' using 3 title 'state' lc rgb '#f28e2b', '' using 4 title 'push' lc rgb '#59a14f', '' using 5 title 'commit-ack' lc rgb '#e15759'"
+		echo "plot '$d' using 2:xtic(1) title 'harvest' lc rgb '#4e79a7', '' using 3 title 'state' lc rgb '#f28e2b', '' using 4 title 'push' lc rgb '#59a14f', '' using 5 title 'commit-ack' lc rgb '#e15759'"
 		echo "set ylabel 'share of the pause (%)'; set yrange [0:100]; set title 'share'"
-		echo "plot 'plot/breakdown.dat' using (100*\$2/(\$2+\$3+\$4+\$5)):xtic(1) title 'harvest' lc rgb '#4e79a7', '' using (100*\$3/(\$2+\$3+\$4+\$5)) title 'state' lc rgb '#f28e2b', '' using (100*\$4/(\$2+\$3+\$4+\$5)) title 'push' lc rgb '#59a14f', '' using (100*\$5/(\$2+\$3+\$4+\$5)) title 'commit-ack' lc rgb '#e15759'"
+		echo "plot '$d' using (100*\$2/(\$2+\$3+\$4+\$5)):xtic(1) title 'harvest' lc rgb '#4e79a7', '' using (100*\$3/(\$2+\$3+\$4+\$5)) title 'state' lc rgb '#f28e2b', '' using (100*\$4/(\$2+\$3+\$4+\$5)) title 'push' lc rgb '#59a14f', '' using (100*\$5/(\$2+\$3+\$4+\$5)) title 'commit-ack' lc rgb '#e15759'"
 		echo "unset multiplot"
-	} >plot/breakdown.gp
-	plot plot/breakdown.gp
+	} >"plot/breakdown_$var.gp"
+	plot "plot/breakdown_$var.gp"
+}
+
+if [ -n "$main" ]; then
+	pause_plot "$main" pause_vs_pages.png "$vmnote"
+	breakdown_plot "$main" breakdown.png "$vmnote"
+fi
+if grep -q ',synth,' pause.csv; then
+	pause_plot synth synth_pause_vs_pages.png "\\n{/:Bold synthetic guest, measured natively: engine + transport}"
+	breakdown_plot synth synth_breakdown.png "\\n{/:Bold synthetic guest, measured natively}"
 fi
 
 # Baselines over tcp: ring vs bitmap vs speculate vs full-copy.
-{
+[ "$nr" -gt 0 ] && {
 	echo "set terminal $term size $w,480"
 	echo "set output 'baselines.png'"
 	echo "set multiplot layout 1,$nr title \"Baselines over tcp: p50 pause per variant; the dirty-ring floor dotted$vmnote\""
@@ -245,8 +297,7 @@ fi
 		fi
 	done
 	echo "unset multiplot"
-} >plot/baselines.gp
-plot plot/baselines.gp
+} >plot/baselines.gp && plot plot/baselines.gp
 
 cat summary.txt
 echo

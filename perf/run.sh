@@ -31,8 +31,12 @@ Matrix:
   --ofi-providers=LIST   libfabric providers to try (default: fi_info -l)
   --pages=LIST           dirty pages per event (default 0,16,256,4096)
   --ram=LIST             guest RAM sizes (default 64M,1G,4G; quick 64M)
-  --variants=LIST        among ring,bitmap,speculate,full-copy,standalone,kv
-                         (default: all)
+  --variants=LIST        among ring,bitmap,speculate,full-copy,standalone,kv,
+                         synth,synth-spec (default: all). synth: the synthetic
+                         guest (kemari-run --hv=synth), always natively, even
+                         where the KVM cells run in the emulated VM: the
+                         engine and transports without KVM; synth-spec: the
+                         same with think time and speculation (tcp)
   --event=disk|net       the dirtier's output event (default disk)
   --speculate-us=N       period of the speculate variant (default 200)
   --kv-ms=N              duration of each kvstore load (default 5000; VM 8000)
@@ -54,7 +58,7 @@ EOF
 }
 
 quick=0 events="" transports="" ofi_providers="" pages="" rams="" variants=""
-event=disk speculate_us=200 kv_ms="" sa_events="" out="" inner=0 vm_jobs=""
+event=disk speculate_us=200 synth_think_us=2000 kv_ms="" sa_events="" out="" inner=0 vm_jobs=""
 remote="" remote_build="" remote_addr="" ssh_opts="" vm_mem="" vm_timeout=""
 env_kind=native
 args=("$@")
@@ -92,6 +96,23 @@ for f in kemari-run kemari-perf kemari-kv guests/dirtier.elf guests/kvstore.elf;
 	[ -e "$B/$f" ] || { echo "perf: $B/$f is missing: run 'make BUILD=${BUILD:-build} all' first (make perf does)" >&2; exit 1; }
 done
 
+# Add the VM run's results (SRC) to the native ones (DST), or take them.
+merge_results() {
+	local src=$1 dst=$2 f
+	if [ ! -s "$dst/pause.csv" ]; then
+		cp -r "$src/." "$dst/"
+		return
+	fi
+	cat "$src/records.jsonl" >>"$dst/records.jsonl" 2>/dev/null || true
+	tail -n +2 "$src/pause.csv" >>"$dst/pause.csv" 2>/dev/null || true
+	for f in floors.jsonl kvstore.jsonl skipped.txt; do
+		[ -f "$src/$f" ] && cat "$src/$f" >>"$dst/$f"
+	done
+	[ -f "$src/env.txt" ] && cp "$src/env.txt" "$dst/env-vm.txt"
+	[ -d "$src/logs" ] && cp -r "$src/logs/." "$dst/logs/"
+	return 0
+}
+
 kvm_usable() {
 	[ "${KEMARI_FORCE_VM:-0}" = 1 ] && return 1
 	[ -c /dev/kvm ] && (exec 3<>/dev/kvm) 2>/dev/null
@@ -117,7 +138,20 @@ if [ $inner = 0 ]; then
 		else
 			vm_mem=${vm_mem:-6144} vm_timeout=${vm_timeout:-14400}
 		fi
-		echo "perf: $why on this host: running the matrix inside the emulated test VM"
+		rc=0
+		vm_variants=$(echo ",${variants:-ring,bitmap,speculate,full-copy,standalone,kv,synth,synth-spec}," |
+			sed 's/,synth-spec,/,/g; s/,synth,/,/g; s/^,//; s/,$//')
+		native_variants=$(echo ",${variants:-synth,synth-spec}," | tr ',' '\n' | grep -x 'synth\|synth-spec' | paste -sd, || true)
+		if [ -n "$native_variants" ]; then
+			echo "perf: $why on this host: the synthetic-guest cells run natively (real timings"
+			echo "perf: of the engine and transports), the KVM cells in the emulated test VM."
+			"$0" "${args[@]}" --inner --out="$out" --variants="$native_variants" || rc=$?
+		fi
+		if [ -z "$vm_variants" ]; then
+			"$ROOT/perf/report.sh" "$out"
+			exit $rc
+		fi
+		echo "perf: $why on this host: running the KVM matrix inside the emulated test VM"
 		echo "perf: (QEMU TCG with kvm_amd inside, ${vm_mem} MiB, up to ${vm_timeout} s)."
 		echo "perf: NOTE: timings inside the emulated VM are MEANINGLESS in absolute terms"
 		echo "perf: (a KVM exit costs ~240 us there); this shows the harness works end to end."
@@ -125,12 +159,14 @@ if [ $inner = 0 ]; then
 		rm -rf "$jobs_dir"
 		mkdir -p "$jobs_dir"
 		rc=0
+		vrc=0
 		KEMARI_VM_JOBS=$jobs_dir KEMARI_VM_KEEP=1 tests/vm/vm.sh run \
 			-t "$vm_timeout" -m "$vm_mem" -- \
-			env BUILD="$B" "$0" "${args[@]}" --inner --vm-jobs="$jobs_dir" || rc=$?
+			env BUILD="$B" "$0" "${args[@]}" --variants="$vm_variants" --inner --vm-jobs="$jobs_dir" || vrc=$?
+		[ $vrc != 0 ] && rc=$vrc
 		job=$(ls -d "$jobs_dir"/job.* 2>/dev/null | head -1)
 		if [ -n "$job" ] && [ -d "$job/out" ]; then
-			cp -r "$job/out/." "$out/"
+			merge_results "$job/out" "$out"
 		fi
 		if [ $rc != 0 ]; then
 			echo "perf: the run inside the VM ended with status $rc; reporting what it measured" >&2
@@ -172,7 +208,11 @@ else
 	: "${pages:=0,16,256,4096}"
 	: "${rams:=64M,1G,4G}"
 fi
-: "${variants:=ring,bitmap,speculate,full-copy,standalone,kv}"
+: "${variants:=ring,bitmap,speculate,full-copy,standalone,kv,synth,synth-spec}"
+# The synthetic guest measures the host; in the emulated VM it would not.
+if [ $env_kind = vm ]; then
+	variants=$(echo ",$variants," | sed 's/,synth-spec,/,/g; s/,synth,/,/g; s/^,//; s/,$//')
+fi
 : "${kv_ms:=$([ $slow = 1 ] && echo 8000 || echo 5000)}"
 : "${sa_events:=$([ $slow = 1 ] && echo 1000 || echo 20000)}"
 warmup=$((events / 20))
@@ -198,6 +238,8 @@ if [ -n "$remote" ]; then
 fi
 
 has() { case ",$1," in *",$2,"*) return 0 ;; esac; return 1; }
+kvm_cells=0
+for v in ring bitmap speculate full-copy standalone kv; do has "$variants" $v && kvm_cells=1; done
 now_us() { echo $(($(date +%s%N) / 1000)); }
 note() { echo "perf: $*"; }
 skip() {
@@ -223,6 +265,7 @@ avail_mib() { awk '/^MemAvailable:/{print int($2/1024)}' /proc/meminfo; }
 	echo "mem_mib=$(awk '/^MemTotal:/{print int($2/1024)}' /proc/meminfo)"
 	echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "events=$events warmup=$warmup pages=$pages ram=$rams quick=$quick event=$event"
+	echo "synth_think_us=$synth_think_us"
 	[ -n "$remote" ] && echo "remote=$remote addr=$remote_addr build=$RB"
 } >"$R/env.txt"
 "$P" csv-header >"$R/pause.csv"
@@ -377,7 +420,7 @@ fi
 main_track=ring
 work=$(mktemp -d /tmp/kemari-perf.XXXXXX)
 trap 'cleanup; rm -rf "$work"' EXIT
-if ! "$K" -q --guest="$B/guests/dirtier.elf" --mem=64M --disk="$work/probe.img" \
+if [ $kvm_cells = 1 ] && ! "$K" -q --guest="$B/guests/dirtier.elf" --mem=64M --disk="$work/probe.img" \
 	--disk-size=1M --dirty-track=ring --guest-arg=rounds=1 >"$R/logs/ring-probe.log" 2>&1; then
 	main_track=bitmap
 	skip "variant ring" "this KVM has no dirty ring: $(grep -m1 error "$R/logs/ring-probe.log"); the main matrix uses the bitmap"
@@ -409,8 +452,20 @@ run_cell() {
 	addr=${xhost[$l]}:$port
 	case $variant in full-copy) hbo=$hb_full ;; esac
 	local common=(--guest="$B/guests/dirtier.elf" --mem="$ram" --disk-size=1M $hbo --no-progress)
-	# A net event needs a net device: datagrams go to the discard port.
-	[ $event = net ] && common+=(--net=udp:127.0.0.1:$((port + 10000)))
+	local gargs=(--guest-arg=pages="$k" --guest-arg=ws="$ws" --guest-arg=rounds="$rounds")
+	local rguest=(--guest="${RB:-}/guests/dirtier.elf")
+	case $variant in
+	synth*)
+		# No VM: the output event is a write into the --disk file.
+		common=(--hv=synth --mem="$ram" $hbo --no-progress)
+		rguest=(--hv=synth)
+		;;
+	*)
+		gargs+=(--guest-arg=event="$event")
+		# A net event needs a net device: datagrams go to the discard port.
+		[ $event = net ] && common+=(--net=udp:127.0.0.1:$((port + 10000)))
+		;;
+	esac
 	printf '[%2d] %-10s %-9s %5s %5sp %4s events: ' $ncell "$l" "$variant" "$ram" "$k" "$n"
 	mkfifo "$cw/stats.fifo"
 	"$P" stamp --in="$cw/stats.fifo" --out="$cw/stats.json" 2>"$cw/stamp.log" &
@@ -418,7 +473,7 @@ run_cell() {
 	pids+=($stp)
 	if [ -n "$remote" ]; then
 		remote_start secondary "$RB/kemari-run" --role=secondary --transport="$(xname "$l")" $(xprov "$l") \
-			--listen="$addr" --guest="$RB/guests/dirtier.elf" --mem="$ram" --disk=/tmp/kemari-perf-disk.img \
+			--listen="$addr" "${rguest[@]}" --mem="$ram" --disk=/tmp/kemari-perf-disk.img \
 			--disk-size=1M $hbo --no-progress >"$cw/sec.log" 2>&1
 	else
 		"$K" --role=secondary --transport="$(xname "$l")" $(xprov "$l") --listen="$addr" \
@@ -433,8 +488,7 @@ run_cell() {
 	case $variant in full-copy) limit=$((limit + n * mib / 4)) ;; esac
 	run_bounded $limit "$K" --role=primary --transport="$(xname "$l")" $(xprov "$l") \
 		--peer="$addr" --connect-timeout-ms=60000 "${common[@]}" --disk="$cw/disk.img" \
-		--stats="$cw/stats.fifo" --guest-arg=pages="$k" --guest-arg=ws="$ws" \
-		--guest-arg=rounds="$rounds" --guest-arg=event="$event" "$@" >"$cw/pri.log" 2>&1 || rc=$?
+		--stats="$cw/stats.fifo" "${gargs[@]}" "$@" >"$cw/pri.log" 2>&1 || rc=$?
 	[ $rc = 124 ] && echo "kemari-perf: the primary did not finish within $limit s: stopped" >>"$cw/pri.log"
 	t1=$(now_us)
 	wait_for $spid 60 || true
@@ -529,6 +583,17 @@ for ram in "${ram_list[@]}"; do
 		if [ $main_track = ring ] && has "$variants" bitmap; then
 			run_cell tcp bitmap "$ram" "$k" "$events" --dirty-track=bitmap
 		fi
+		# The synthetic guest (natively): the engine and each transport
+		# without KVM; with think time and speculation over tcp.
+		if has "$variants" synth; then
+			for l in "${usable[@]}"; do
+				run_cell "$l" synth "$ram" "$k" "$events"
+			done
+		fi
+		if has "$variants" synth-spec && [ "$k" -gt 0 ]; then
+			run_cell tcp synth-spec "$ram" "$k" "$events" \
+				--guest-arg=think_us=$synth_think_us --speculate-us="$speculate_us"
+		fi
 		if has "$variants" speculate; then
 			if spec_ok "$ram"; then
 				run_cell tcp speculate "$ram" "$k" "$events" --dirty-track=$main_track --speculate-us="$speculate_us"
@@ -555,7 +620,8 @@ done
 # The goal "64 dirty pages on a 4G guest <= 1.2 x the same on 64M" needs
 # those two cells: added when the pages list lacks 64, at the smallest RAM
 # and the largest one that fits in memory here.
-if [ $quick = 0 ] && ! has "$pages" 64 && has "$variants" ring && [ ${#ram_list[@]} -gt 1 ]; then
+if [ $quick = 0 ] && ! has "$pages" 64 && [ ${#ram_list[@]} -gt 1 ] &&
+	{ has "$variants" ring || has "$variants" synth; }; then
 	big=""
 	for ram in "${ram_list[@]}"; do
 		[ "$(avail_mib)" -ge $((3 * $(to_mib "$ram") + 512)) ] && big=$ram
@@ -565,8 +631,10 @@ if [ $quick = 0 ] && ! has "$pages" 64 && has "$variants" ring && [ ${#ram_list[
 		skip "tcp $main_track $big_want 64p" "too little memory here (see above); the 64-page comparison uses ${big:-no} larger guest instead"
 	fi
 	if [ -n "$big" ] && [ "$big" != "${ram_list[0]}" ]; then
-		run_cell tcp $main_track "${ram_list[0]}" 64 "$events" --dirty-track=$main_track
-		run_cell tcp $main_track "$big" 64 "$events" --dirty-track=$main_track
+		for r in "${ram_list[0]}" "$big"; do
+			has "$variants" ring && run_cell tcp $main_track "$r" 64 "$events" --dirty-track=$main_track
+			has "$variants" synth && run_cell tcp synth "$r" 64 "$events"
+		done
 	fi
 fi
 
