@@ -31,6 +31,15 @@ function v(k){return $(c[k])}
 function lbl(){return v("provider")==""?v("transport"):v("transport") ":" v("provider")}
 function ram(m){return m>=1024?(m/1024) "G":m "M"}'
 
+# Rows grouped for reading: variant, RAM, dirty pages, transport.
+awk -F, "$AWK_HDR"'
+	BEGIN { split("ring bitmap speculate full-copy synth synth-spec standalone", o, " ")
+		for (i in o) rank[o[i]] = i }
+	{ printf "%d %012d %012d %s\t%s\n", rank[v("variant")] ? rank[v("variant")] : 99,
+		v("ram_mib"), v("dirty_pages"), lbl(), $0 }' pause.csv | sort | cut -f2- >pause.csv.body
+{ head -1 pause.csv; cat pause.csv.body; } >pause.csv.new && mv pause.csv.new pause.csv
+rm -f pause.csv.body
+
 {
 	echo "Kemari-RDMA pause-time benchmark ($(envv date), commit $(envv commit))"
 	echo "host: $(envv cpu), $(envv mem_mib) MiB, kernel $(envv kernel)"
@@ -59,10 +68,10 @@ function ram(m){return m>=1024?(m/1024) "G":m "M"}'
 	echo
 	awk -F, "$AWK_HDR"'
 	v("variant")!="standalone" {
-		if (!hdr++) printf "%-10s %-9s %5s %5s %6s %9s %9s %9s %7s %7s %9s %9s %9s\n",
+		if (!hdr++) printf "%-11s %-10s %5s %5s %6s %9s %9s %9s %7s %7s %9s %9s %9s\n",
 			"transport","variant","RAM","pages","events","p50 us","p99 us","floor us",
 			"p50/fl","p99/fl","epochs/s","MB/s","alone ev/s"
-		printf "%-10s %-9s %5s %5s %6s %9s %9s %9s %7s %7s %9s %9.1f %9s%s\n",
+		printf "%-11s %-10s %5s %5s %6s %9s %9s %9s %7s %7s %9s %9.1f %9s%s\n",
 			lbl(), v("variant"), ram(v("ram_mib")), v("dirty_pages"), v("events"),
 			v("p50_us"), v("p99_us"), v("floor_us"), v("ratio_p50"), v("ratio_p99"),
 			v("epochs_per_s"), v("bytes_per_s")/1e6,
@@ -73,9 +82,9 @@ function ram(m){return m>=1024?(m/1024) "G":m "M"}'
 	echo "Pause breakdown, median us (each column its own median):"
 	awk -F, "$AWK_HDR"'
 	v("variant")!="standalone" {
-		if (!hdr++) printf "%-10s %-9s %5s %5s %9s %9s %9s %11s %9s\n",
+		if (!hdr++) printf "%-11s %-10s %5s %5s %9s %9s %9s %11s %9s\n",
 			"transport","variant","RAM","pages","harvest","state","push","commit-ack","runs"
-		printf "%-10s %-9s %5s %5s %9s %9s %9s %11s %9s\n", lbl(), v("variant"),
+		printf "%-11s %-10s %5s %5s %9s %9s %9s %11s %9s\n", lbl(), v("variant"),
 			ram(v("ram_mib")), v("dirty_pages"), v("harvest_us"), v("state_us"),
 			v("push_us"), v("commit_ack_us"), v("runs_p50")
 	}' pause.csv

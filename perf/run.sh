@@ -52,6 +52,9 @@ Two hosts (real RDMA): the primary runs here, the secondary over ssh:
 
 Other:
   --out=DIR              output directory (default $BUILD/perf)
+  --add=DIR              report an earlier run's results (its DIR) with this
+                         run's, e.g. the KVM cells of a run that is not
+                         repeated; its records are appended
   --vm-mem=MIB --vm-timeout=SECS   the emulated VM's size and time limit
   -h, --help
 EOF
@@ -59,7 +62,7 @@ EOF
 
 quick=0 events="" transports="" ofi_providers="" pages="" rams="" variants=""
 event=disk speculate_us=200 synth_think_us=2000 kv_ms="" sa_events="" out="" inner=0 vm_jobs=""
-remote="" remote_build="" remote_addr="" ssh_opts="" vm_mem="" vm_timeout=""
+add="" remote="" remote_build="" remote_addr="" ssh_opts="" vm_mem="" vm_timeout=""
 env_kind=native
 args=("$@")
 for a in "$@"; do
@@ -80,6 +83,7 @@ for a in "$@"; do
 	--remote-addr=*) remote_addr=${a#*=} ;;
 	--ssh-opts=*) ssh_opts=${a#*=} ;;
 	--out=*) out=${a#*=} ;;
+	--add=*) add=${a#*=} ;;
 	--vm-mem=*) vm_mem=${a#*=} ;;
 	--vm-timeout=*) vm_timeout=${a#*=} ;;
 	--inner) inner=1 ;;
@@ -108,7 +112,7 @@ merge_results() {
 	for f in floors.jsonl kvstore.jsonl skipped.txt; do
 		[ -f "$src/$f" ] && cat "$src/$f" >>"$dst/$f"
 	done
-	[ -f "$src/env.txt" ] && cp "$src/env.txt" "$dst/env-vm.txt"
+	[ -f "$src/env.txt" ] && cp "$src/env.txt" "$dst/env-$(sed -n 's/^env=//p' "$src/env.txt").txt"
 	[ -d "$src/logs" ] && cp -r "$src/logs/." "$dst/logs/"
 	return 0
 }
@@ -121,11 +125,11 @@ kvm_usable() {
 # ---- outside the VM: maybe enter it, then report --------------------------
 if [ $inner = 0 ]; then
 	mkdir -p "$out"
-	rm -f "$out"/{pause.json,pause.csv,records.jsonl,kvstore.json,kvstore.jsonl,summary.txt,skipped.txt,floors.jsonl,env.txt,*.png}
+	rm -f "$out"/{pause.json,pause.csv,records.jsonl,kvstore.json,kvstore.jsonl,summary.txt,skipped.txt,floors.jsonl,env.txt,env-*.txt,*.png}
 	rm -rf "$out/logs" "$out/plot"
+	rc=0
 	if kvm_usable; then
-		"$0" "${args[@]}" --inner --out="$out"
-		rc=$?
+		"$0" "${args[@]}" --inner --out="$out" || rc=$?
 	elif [ -n "$remote" ]; then
 		echo "perf: /dev/kvm is not usable here, and the two-host mode needs real KVM on both hosts" >&2
 		exit 1
@@ -144,35 +148,36 @@ if [ $inner = 0 ]; then
 		native_variants=$(echo ",${variants:-synth,synth-spec}," | tr ',' '\n' | grep -x 'synth\|synth-spec' | paste -sd, || true)
 		if [ -n "$native_variants" ]; then
 			echo "perf: $why on this host: the synthetic-guest cells run natively (real timings"
-			echo "perf: of the engine and transports), the KVM cells in the emulated test VM."
+			echo "perf: of the engine and transports)$([ -n "$vm_variants" ] && echo ", the KVM cells in the emulated test VM")."
 			"$0" "${args[@]}" --inner --out="$out" --variants="$native_variants" || rc=$?
 		fi
-		if [ -z "$vm_variants" ]; then
-			"$ROOT/perf/report.sh" "$out"
-			exit $rc
+		if [ -n "$vm_variants" ]; then
+			echo "perf: $why on this host: running the KVM matrix inside the emulated test VM"
+			echo "perf: (QEMU TCG with kvm_amd inside, ${vm_mem} MiB, up to ${vm_timeout} s)."
+			echo "perf: NOTE: timings inside the emulated VM are MEANINGLESS in absolute terms"
+			echo "perf: (a KVM exit costs ~240 us there); this shows the harness works end to end."
+			jobs_dir=$out/.vm
+			rm -rf "$jobs_dir"
+			mkdir -p "$jobs_dir"
+			vrc=0
+			KEMARI_VM_JOBS=$jobs_dir KEMARI_VM_KEEP=1 tests/vm/vm.sh run \
+				-t "$vm_timeout" -m "$vm_mem" -- \
+				env BUILD="$B" "$0" "${args[@]}" --variants="$vm_variants" --inner --vm-jobs="$jobs_dir" || vrc=$?
+			job=$(ls -d "$jobs_dir"/job.* 2>/dev/null | head -1)
+			if [ -n "$job" ] && [ -d "$job/out" ]; then
+				merge_results "$job/out" "$out"
+			fi
+			if [ $vrc != 0 ]; then
+				rc=$vrc
+				echo "perf: the run inside the VM ended with status $vrc; reporting what it measured" >&2
+				echo "the whole run: ended early inside the emulated VM (status $vrc$([ $vrc = 124 ] && echo ", the ${vm_timeout} s limit: --vm-timeout")); the cells after the last record were not measured" >>"$out/skipped.txt"
+			fi
+			rm -rf "$jobs_dir"
 		fi
-		echo "perf: $why on this host: running the KVM matrix inside the emulated test VM"
-		echo "perf: (QEMU TCG with kvm_amd inside, ${vm_mem} MiB, up to ${vm_timeout} s)."
-		echo "perf: NOTE: timings inside the emulated VM are MEANINGLESS in absolute terms"
-		echo "perf: (a KVM exit costs ~240 us there); this shows the harness works end to end."
-		jobs_dir=$out/.vm
-		rm -rf "$jobs_dir"
-		mkdir -p "$jobs_dir"
-		rc=0
-		vrc=0
-		KEMARI_VM_JOBS=$jobs_dir KEMARI_VM_KEEP=1 tests/vm/vm.sh run \
-			-t "$vm_timeout" -m "$vm_mem" -- \
-			env BUILD="$B" "$0" "${args[@]}" --variants="$vm_variants" --inner --vm-jobs="$jobs_dir" || vrc=$?
-		[ $vrc != 0 ] && rc=$vrc
-		job=$(ls -d "$jobs_dir"/job.* 2>/dev/null | head -1)
-		if [ -n "$job" ] && [ -d "$job/out" ]; then
-			merge_results "$job/out" "$out"
-		fi
-		if [ $rc != 0 ]; then
-			echo "perf: the run inside the VM ended with status $rc; reporting what it measured" >&2
-			echo "the whole run: ended early inside the emulated VM (status $rc$([ $rc = 124 ] && echo ", the ${vm_timeout} s limit: --vm-timeout")); the cells after the last record were not measured" >>"$out/skipped.txt"
-		fi
-		rm -rf "$jobs_dir"
+	fi
+	if [ -n "$add" ]; then
+		[ -s "$add/pause.csv" ] || { echo "perf: --add=$add: no pause.csv there" >&2; exit 1; }
+		merge_results "$add" "$out"
 	fi
 	if [ ! -s "$out/pause.csv" ]; then
 		echo "perf: no results in $out" >&2

@@ -408,19 +408,31 @@ static int synth__save_cpu(struct kemari_hv *hv, struct kemari_buf *out)
 	return kemari_tlv__put(out, SYNTH_TAG_CPU, &c, sizeof(c));
 }
 
-static int synth__load_cpu(struct kemari_hv *hv, const void *blob, size_t len)
+/* The one TLV element a state blob holds, of exactly size bytes. */
+static int synth__state_get(const void *blob, size_t len, uint32_t want,
+			    void *out, size_t size, const char *what)
 {
-	struct synth *s = to_synth(hv);
 	struct kemari_tlv_iter it = { blob, len };
-	struct synth_cpu c;
 	const void *val;
 	uint32_t tag, n;
 
-	if (kemari_tlv__next(&it, &tag, &val, &n) != 1 ||
-	    tag != SYNTH_TAG_CPU || n != sizeof(c))
-		return kemari_err(-EBADMSG,
-				  "synthetic guest: malformed vCPU state");
-	memcpy(&c, val, sizeof(c));
+	if (kemari_tlv__next(&it, &tag, &val, &n) != 1 || tag != want ||
+	    n != size)
+		return kemari_err(-EBADMSG, "synthetic guest: malformed %s",
+				  what);
+	memcpy(out, val, size);
+	return 0;
+}
+
+static int synth__load_cpu(struct kemari_hv *hv, const void *blob, size_t len)
+{
+	struct synth *s = to_synth(hv);
+	struct synth_cpu c;
+	int err = synth__state_get(blob, len, SYNTH_TAG_CPU, &c, sizeof(c),
+				   "vCPU state");
+
+	if (err)
+		return err;
 	if (c.magic != SYNTH_MAGIC || !c.pages || c.pages > c.ws ||
 	    c.ws > s->npages - SYNTH_BASE_PFN)
 		return kemari_err(
@@ -443,19 +455,13 @@ static int synth__save_dev(struct kemari_hv *hv, struct kemari_buf *out)
 
 static int synth__load_dev(struct kemari_hv *hv, const void *blob, size_t len)
 {
-	struct synth *s = to_synth(hv);
-	struct kemari_tlv_iter it = { blob, len };
-	uint64_t pending;
-	const void *val;
-	uint32_t tag, n;
+	uint64_t pending = 0;
+	int err = synth__state_get(blob, len, SYNTH_TAG_DEV, &pending,
+				   sizeof(pending), "device state");
 
-	if (kemari_tlv__next(&it, &tag, &val, &n) != 1 ||
-	    tag != SYNTH_TAG_DEV || n != sizeof(pending))
-		return kemari_err(-EBADMSG,
-				  "synthetic guest: malformed device state");
-	memcpy(&pending, val, sizeof(pending));
-	s->pending = pending != 0;
-	return 0;
+	if (!err)
+		to_synth(hv)->pending = pending != 0;
+	return err;
 }
 
 /*

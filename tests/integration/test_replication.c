@@ -196,19 +196,7 @@ static void wait_takeover(void)
 /* Epoch the secondary resumed from, from its one-line takeover report. */
 static long long resumed_epoch(void)
 {
-	FILE *f = fopen(slog, "r");
-	char line[1024];
-	long long e = -1;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		char *p = strstr(line, "resumed from epoch ");
-
-		if (p)
-			e = atoll(p + strlen("resumed from epoch "));
-	}
-	if (f)
-		fclose(f);
-	return e;
+	return h_log_number(slog, "resumed from epoch ");
 }
 
 ParameterizedTestParameters(replication, kill9_at_random_moment)

@@ -164,6 +164,23 @@ void h_reap(struct hproc *p)
 	h_wait(p, 10000);
 }
 
+long long h_log_number(const char *log, const char *needle)
+{
+	FILE *f = fopen(log, "r");
+	char line[1024];
+	long long v = -1;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, needle);
+
+		if (p)
+			v = atoll(p + strlen(needle));
+	}
+	if (f)
+		fclose(f);
+	return v;
+}
+
 bool h_log_has(const char *log, const char *needle)
 {
 	FILE *f = fopen(log, "r");

@@ -33,6 +33,8 @@ void h_kill(struct hproc *p, int sig);
 /* Kill (SIGKILL) and reap, if still running. */
 void h_reap(struct hproc *p);
 bool h_log_has(const char *log, const char *needle);
+/* The number right after the last occurrence of needle in log, or -1. */
+long long h_log_number(const char *log, const char *needle);
 /* Poll the log for needle; 0 or -ETIMEDOUT. */
 int h_wait_log(const char *log, const char *needle, int timeout_ms);
 /* Print a log to stderr (for failing tests). */

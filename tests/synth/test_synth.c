@@ -125,19 +125,7 @@ static void check_output(int n)
 /* The round the secondary verified its replica at, from its log. */
 static long long verified_round(void)
 {
-	FILE *f = fopen(slog, "r");
-	char line[512];
-	long long r = -1;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		char *p = strstr(line, "replica verified at round ");
-
-		if (p)
-			r = atoll(p + strlen("replica verified at round "));
-	}
-	if (f)
-		fclose(f);
-	return r;
+	return h_log_number(slog, "replica verified at round ");
 }
 
 static void wait_secondary_done(void)
