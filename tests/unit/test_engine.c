@@ -246,6 +246,8 @@ static uint64_t runs_pages[16]; /* pages listed in RUNS, per epoch */
 static bool auto_ack;		/* primary tests: the peer acks every COMMIT */
 static bool onesided;		/* ...and reports APPLIED after each ACK */
 static int ack_fail_at = -1;
+static unsigned int heartbeats; /* HEARTBEATs sent */
+static unsigned int hb_ms = 1;	/* the engine's heartbeat period */
 
 struct fake_x {
 	struct kemari_xport x;
@@ -327,8 +329,10 @@ static int fx_send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 		   const void *p, uint32_t len)
 {
 	(void)x;
-	if (type == KEMARI_MSG_HEARTBEAT)
+	if (type == KEMARI_MSG_HEARTBEAT) {
+		heartbeats++;
 		return 0;
+	}
 	sent[nsent].type = type;
 	sent[nsent++].epoch = epoch;
 	if (type == KEMARI_MSG_RUNS && epoch < 16)
@@ -509,7 +513,8 @@ static void reset(void)
 {
 	if (!getenv("KEMARI_TEST_STDERR"))
 		cr_redirect_stderr(); /* the expected error lines are not news */
-	nscript = pos = accepts = nsent = 0;
+	nscript = pos = accepts = nsent = heartbeats = 0;
+	hb_ms = 1;
 	memset(runs_pages, 0, sizeof(runs_pages));
 	auto_ack = false;
 	onesided = false;
@@ -529,8 +534,8 @@ static int run_engine(enum kemari_role role)
 		.xport = &fake_x_ops,
 		.peer = "peer",
 		.listen = "here",
-		.heartbeat_ms = 1,
-		.heartbeat_timeout_ms = 1000,
+		.heartbeat_ms = hb_ms,
+		.heartbeat_timeout_ms = hb_ms * 1000,
 	};
 	int ret;
 
@@ -567,6 +572,23 @@ Test(engine, secondary_applies_exactly_the_committed_epochs)
 	cr_assert(eq(u64, sent[1].epoch, 0));
 	cr_assert(eq(u16, sent[2].type, KEMARI_MSG_ACK));
 	cr_assert(eq(u64, sent[2].epoch, 1));
+}
+
+/* An ack is traffic: no heartbeat follows it within the period (a stale
+ * clock reading once made every ack drag a heartbeat behind it). */
+Test(engine, secondary_sends_no_heartbeat_right_after_an_ack)
+{
+	uint64_t e1[] = { 5 }, e2[] = { 6 };
+
+	hb_ms = 60000;
+	add_hello();
+	add_initial(0xaa);
+	add_epoch(1, e1, 1, 0xbb, "cpu1", true, 0);
+	add_epoch(2, e2, 1, 0xcc, "cpu2", true, 0);
+	add(ST_EOF);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	cr_assert(eq(u32, nsent, 4), "WELCOME and three ACKs");
+	cr_assert(eq(u32, heartbeats, 0));
 }
 
 Test(engine, secondary_never_takes_over_on_garbage)
