@@ -89,6 +89,12 @@ inside() {
 	else
 		skip "ofi-verbs kill -9 failover" "the ofi transport is not in $BUILD"
 	fi
+	# The engine with the synthetic guest: every takeover verifies the
+	# replica page by page (tests/synth), over rdma and ofi-verbs.
+	local sx="rdma"
+	[ $ofi = 1 ] && sx="rdma;ofi --provider=verbs"
+	part "synth failover over ${sx//;/ and }" env "KEMARI_SYNTH_XPORTS=$sx" \
+		"$BUILD/tests/synth" --jobs 1 --short-filename
 	echo "check-rdma: $((parts - failed))/$parts parts passed"
 	[ $failed -eq 0 ]
 }
@@ -98,7 +104,7 @@ if [ "${1:-}" = --inside ]; then
 	exit
 fi
 
-for f in kemari-run tests/xport tests/integration guests/kvstore.elf; do
+for f in kemari-run tests/xport tests/integration tests/synth guests/kvstore.elf; do
 	if [ ! -e "$BUILD/$f" ]; then
 		echo "check-rdma: $BUILD/$f missing: run 'make BUILD=$BUILD all tests' first" >&2
 		exit 1
