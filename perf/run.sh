@@ -377,6 +377,13 @@ for t in ${want//,/ }; do
 	ofi)
 		provs=${ofi_providers:-$(fi_info -l 2>/dev/null | sed -n 's/^\([A-Za-z0-9_;]*\):$/\1/p' | tr '\n' ',')}
 		[ -n "$provs" ] || skip "transport ofi" "fi_info -l lists no provider"
+		# Utility and hook providers (ofi_rxm, ofi_hook_perf, ...) layer
+		# over a core one: not a transport of their own. One line for all.
+		if [ -z "$ofi_providers" ]; then
+			util=$(echo "${provs//,/ }" | tr ' ' '\n' | grep '^ofi_' | paste -sd, || true)
+			[ -n "$util" ] && skip "ofi providers ${util//,/, }" "utility/hook providers that layer over a core provider (--ofi-providers= to try one anyway)"
+			provs=$(echo "${provs//,/ }" | tr ' ' '\n' | grep -v '^ofi_' | paste -sd, || true)
+		fi
 		for pv in ${provs//,/ }; do
 			xlabels+=("ofi:$pv")
 			case $pv in *verbs*) xhost["ofi:$pv"]=$(rdma_host) ;; esac
