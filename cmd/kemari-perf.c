@@ -628,13 +628,15 @@ enum {
 	F_ACK,
 	F_PAUSE,
 	F_SPEC,
+	F_SPECWAIT,
 	F_T,
 	F_COUNT,
 };
 
 static const char *const stat_keys[F_COUNT] = {
 	"dirty_pages", "runs",		"bytes",    "harvest_us", "state_us",
-	"push_us",     "commit_ack_us", "pause_us", "spec_pages", "t_us",
+	"push_us",     "commit_ack_us", "pause_us", "spec_pages", "spec_wait_us",
+	"t_us",
 };
 
 struct stats {
@@ -676,11 +678,13 @@ static int stats__load(struct stats *s, const char *path, uint64_t warmup)
 
 		for (int k = 0; k < F_COUNT; k++) {
 			if (stats__field(line, stat_keys[k], &val[k])) {
-				if (k != F_T) {
-					ok = false;
-				} else {
+				if (k == F_T) {
 					s->stamped = false;
 					val[k] = 0;
+				} else if (k == F_SPECWAIT) {
+					val[k] = 0; /* older stats files */
+				} else {
+					ok = false;
 				}
 			}
 		}
@@ -746,7 +750,7 @@ struct record {
 	uint64_t ram_mib, pages, events, warmup;
 	double dirty_p50, runs_p50, bytes_p50;
 	double p50, p90, p99, max, mean;
-	double harvest, state, push, ack, spec_p50;
+	double harvest, state, push, ack, spec_p50, spec_wait;
 	double floor, floor_memcpy, floor_rtt, ratio_p50, ratio_p99;
 	double eps, bps, standalone_eps;
 	bool complete;
@@ -774,6 +778,7 @@ static const char *const csv_cols[] = {
 	"push_us",
 	"commit_ack_us",
 	"spec_pages_p50",
+	"spec_wait_us",
 	"floor_us",
 	"floor_memcpy_us",
 	"floor_rtt_us",
@@ -830,6 +835,7 @@ static void rec__write(FILE *f, const struct record *r, bool json)
 	rec__num(f, json, "push_us", r->push, 0, false);
 	rec__num(f, json, "commit_ack_us", r->ack, 0, false);
 	rec__num(f, json, "spec_pages_p50", r->spec_p50, 0, false);
+	rec__num(f, json, "spec_wait_us", r->spec_wait, 0, false);
 	rec__num(f, json, "floor_us", r->floor, 1, false);
 	rec__num(f, json, "floor_memcpy_us", r->floor_memcpy, 1, false);
 	rec__num(f, json, "floor_rtt_us", r->floor_rtt, 1, false);
@@ -902,6 +908,7 @@ static int summarize__stats(const struct stats *s, struct record *r,
 	err = err ?: stats__median(s, F_PUSH, &r->push);
 	err = err ?: stats__median(s, F_ACK, &r->ack);
 	err = err ?: stats__median(s, F_SPEC, &r->spec_p50);
+	err = err ?: stats__median(s, F_SPECWAIT, &r->spec_wait);
 	/*
 	 * Rate over the steady state: from the first kept epoch's arrival to
 	 * the last one's (n - 1 intervals). A reader that fell behind stamps a
@@ -960,6 +967,7 @@ static int cmd_summarize(int argc, char **argv)
 		.push = nan,
 		.ack = nan,
 		.spec_p50 = nan,
+		.spec_wait = nan,
 		.floor = nan,
 		.floor_memcpy = nan,
 		.floor_rtt = nan,

@@ -22,9 +22,8 @@ struct kemari_epoch_stats {
 	uint64_t push_us;
 	uint64_t commit_ack_us;
 	uint64_t pause_us;
-	uint64_t spec_pages;
-	uint64_t applied_next;
-	/* the secondary applied every epoch below */ /* pushed ahead of the tap, while the guest ran */
+	uint64_t spec_pages; /* pushed ahead of the tap, while the guest ran */
+	uint64_t spec_wait_us; /* the tap waited for a speculative push */
 };
 
 struct kemari_metrics {

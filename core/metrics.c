@@ -47,7 +47,8 @@ void metrics__record(struct kemari_metrics *m,
 			"{\"epoch\":%llu,\"dirty_pages\":%llu,\"runs\":%llu,"
 			"\"bytes\":%llu,\"harvest_us\":%llu,\"state_us\":%llu,"
 			"\"push_us\":%llu,\"commit_ack_us\":%llu,"
-			"\"pause_us\":%llu,\"spec_pages\":%llu}\n",
+			"\"pause_us\":%llu,\"spec_pages\":%llu,"
+			"\"spec_wait_us\":%llu}\n",
 			(unsigned long long)s->epoch,
 			(unsigned long long)s->dirty_pages,
 			(unsigned long long)s->runs,
@@ -57,7 +58,8 @@ void metrics__record(struct kemari_metrics *m,
 			(unsigned long long)s->push_us,
 			(unsigned long long)s->commit_ack_us,
 			(unsigned long long)s->pause_us,
-			(unsigned long long)s->spec_pages);
+			(unsigned long long)s->spec_pages,
+			(unsigned long long)s->spec_wait_us);
 		fflush(m->stats);
 	}
 }

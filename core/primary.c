@@ -477,7 +477,7 @@ int primary__event(void *ctx, struct kemari_event *ev)
 {
 	struct kemari_engine *e = ctx;
 	struct kemari_epoch_stats s = { 0 };
-	uint64_t t0;
+	uint64_t t0, t_lock;
 	int err;
 
 	if (e->paused_for_loss)
@@ -488,12 +488,15 @@ int primary__event(void *ctx, struct kemari_event *ev)
 	atomic_store(&e->tap_waiting, true);
 	pthread_mutex_lock(&e->xlock);
 	atomic_store(&e->tap_waiting, false);
+	/* A speculative push in flight finishes first: its own phase. */
+	t_lock = kemari_now_ns();
+	s.spec_wait_us = (t_lock - t0) / 1000;
 	err = e->hv->ops->pause(e->hv);
 	if (err) {
 		pthread_mutex_unlock(&e->xlock);
 		return err;
 	}
-	err = primary__checkpoint(e, t0, &s);
+	err = primary__checkpoint(e, t_lock, &s);
 	if (err) {
 		primary__lose_secondary(e, err);
 		pthread_mutex_unlock(&e->xlock);

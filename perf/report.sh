@@ -82,11 +82,11 @@ rm -f pause.csv.body
 	echo "Pause breakdown, median us (each column its own median):"
 	awk -F, "$AWK_HDR"'
 	v("variant")!="standalone" {
-		if (!hdr++) printf "%-11s %-10s %5s %5s %9s %9s %9s %11s %9s\n",
-			"transport","variant","RAM","pages","harvest","state","push","commit-ack","runs"
-		printf "%-11s %-10s %5s %5s %9s %9s %9s %11s %9s\n", lbl(), v("variant"),
-			ram(v("ram_mib")), v("dirty_pages"), v("harvest_us"), v("state_us"),
-			v("push_us"), v("commit_ack_us"), v("runs_p50")
+		if (!hdr++) printf "%-11s %-10s %5s %5s %10s %9s %9s %9s %11s %9s\n",
+			"transport","variant","RAM","pages","spec-wait","harvest","state","push","commit-ack","runs"
+		printf "%-11s %-10s %5s %5s %10s %9s %9s %9s %11s %9s\n", lbl(), v("variant"),
+			ram(v("ram_mib")), v("dirty_pages"), v("spec_wait_us")==""?"-":v("spec_wait_us"),
+			v("harvest_us"), v("state_us"), v("push_us"), v("commit_ack_us"), v("runs_p50")
 	}' pause.csv
 	echo
 	echo "Goals (measured, never asserted):"
@@ -249,8 +249,9 @@ breakdown_plot() {
 	local var=$1 png=$2 note=$3 nb
 	awk -F, -v var="$var" "$AWK_HDR"'
 		v("variant") == var {
-			printf "\"%s %s %sp\" %s %s %s %s\n", lbl(), ram(v("ram_mib")), v("dirty_pages"),
-				v("harvest_us"), v("state_us"), v("push_us"), v("commit_ack_us")
+			printf "\"%s %s %sp\" %s %s %s %s %s\n", lbl(), ram(v("ram_mib")), v("dirty_pages"),
+				v("harvest_us"), v("state_us"), v("push_us"), v("commit_ack_us"),
+				v("spec_wait_us")==""?0:v("spec_wait_us")
 		}' pause.csv >"plot/breakdown_$var.dat"
 	nb=$(wc -l <"plot/breakdown_$var.dat")
 	[ "$nb" -gt 0 ] || return 0
@@ -262,9 +263,10 @@ breakdown_plot() {
 		echo "set style data histograms; set style histogram rowstacked; set style fill solid 0.85 border -1"
 		echo "set boxwidth 0.7; set grid ytics; set key outside right top; set xtics rotate by -35"
 		echo "set ylabel 'microseconds'; set title 'absolute'"
-		echo "plot '$d' using 2:xtic(1) title 'harvest' lc rgb '#4e79a7', '' using 3 title 'state' lc rgb '#f28e2b', '' using 4 title 'push' lc rgb '#59a14f', '' using 5 title 'commit-ack' lc rgb '#e15759'"
+		echo "plot '$d' using 6:xtic(1) title 'spec-wait' lc rgb '#b07aa1', '' using 2 title 'harvest' lc rgb '#4e79a7', '' using 3 title 'state' lc rgb '#f28e2b', '' using 4 title 'push' lc rgb '#59a14f', '' using 5 title 'commit-ack' lc rgb '#e15759'"
 		echo "set ylabel 'share of the pause (%)'; set yrange [0:100]; set title 'share'"
-		echo "plot '$d' using (100*\$2/(\$2+\$3+\$4+\$5)):xtic(1) title 'harvest' lc rgb '#4e79a7', '' using (100*\$3/(\$2+\$3+\$4+\$5)) title 'state' lc rgb '#f28e2b', '' using (100*\$4/(\$2+\$3+\$4+\$5)) title 'push' lc rgb '#59a14f', '' using (100*\$5/(\$2+\$3+\$4+\$5)) title 'commit-ack' lc rgb '#e15759'"
+		local tot='($2+$3+$4+$5+$6)'
+		echo "plot '$d' using (100*\$6/$tot):xtic(1) title 'spec-wait' lc rgb '#b07aa1', '' using (100*\$2/$tot) title 'harvest' lc rgb '#4e79a7', '' using (100*\$3/$tot) title 'state' lc rgb '#f28e2b', '' using (100*\$4/$tot) title 'push' lc rgb '#59a14f', '' using (100*\$5/$tot) title 'commit-ack' lc rgb '#e15759'"
 		echo "unset multiplot"
 	} >"plot/breakdown_$var.gp"
 	plot "plot/breakdown_$var.gp"

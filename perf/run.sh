@@ -108,7 +108,14 @@ merge_results() {
 		return
 	fi
 	cat "$src/records.jsonl" >>"$dst/records.jsonl" 2>/dev/null || true
-	tail -n +2 "$src/pause.csv" >>"$dst/pause.csv" 2>/dev/null || true
+	# By column name: a run of another version may have other columns.
+	awk -F, -v OFS=, 'NR == FNR { if (FNR == 1) n = split($0, want, ","); next }
+		FNR == 1 { for (i = 1; i <= NF; i++) at[$i] = i; next }
+		{ line = ""
+		  for (i = 1; i <= n; i++) line = line (i > 1 ? "," : "") (want[i] in at ? $(at[want[i]]) : "")
+		  print line }' "$dst/pause.csv" "$src/pause.csv" >>"$dst/pause.csv.add" 2>/dev/null || true
+	cat "$dst/pause.csv.add" >>"$dst/pause.csv" 2>/dev/null || true
+	rm -f "$dst/pause.csv.add"
 	for f in floors.jsonl kvstore.jsonl skipped.txt; do
 		[ -f "$src/$f" ] && cat "$src/$f" >>"$dst/$f"
 	done
