@@ -51,7 +51,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: kemari-perf floor --transport=T [--provider=P] "
 		"[--addr=HOST:PORT]\n"
-		"                         [--bytes=N[,N...]] "
+		"                         [--bytes=N[,N...]] [--wire] "
 		"[--listen=HOST:PORT | --peer=HOST:PORT]\n"
 		"       kemari-perf stamp --in=FIFO --out=FILE\n"
 		"       kemari-perf summarize [--stats=FILE] --transport=T "
@@ -60,7 +60,8 @@ static void usage(FILE *f)
 		"[--env=E]\n"
 		"                         [--warmup=N] [--expect=N] "
 		"[--rtt-us=R] [--floor-us=F]\n"
-		"                         [--wall-us=W] [--events=N "
+		"                         [--wall-us=W] [--wire-us=X] "
+		"[--events=N "
 		"--events-per-s=X]\n"
 		"                         [--standalone-eps=X] [--json=FILE] "
 		"[--csv=FILE]\n"
@@ -70,6 +71,9 @@ static void usage(FILE *f)
 		"round\n"
 		"trip over the transport (median), printed as one JSON line per "
 		"N.\n"
+		"--wire adds wire_us: the transport alone carrying N bytes as "
+		"one run\n"
+		"(push, flush, COMMIT, ACK; median), no engine and no guest.\n"
 		"stamp: copies --stats JSON lines from FIFO, adding \"t_us\" "
 		"(arrival,\n"
 		"monotonic microseconds) to each.\n"
@@ -222,8 +226,27 @@ struct floor_end {
 	char msg[256];
 };
 
-static uint8_t floor__page[KEMARI_PAGE_SIZE] __attribute__((aligned(4096)));
-static uint8_t floor__rpage[KEMARI_PAGE_SIZE] __attribute__((aligned(4096)));
+/*
+ * The source and receive regions: one page, or --wire's largest --bytes.
+ * The far end registers its receive region before the first answer.
+ */
+static uint8_t *floor__src, *floor__dst;
+static uint64_t floor__region = KEMARI_PAGE_SIZE;
+
+static int floor__regions(uint64_t bytes)
+{
+	floor__region = KEMARI_ALIGN_UP(KEMARI_MAX(bytes, KEMARI_PAGE_SIZE),
+					KEMARI_PAGE_SIZE);
+	floor__src = mmap(NULL, floor__region, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	floor__dst = mmap(NULL, floor__region, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (floor__src == MAP_FAILED || floor__dst == MAP_FAILED)
+		return kemari_err(-ENOMEM, "floor: cannot map 2 x %llu MiB",
+				  (unsigned long long)(floor__region >> 20));
+	memset(floor__src, 0x5a, floor__region);
+	return 0;
+}
 
 /*
  * The far end, as a secondary would be: accept, register the receive
@@ -241,7 +264,7 @@ static int floor__serve(const struct kemari_xport_ops *ops,
 				  PERF_IO_TIMEOUT_MS / 1000);
 	if (err)
 		return err;
-	err = ops->reg_dst(c, floor__rpage, sizeof(floor__rpage));
+	err = ops->reg_dst(c, floor__dst, floor__region);
 	while (!err) {
 		struct kemari_msg m;
 		struct kemari_ack ack;
@@ -293,8 +316,45 @@ static int floor__ping(const struct kemari_xport_ops *ops,
 	return err;
 }
 
+/*
+ * The transport alone moving bytes as one run and closing the epoch:
+ * push, flush, COMMIT, ACK. The median of up to PERF_RTT_MIN rounds
+ * within the budget (at least 5).
+ */
+static int floor__wire_us(const struct kemari_xport_ops *ops,
+			  struct kemari_xport *c, uint64_t bytes,
+			  uint64_t *seq, double *out)
+{
+	static double samples[PERF_RTT_MIN];
+	struct kemari_run run = {
+		.pfn = 0,
+		.npages = (uint32_t)((bytes + KEMARI_PAGE_SIZE - 1) /
+				     KEMARI_PAGE_SIZE),
+	};
+	uint64_t start = kemari_now_ns();
+	size_t n = 0;
+	int err = 0;
+
+	for (int i = -2; !err && n < PERF_RTT_MIN &&
+			 (n < 5 || kemari_now_ns() - start < PERF_RTT_BUDGET_NS);
+	     i++) {
+		uint64_t t0 = kemari_now_ns();
+
+		err = run.npages ? ops->push(c, &run, 1) : 0;
+		err = err ?: ops->flush(c);
+		err = err ?: floor__ping(ops, c, (*seq)++);
+		if (!err && i >= 0) /* two rounds of warm-up */
+			samples[n++] = (double)(kemari_now_ns() - t0) / 1000.0;
+	}
+	if (!err)
+		*out = perf__median_d(samples, n);
+	return err;
+}
+
 static int floor__rtt_us(const struct kemari_xport_ops *ops, const char *peer,
-			 const struct kemari_xport_opts *opts, double *out)
+			 const struct kemari_xport_opts *opts,
+			 const uint64_t *wire_bytes, size_t nwire,
+			 double *wire, double *out)
 {
 	static double samples[PERF_RTT_MAX];
 	struct kemari_xport *c;
@@ -307,7 +367,7 @@ static int floor__rtt_us(const struct kemari_xport_ops *ops, const char *peer,
 		return err;
 	/* The engine's order: a first exchange, then the source region. */
 	err = floor__ping(ops, c, seq++);
-	err = err ?: ops->reg_src(c, floor__page, sizeof(floor__page));
+	err = err ?: ops->reg_src(c, floor__src, floor__region);
 	for (int i = 0; !err && i < PERF_RTT_WARMUP; i++)
 		err = floor__ping(ops, c, seq++);
 	start = kemari_now_ns();
@@ -319,6 +379,8 @@ static int floor__rtt_us(const struct kemari_xport_ops *ops, const char *peer,
 		err = floor__ping(ops, c, seq++);
 		samples[n++] = (double)(kemari_now_ns() - t0) / 1000.0;
 	}
+	for (size_t i = 0; !err && i < nwire; i++)
+		err = floor__wire_us(ops, c, wire_bytes[i], &seq, &wire[i]);
 	if (!err) {
 		ops->send(c, KEMARI_MSG_BYE, seq, NULL, 0);
 		*out = perf__median_d(samples, n);
@@ -336,7 +398,8 @@ static int floor__rtt_us(const struct kemari_xport_ops *ops, const char *peer,
 static int floor__rtt_local(const struct kemari_xport_ops *ops,
 			    struct kemari_xport *listener, const char *addr,
 			    const struct kemari_xport_opts *xo, bool same_cpu,
-			    double *out)
+			    const uint64_t *wire_bytes, size_t nwire,
+			    double *wire, double *out)
 {
 	struct floor_end srv = { .ops = ops, .listener = listener, .cpu = -1 };
 	cpu_set_t saved, one;
@@ -357,7 +420,7 @@ static int floor__rtt_local(const struct kemari_xport_ops *ops,
 		err = kemari_err(-EAGAIN, "floor: cannot start a thread");
 		goto out_affinity;
 	}
-	err = floor__rtt_us(ops, addr, xo, out);
+	err = floor__rtt_us(ops, addr, xo, wire_bytes, nwire, wire, out);
 	pthread_join(tid, NULL);
 	if (!err && srv.err)
 		err = kemari_err(srv.err, "floor: far end: %s", srv.msg);
@@ -401,6 +464,7 @@ static int cmd_floor(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "peer", required_argument, NULL, 'P' },
 		{ "bytes", required_argument, NULL, 'b' },
+		{ "wire", no_argument, NULL, 'w' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *transport = "tcp", *addr = "127.0.0.1:7399";
@@ -408,9 +472,11 @@ static int cmd_floor(int argc, char **argv)
 	struct kemari_xport_opts xo = { .connect_timeout_ms = 10000 };
 	const struct kemari_xport_ops *ops;
 	struct floor_end srv = { 0 };
-	uint64_t bytes[PERF_MAX_BYTES] = { 0 };
-	size_t nbytes = 0;
+	uint64_t bytes[PERF_MAX_BYTES] = { 0 }, maxb = 0;
+	double wire[PERF_MAX_BYTES], wire_free[PERF_MAX_BYTES];
+	size_t nbytes = 0, nwire = 0;
 	double rtt = 0, rtt_free = 0, rtt_same = -1;
+	bool want_wire = false;
 	int c, err;
 
 	optind = 1;
@@ -435,6 +501,9 @@ static int cmd_floor(int argc, char **argv)
 			if (floor__parse_bytes(optarg, bytes, &nbytes))
 				return 2;
 			break;
+		case 'w':
+			want_wire = true;
+			break;
 		default:
 			usage(stderr);
 			return 2;
@@ -442,6 +511,16 @@ static int cmd_floor(int argc, char **argv)
 	}
 	if (!nbytes)
 		nbytes = 1;
+	for (size_t i = 0; i < nbytes; i++)
+		maxb = KEMARI_MAX(maxb, bytes[i]);
+	if (want_wire)
+		nwire = nbytes;
+	err = floor__regions(want_wire || listen_addr ? maxb : 0);
+	if (err) {
+		fprintf(stderr, "kemari-perf: error: %s\n",
+			kemari_last_error(err));
+		return 1;
+	}
 	ops = kemari_xport_find(transport);
 	if (!ops) {
 		fprintf(stderr,
@@ -457,22 +536,27 @@ static int cmd_floor(int argc, char **argv)
 		goto out_listener;
 	}
 	if (peer) {
-		err = floor__rtt_us(ops, peer, &xo, &rtt);
+		err = floor__rtt_us(ops, peer, &xo, bytes, nwire, wire, &rtt);
 		rtt_free = rtt;
 	} else {
 		err = ops->listen(&srv.listener, addr, &xo);
 		err = err
 			      ?: floor__rtt_local(ops, srv.listener, addr, &xo,
-						  false, &rtt_free);
+						  false, bytes, nwire,
+						  wire_free, &rtt_free);
 		err = err
 			      ?: floor__rtt_local(ops, srv.listener, addr, &xo,
-						  true, &rtt_same);
+						  true, bytes, nwire, wire,
+						  &rtt_same);
 		if (err == -ENOSYS) { /* no affinity here: one placement */
 			err = 0;
 			rtt_same = rtt_free;
+			memcpy(wire, wire_free, sizeof(wire));
 		}
-		/* The least a round trip costs here, either placement. */
+		/* The least either costs here, either placement. */
 		rtt = KEMARI_MIN(rtt_free, rtt_same);
+		for (size_t i = 0; i < nwire; i++)
+			wire[i] = KEMARI_MIN(wire[i], wire_free[i]);
 	}
 	for (size_t i = 0; !err && i < nbytes; i++) {
 		double mc;
@@ -491,6 +575,8 @@ static int cmd_floor(int argc, char **argv)
 			printf("\"rtt_same_cpu_us\":null,");
 		else
 			printf("\"rtt_same_cpu_us\":%.2f,", rtt_same);
+		if (i < nwire)
+			printf("\"wire_us\":%.2f,", wire[i]);
 		printf("\"floor_us\":%.2f}\n", mc + rtt);
 	}
 out_listener:
@@ -752,6 +838,7 @@ struct record {
 	double p50, p90, p99, max, mean;
 	double harvest, state, push, ack, spec_p50, spec_wait;
 	double floor, floor_memcpy, floor_rtt, ratio_p50, ratio_p99;
+	double wire, ratio_wire; /* the transport alone, same bytes */
 	double eps, bps, standalone_eps;
 	bool complete;
 };
@@ -784,6 +871,8 @@ static const char *const csv_cols[] = {
 	"floor_rtt_us",
 	"ratio_p50",
 	"ratio_p99",
+	"wire_us",
+	"ratio_wire",
 	"epochs_per_s",
 	"bytes_per_s",
 	"standalone_events_per_s",
@@ -841,6 +930,8 @@ static void rec__write(FILE *f, const struct record *r, bool json)
 	rec__num(f, json, "floor_rtt_us", r->floor_rtt, 1, false);
 	rec__num(f, json, "ratio_p50", r->ratio_p50, 2, false);
 	rec__num(f, json, "ratio_p99", r->ratio_p99, 2, false);
+	rec__num(f, json, "wire_us", r->wire, 1, false);
+	rec__num(f, json, "ratio_wire", r->ratio_wire, 2, false);
 	rec__num(f, json, "epochs_per_s", r->eps, 1, false);
 	rec__num(f, json, "bytes_per_s", r->bps, 0, false);
 	rec__num(f, json, "standalone_events_per_s", r->standalone_eps, 1,
@@ -861,9 +952,12 @@ static void rec__print(const struct record *r)
 		return;
 	}
 	printf("%llu epochs: pause p50 %.0f p90 %.0f p99 %.0f max %.0f us; floor "
-	       "%.1f us (p50 %.2fx, p99 %.2fx); %.1f epochs/s, %.1f MB/s%s\n",
+	       "%.1f us (p50 %.2fx, p99 %.2fx); ",
 	       (unsigned long long)r->events, r->p50, r->p90, r->p99, r->max,
-	       r->floor, r->ratio_p50, r->ratio_p99, r->eps, r->bps / 1e6,
+	       r->floor, r->ratio_p50, r->ratio_p99);
+	if (r->wire == r->wire)
+		printf("wire %.1f us (p50 %.2fx); ", r->wire, r->ratio_wire);
+	printf("%.1f epochs/s, %.1f MB/s%s\n", r->eps, r->bps / 1e6,
 	       r->complete ? "" : " (INCOMPLETE: fewer epochs than expected)");
 }
 
@@ -940,6 +1034,7 @@ static int cmd_summarize(int argc, char **argv)
 		{ "warmup", required_argument, NULL, 'w' },
 		{ "expect", required_argument, NULL, 'x' },
 		{ "rtt-us", required_argument, NULL, 'R' },
+		{ "wire-us", required_argument, NULL, 'X' },
 		{ "floor-us", required_argument, NULL, 'F' },
 		{ "wall-us", required_argument, NULL, 'W' },
 		{ "events", required_argument, NULL, 'n' },
@@ -973,6 +1068,8 @@ static int cmd_summarize(int argc, char **argv)
 		.floor_rtt = nan,
 		.ratio_p50 = nan,
 		.ratio_p99 = nan,
+		.wire = nan,
+		.ratio_wire = nan,
 		.eps = nan,
 		.bps = nan,
 		.standalone_eps = nan,
@@ -1019,6 +1116,11 @@ static int cmd_summarize(int argc, char **argv)
 			break;
 		case 'x':
 			err = perf__parse_u64("expect", optarg, &expect);
+			break;
+		case 'X':
+			err = perf__parse_double("wire-us", optarg, &r.wire);
+			if (err)
+				return 2;
 			break;
 		case 'R':
 			err = perf__parse_double("rtt-us", optarg, &rtt);
@@ -1079,6 +1181,8 @@ static int cmd_summarize(int argc, char **argv)
 			r.ratio_p50 = r.p50 / r.floor;
 			r.ratio_p99 = r.p99 / r.floor;
 		}
+		if (!err && r.wire > 0)
+			r.ratio_wire = r.p50 / r.wire;
 		stats__free(&s);
 		if (err) {
 			fprintf(stderr, "kemari-perf: error: summarize: %s\n",

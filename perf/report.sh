@@ -64,16 +64,19 @@ rm -f pause.csv.body
 	fi
 	echo
 	echo "Pause per event vs. its floor (floor = memcpy of the epoch's median bytes"
-	echo "+ one small-message round trip on the same transport; nearest-rank quantiles)"
+	echo "+ one small-message round trip on the same transport; nearest-rank quantiles)."
+	echo "wire (synth cells): the transport alone moving the same bytes as one run and"
+	echo "closing the epoch (push, flush, COMMIT, ACK): what the engine adds is p50/wire."
 	echo
 	awk -F, "$AWK_HDR"'
 	v("variant")!="standalone" {
-		if (!hdr++) printf "%-11s %-10s %5s %5s %6s %9s %9s %9s %7s %7s %9s %9s %9s\n",
+		if (!hdr++) printf "%-11s %-10s %5s %5s %6s %9s %9s %9s %7s %7s %9s %8s %9s %9s %9s\n",
 			"transport","variant","RAM","pages","events","p50 us","p99 us","floor us",
-			"p50/fl","p99/fl","epochs/s","MB/s","alone ev/s"
-		printf "%-11s %-10s %5s %5s %6s %9s %9s %9s %7s %7s %9s %9.1f %9s%s\n",
+			"p50/fl","p99/fl","wire us","p50/wire","epochs/s","MB/s","alone ev/s"
+		printf "%-11s %-10s %5s %5s %6s %9s %9s %9s %7s %7s %9s %8s %9s %9.1f %9s%s\n",
 			lbl(), v("variant"), ram(v("ram_mib")), v("dirty_pages"), v("events"),
 			v("p50_us"), v("p99_us"), v("floor_us"), v("ratio_p50"), v("ratio_p99"),
+			v("wire_us")==""?"-":v("wire_us"), v("ratio_wire")==""?"-":v("ratio_wire"),
 			v("epochs_per_s"), v("bytes_per_s")/1e6,
 			v("standalone_events_per_s")==""?"-":v("standalone_events_per_s"),
 			v("complete")==1?"":"  (incomplete)"

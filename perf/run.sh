@@ -525,9 +525,24 @@ run_cell() {
 	if grep -q "secondary lost" "$cw/pri.log"; then
 		note "warning: $name: the secondary was lost mid-run; later epochs were unprotected (see logs/$name.primary.log)"
 	fi
+	# Synthetic-guest cells, here: the transport alone carrying the same
+	# bytes (push, flush, COMMIT, ACK), so the engine's own share shows.
+	local wire="" b line
+	case $variant in synth*)
+		if [ -z "$remote" ]; then
+			b=$(sed -n 's/.*"bytes":\([0-9]*\).*/\1/p' "$cw/stats.json" | tail -n +$((warmup + 1)) |
+				sort -n | awk '{a[NR] = $1} END {print NR ? a[int((NR + 1) / 2)] : 0}')
+			port=$((port + 1))
+			line=$(timeout 120 "$P" floor --transport="$(xname "$l")" $(xprov "$l") \
+				--addr="${xhost[$l]}:$port" --bytes="${b:-0}" --wire 2>>"$cw/wire.log") || line=""
+			wire=$(echo "$line" | sed -n 's/.*"wire_us":\([0-9.]*\).*/\1/p')
+			[ -n "$wire" ] || note "warning: $name: the bare-transport measurement failed: $(tail -1 "$cw/wire.log" 2>/dev/null)"
+		fi
+		;;
+	esac
 	"$P" summarize --stats="$cw/stats.json" --transport="$(xname "$l")" $(xprov "$l") \
 		--variant="$variant" --env=$env_kind --ram-mib="$mib" --pages="$k" --warmup=$warmup \
-		--expect="$n" --rtt-us="${xrtt[$l]}" --wall-us=$((t1 - t0)) \
+		--expect="$n" --rtt-us="${xrtt[$l]}" --wall-us=$((t1 - t0)) ${wire:+--wire-us=$wire} \
 		${sa_eps[$ram/$k]:+--standalone-eps=${sa_eps[$ram/$k]}} \
 		--json="$R/records.jsonl" --csv="$R/pause.csv" || skip "$l $variant $ram ${k}p" "summarize failed"
 	rm -rf "$cw"
