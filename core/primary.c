@@ -51,7 +51,8 @@ static int primary__send_runs(struct kemari_engine *e, uint64_t epoch,
 	return 0;
 }
 
-static int primary__send_state(struct kemari_engine *e, uint64_t epoch)
+/* vCPU and device state of the paused guest, into e->cpu/dev_state. */
+static int primary__capture_state(struct kemari_engine *e)
 {
 	int err;
 
@@ -64,8 +65,15 @@ static int primary__send_state(struct kemari_engine *e, uint64_t epoch)
 	if (e->cpu_state.len > e->conn->ops->max_msg(e->conn) ||
 	    e->dev_state.len > e->conn->ops->max_msg(e->conn))
 		return kemari_err(-EMSGSIZE, "vCPU/device state too large");
-	err = primary__send(e, KEMARI_MSG_CPU_STATE, epoch, e->cpu_state.data,
-			    (uint32_t)e->cpu_state.len);
+	return 0;
+}
+
+/* The captured state as the epoch's CPU_STATE and DEV_STATE messages. */
+static int primary__send_state(struct kemari_engine *e, uint64_t epoch)
+{
+	int err = primary__send(e, KEMARI_MSG_CPU_STATE, epoch,
+				e->cpu_state.data, (uint32_t)e->cpu_state.len);
+
 	return err
 		       ?: primary__send(e, KEMARI_MSG_DEV_STATE, epoch,
 					e->dev_state.data,
@@ -257,6 +265,7 @@ static int primary__initial_sync(struct kemari_engine *e)
 	}
 	err = e->conn->ops->flush(e->conn);
 	err = err ?: primary__send_runs(e, 0, &all, 1, &c);
+	err = err ?: primary__capture_state(e);
 	err = err ?: primary__send_state(e, 0);
 	if (err)
 		return err;
@@ -365,10 +374,7 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	if (err)
 		return err;
 	t1 = kemari_now_ns();
-	kemari_buf__reset(&e->cpu_state);
-	kemari_buf__reset(&e->dev_state);
-	err = e->hv->ops->save_cpu(e->hv, &e->cpu_state);
-	err = err ?: e->hv->ops->save_dev(e->hv, &e->dev_state);
+	err = primary__capture_state(e);
 	if (err)
 		return err;
 	t2 = kemari_now_ns();
@@ -398,14 +404,7 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	s->runs = (uint64_t)n;
 	s->bytes = s->dirty_pages * KEMARI_PAGE_SIZE;
 	err = primary__send_runs(e, epoch, e->runs, (size_t)n, &c);
-	err = err
-		      ?: primary__send(e, KEMARI_MSG_CPU_STATE, epoch,
-				       e->cpu_state.data,
-				       (uint32_t)e->cpu_state.len);
-	err = err
-		      ?: primary__send(e, KEMARI_MSG_DEV_STATE, epoch,
-				       e->dev_state.data,
-				       (uint32_t)e->dev_state.len);
+	err = err ?: primary__send_state(e, epoch);
 	/* The commit must not overtake the pages it covers. */
 	err = err ?: x->flush(e->conn);
 	if (err)
