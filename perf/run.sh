@@ -701,6 +701,16 @@ kv_record() { # MODE TRANSPORT LOADOUT RC
 		"${max:-null}" "${lost:-null}" "${twice:-null}" "$([ "$4" = 0 ] && echo true || echo false)" >>"$R/kvstore.jsonl"
 	echo "$acked requests in $kv_ms ms: $rps requests/s, latency p50 $p50 us, p99 $p99 us"
 }
+kv_measure() { # MODE TRANSPORT PID LOG: wait until it serves, load it, record
+	local rc=0
+	if kv_wait $svc "$3"; then
+		run_bounded $((kv_ms / 1000 + 180)) "$B/kemari-kv" "${kvload[@]}" >"$work/kv-$1.out" 2>&1 || rc=$?
+		kv_record "$1" "$2" "$work/kv-$1.out" $rc
+	else
+		echo FAILED
+		skip "kvstore $1" "the kvstore never answered: $(tail -1 "$4")"
+	fi
+}
 if has "$variants" kv; then
 	ncell=$((ncell + 1))
 	port=$((port + 1))
@@ -711,14 +721,7 @@ if has "$variants" kv; then
 	"$K" "${kvg[@]}" --disk="$work/kv-sa.img" >"$R/logs/kv-standalone.log" 2>&1 &
 	kp=$!
 	pids+=($kp)
-	if kv_wait $svc $kp; then
-		rc=0
-		run_bounded $((kv_ms / 1000 + 180)) "$B/kemari-kv" "${kvload[@]}" >"$work/kv-sa.out" 2>&1 || rc=$?
-		kv_record standalone none "$work/kv-sa.out" $rc
-	else
-		echo FAILED
-		skip "kvstore standalone" "the kvstore never answered: $(tail -1 "$R/logs/kv-standalone.log")"
-	fi
+	kv_measure standalone none $kp "$R/logs/kv-standalone.log"
 	stop_pid $kp
 
 	ncell=$((ncell + 1))
@@ -739,14 +742,7 @@ if has "$variants" kv; then
 		--disk="$work/kv-rep.img" --stats="$R/logs/kv-replicated.stats.json" >"$R/logs/kv-primary.log" 2>&1 &
 	kp=$!
 	pids+=($kp)
-	if kv_wait $svc $kp; then
-		rc=0
-		run_bounded $((kv_ms / 1000 + 180)) "$B/kemari-kv" "${kvload[@]}" >"$work/kv-rep.out" 2>&1 || rc=$?
-		kv_record replicated tcp "$work/kv-rep.out" $rc
-	else
-		echo FAILED
-		skip "kvstore replicated" "the kvstore never answered: $(tail -1 "$R/logs/kv-primary.log")"
-	fi
+	kv_measure replicated tcp $kp "$R/logs/kv-primary.log"
 	stop_pid $kp # SIGTERM: an orderly stop, BYE to the secondary
 	wait_for $ks 60 || true
 	[ -n "$remote" ] && remote_stop secondary
