@@ -27,7 +27,7 @@ vm_kvm=0
 
 # CSV access by column name: awk -v cols=... with a header map.
 AWK_HDR='NR==1{for(i=1;i<=NF;i++)c[$i]=i; next}
-function v(k){return $(c[k])}
+function v(k){return (k in c) ? $(c[k]) : ""}
 function lbl(){return v("provider")==""?v("transport"):v("transport") ":" v("provider")}
 function ram(m){return m>=1024?(m/1024) "G":m "M"}'
 
