@@ -177,9 +177,10 @@ if [ $inner = 0 ]; then
 			if [ $vrc != 0 ]; then
 				rc=$vrc
 				echo "perf: the run inside the VM ended with status $vrc; reporting what it measured" >&2
-				echo "the whole run: ended early inside the emulated VM (status $vrc$([ $vrc = 124 ] && echo ", the ${vm_timeout} s limit: --vm-timeout")); the cells after the last record were not measured" >>"$out/skipped.txt"
+				echo "the whole run: ended early inside the emulated VM (status $vrc$([ $vrc = 124 ] && echo ": no result from the VM (the ${vm_timeout} s limit, a crash or a freeze), see ${job:-$jobs_dir}/console.log")); the cells after the last record were not measured" >>"$out/skipped.txt"
+			else
+				rm -rf "$jobs_dir"
 			fi
-			rm -rf "$jobs_dir"
 		fi
 	fi
 	if [ -n "$add" ]; then
