@@ -233,9 +233,10 @@ pause_plot() {
 			for l in $(labels_of "$var" "$m"); do
 				c=$((c + 1))
 				d="plot/${var}_${m}_$l.dat"
-				plots+=("'$d' using 1:3 with linespoints lw 2 pt 7 lc $c title '$l p50'")
-				plots+=("'$d' using 1:4 with linespoints lw 1 dt 2 pt 6 lc $c title '$l p99'")
-				plots+=("'$d' using 1:5 with lines lw 2 dt 3 lc $c title '$l floor'")
+				local t=${l/_/:} # the label again (ofi:net), not a subscript
+				plots+=("'$d' using 1:3 with linespoints lw 2 pt 7 lc $c title '$t p50' noenhanced")
+				plots+=("'$d' using 1:4 with linespoints lw 1 dt 2 pt 6 lc $c title '$t p99' noenhanced")
+				plots+=("'$d' using 1:5 with lines lw 2 dt 3 lc $c title '$t floor' noenhanced")
 			done
 			if [ ${#plots[@]} = 0 ]; then
 				echo "unset logscale y; plot 2 notitle; set logscale y"
