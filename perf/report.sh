@@ -33,7 +33,7 @@ function ram(m){return m>=1024?(m/1024) "G":m "M"}'
 
 # Rows grouped for reading: variant, RAM, dirty pages, transport.
 awk -F, "$AWK_HDR"'
-	BEGIN { split("ring bitmap speculate full-copy synth synth-spec standalone", o, " ")
+	BEGIN { split("ring bitmap speculate full-copy synth synth-think synth-spec standalone", o, " ")
 		for (i in o) rank[o[i]] = i }
 	{ printf "%d %012d %012d %s\t%s\n", rank[v("variant")] ? rank[v("variant")] : 99,
 		v("ram_mib"), v("dirty_pages"), lbl(), $0 }' pause.csv | sort | cut -f2- >pause.csv.body
@@ -60,7 +60,8 @@ rm -f pause.csv.body
 		echo "kemari-run --hv=synth) with the real engine and transports. Their harvest"
 		echo "is exact and O(dirty) by construction (not KVM's); state, push, commit,"
 		echo "ack are real. synth-spec: the same guest computing $(envv synth_think_us) us"
-		echo "between events while speculation pushes (tcp)."
+		echo "between events while speculation pushes (tcp); synth-think: the same"
+		echo "think time without speculation, its baseline."
 	fi
 	echo
 	echo "Pause per event vs. its floor (floor = memcpy of the epoch's median bytes"
@@ -132,6 +133,7 @@ rm -f pause.csv.body
 	}
 	v("variant")=="ring" && v("transport")=="tcp" { ring[v("ram_mib") "/" v("dirty_pages")] = v("p50_us") }
 	v("variant")=="synth" && v("transport")=="tcp" { syn[v("ram_mib") "/" v("dirty_pages")] = v("p50_us") }
+	v("variant")=="synth-think" { thk[v("ram_mib") "/" v("dirty_pages")] = v("p50_us") }
 	v("variant")=="synth-spec" {
 		q[++m] = v("ram_mib") "|" v("dirty_pages") "|" v("p50_us")
 	}
@@ -145,9 +147,10 @@ rm -f pause.csv.body
 				r != "" ? sprintf(" (%.2fx the dirty-ring p50, %s us)", f[4] / r, r) : ""
 		}
 		for (i = 1; i <= m; i++) {
-			split(q[i], f, "|"); r = syn[f[1] "/" f[2]]
+			split(q[i], f, "|"); r = syn[f[1] "/" f[2]]; t = thk[f[1] "/" f[2]]
 			printf "  synth-spec %s %sp: p50 %s us%s\n", ram(f[1]), f[2], f[3],
-				r != "" ? sprintf(" (%.2fx the synth p50 without speculation, %s us; native)", f[3] / r, r) : ""
+				t != "" ? sprintf(" (%.2fx synth-think: the same think time without speculation, %s us; native)", f[3] / t, t) : \
+				r != "" ? sprintf(" (%.2fx the synth p50 without speculation nor think time, %s us; native)", f[3] / r, r) : ""
 		}
 	}' pause.csv
 	if [ -s kvstore.jsonl ]; then

@@ -32,11 +32,12 @@ Matrix:
   --pages=LIST           dirty pages per event (default 0,16,256,4096)
   --ram=LIST             guest RAM sizes (default 64M,1G,4G; quick 64M)
   --variants=LIST        among ring,bitmap,speculate,full-copy,standalone,kv,
-                         synth,synth-spec (default: all). synth: the synthetic
+                         synth,synth-spec,synth-think (default: all). synth: the synthetic
                          guest (kemari-run --hv=synth), always natively, even
                          where the KVM cells run in the emulated VM: the
                          engine and transports without KVM; synth-spec: the
-                         same with think time and speculation (tcp)
+                         same with think time and speculation (tcp);
+                         synth-think: the same think time, no speculation
   --event=disk|net       the dirtier's output event (default disk)
   --speculate-us=N       period of the speculate variant (default 200)
   --kv-ms=N              duration of each kvstore load (default 5000; VM 8000)
@@ -150,9 +151,8 @@ if [ $inner = 0 ]; then
 			vm_mem=${vm_mem:-6144} vm_timeout=${vm_timeout:-14400}
 		fi
 		rc=0
-		vm_variants=$(echo ",${variants:-ring,bitmap,speculate,full-copy,standalone,kv,synth,synth-spec}," |
-			sed 's/,synth-spec,/,/g; s/,synth,/,/g; s/^,//; s/,$//')
-		native_variants=$(echo ",${variants:-synth,synth-spec}," | tr ',' '\n' | grep -x 'synth\|synth-spec' | paste -sd, || true)
+		vm_variants=$(echo "${variants:-ring,bitmap,speculate,full-copy,standalone,kv}" | tr ',' '\n' | grep -v '^synth' | paste -sd, || true)
+		native_variants=$(echo "${variants:-synth,synth-spec,synth-think}" | tr ',' '\n' | grep '^synth' | paste -sd, || true)
 		if [ -n "$native_variants" ]; then
 			echo "perf: $why on this host: the synthetic-guest cells run natively (real timings"
 			echo "perf: of the engine and transports)$([ -n "$vm_variants" ] && echo ", the KVM cells in the emulated test VM")."
@@ -221,10 +221,10 @@ else
 	: "${pages:=0,16,256,4096}"
 	: "${rams:=64M,1G,4G}"
 fi
-: "${variants:=ring,bitmap,speculate,full-copy,standalone,kv,synth,synth-spec}"
+: "${variants:=ring,bitmap,speculate,full-copy,standalone,kv,synth,synth-spec,synth-think}"
 # The synthetic guest measures the host; in the emulated VM it would not.
 if [ $env_kind = vm ]; then
-	variants=$(echo ",$variants," | sed 's/,synth-spec,/,/g; s/,synth,/,/g; s/^,//; s/,$//')
+	variants=$(echo "$variants" | tr ',' '\n' | grep -v '^synth' | paste -sd, || true)
 fi
 : "${kv_ms:=$([ $slow = 1 ] && echo 8000 || echo 5000)}"
 : "${sa_events:=$([ $slow = 1 ] && echo 1000 || echo 20000)}"
@@ -624,6 +624,11 @@ for ram in "${ram_list[@]}"; do
 			for l in "${usable[@]}"; do
 				run_cell "$l" synth "$ram" "$k" "$events"
 			done
+		fi
+		# ... and with the same think time without speculation: the fair
+		# baseline of synth-spec (an idle guest changes the pause too).
+		if has "$variants" synth-think && [ "$k" -gt 0 ]; then
+			run_cell tcp synth-think "$ram" "$k" "$events" --guest-arg=think_us=$synth_think_us
 		fi
 		if has "$variants" synth-spec && [ "$k" -gt 0 ]; then
 			run_cell tcp synth-spec "$ram" "$k" "$events" \
