@@ -322,8 +322,8 @@ static int floor__ping(const struct kemari_xport_ops *ops,
  * within the budget (at least 5).
  */
 static int floor__wire_us(const struct kemari_xport_ops *ops,
-			  struct kemari_xport *c, uint64_t bytes,
-			  uint64_t *seq, double *out)
+			  struct kemari_xport *c, uint64_t bytes, uint64_t *seq,
+			  double *out)
 {
 	static double samples[PERF_RTT_MIN];
 	struct kemari_run run = {
@@ -335,8 +335,9 @@ static int floor__wire_us(const struct kemari_xport_ops *ops,
 	size_t n = 0;
 	int err = 0;
 
-	for (int i = -2; !err && n < PERF_RTT_MIN &&
-			 (n < 5 || kemari_now_ns() - start < PERF_RTT_BUDGET_NS);
+	for (int i = -2;
+	     !err && n < PERF_RTT_MIN &&
+	     (n < 5 || kemari_now_ns() - start < PERF_RTT_BUDGET_NS);
 	     i++) {
 		uint64_t t0 = kemari_now_ns();
 
@@ -353,8 +354,8 @@ static int floor__wire_us(const struct kemari_xport_ops *ops,
 
 static int floor__rtt_us(const struct kemari_xport_ops *ops, const char *peer,
 			 const struct kemari_xport_opts *opts,
-			 const uint64_t *wire_bytes, size_t nwire,
-			 double *wire, double *out)
+			 const uint64_t *wire_bytes, size_t nwire, double *wire,
+			 double *out)
 {
 	static double samples[PERF_RTT_MAX];
 	struct kemari_xport *c;
@@ -720,9 +721,9 @@ enum {
 };
 
 static const char *const stat_keys[F_COUNT] = {
-	"dirty_pages", "runs",		"bytes",    "harvest_us", "state_us",
-	"push_us",     "commit_ack_us", "pause_us", "spec_pages", "spec_wait_us",
-	"t_us",
+	"dirty_pages", "runs",	       "bytes",		"harvest_us",
+	"state_us",    "push_us",      "commit_ack_us", "pause_us",
+	"spec_pages",  "spec_wait_us", "t_us",
 };
 
 struct stats {
@@ -844,38 +845,22 @@ struct record {
 };
 
 static const char *const csv_cols[] = {
-	"transport",
-	"provider",
-	"variant",
-	"env",
-	"ram_mib",
-	"dirty_pages",
-	"events",
-	"warmup",
-	"dirty_pages_p50",
-	"runs_p50",
-	"bytes_p50",
-	"p50_us",
-	"p90_us",
-	"p99_us",
-	"max_us",
-	"mean_us",
-	"harvest_us",
-	"state_us",
-	"push_us",
-	"commit_ack_us",
-	"spec_pages_p50",
-	"spec_wait_us",
-	"floor_us",
-	"floor_memcpy_us",
-	"floor_rtt_us",
-	"ratio_p50",
-	"ratio_p99",
-	"wire_us",
-	"ratio_wire",
-	"epochs_per_s",
-	"bytes_per_s",
-	"standalone_events_per_s",
+	"transport",	   "provider",
+	"variant",	   "env",
+	"ram_mib",	   "dirty_pages",
+	"events",	   "warmup",
+	"dirty_pages_p50", "runs_p50",
+	"bytes_p50",	   "p50_us",
+	"p90_us",	   "p99_us",
+	"max_us",	   "mean_us",
+	"harvest_us",	   "state_us",
+	"push_us",	   "commit_ack_us",
+	"spec_pages_p50",  "spec_wait_us",
+	"floor_us",	   "floor_memcpy_us",
+	"floor_rtt_us",	   "ratio_p50",
+	"ratio_p99",	   "wire_us",
+	"ratio_wire",	   "epochs_per_s",
+	"bytes_per_s",	   "standalone_events_per_s",
 	"complete",
 };
 

@@ -130,14 +130,14 @@ static int synth__parse(struct synth *s, const struct kemari_hv_cfg *cfg)
 		return kemari_err(
 			-EINVAL,
 			"synthetic guest: pages=%llu exceeds the working set of %llu pages (RAM %llu MiB): use a larger --mem",
-			(unsigned long long)s->pages,
-			(unsigned long long)s->ws,
+			(unsigned long long)s->pages, (unsigned long long)s->ws,
 			(unsigned long long)(s->ram_size >> 20));
 	s->think_ns = think_us * 1000;
 	return 0;
 }
 
-static int synth__create(struct kemari_hv **out, const struct kemari_hv_cfg *cfg)
+static int synth__create(struct kemari_hv **out,
+			 const struct kemari_hv_cfg *cfg)
 {
 	struct synth *s;
 	int err;
@@ -170,10 +170,10 @@ static int synth__create(struct kemari_hv **out, const struct kemari_hv_cfg *cfg
 		goto err_free;
 	/* Populated up front, like RAM a VM has touched: page faults of a
 	 * first write are not what the benchmark measures. */
-	s->ram = mmap(NULL, s->ram_size, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
-			      MAP_POPULATE,
-		      -1, 0);
+	s->ram =
+		mmap(NULL, s->ram_size, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_POPULATE,
+		     -1, 0);
 	if (s->ram == MAP_FAILED) {
 		err = kemari_err(-ENOMEM,
 				 "cannot map %llu MiB of synthetic guest RAM",
@@ -184,8 +184,8 @@ static int synth__create(struct kemari_hv **out, const struct kemari_hv_cfg *cfg
 	if (err)
 		goto err_unmap;
 	if (s->out_path) {
-		s->out_fd = open(s->out_path, O_RDWR | O_CREAT | O_CLOEXEC,
-				 0644);
+		s->out_fd =
+			open(s->out_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 		if (s->out_fd < 0) {
 			err = kemari_err(-errno,
 					 "synthetic guest: output file %s: %s",
@@ -346,9 +346,10 @@ static int synth__run(struct kemari_hv *hv)
 		if (err)
 			return err;
 		if (s->pending)
-			return kemari_err(-EPROTO,
-					  "internal: the engine did not release the event of round %llu",
-					  (unsigned long long)s->round);
+			return kemari_err(
+				-EPROTO,
+				"internal: the engine did not release the event of round %llu",
+				(unsigned long long)s->round);
 	}
 	return 0;
 }

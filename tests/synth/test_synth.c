@@ -68,8 +68,8 @@ static void setup(void)
 	snprintf(out, sizeof(out), "%s/out.bin", dir);
 	snprintf(plog, sizeof(plog), "%s/primary.log", dir);
 	snprintf(slog, sizeof(slog), "%s/secondary.log", dir);
-	snprintf(peer, sizeof(peer), "%s:%u", addr && *addr ? addr : "127.0.0.1",
-		 h_port());
+	snprintf(peer, sizeof(peer), "%s:%u",
+		 addr && *addr ? addr : "127.0.0.1", h_port());
 	pri.pid = sec.pid = 0;
 }
 
@@ -83,15 +83,17 @@ static void teardown(void)
 TestSuite(synth, .init = setup, .fini = teardown, .timeout = 180);
 
 /* Heartbeats patient enough for a loaded 2-core machine. */
-#define COMMON "--hv=synth --mem=32M --no-progress --heartbeat-ms=20 --heartbeat-timeout-ms=%d --disk=%s %s"
+#define COMMON                                                                 \
+	"--hv=synth --mem=32M --no-progress --heartbeat-ms=20 --heartbeat-timeout-ms=%d --disk=%s %s"
 
 static void start_pair(const char *xport, const char *pextra, int rounds)
 {
-	cr_assert(eq(int,
-		     h_spawn(&sec, slog,
-			     "@B/kemari-run --role=secondary --listen=%s " COMMON,
-			     peer, h_ms(1000), out, xport),
-		     0));
+	cr_assert(
+		eq(int,
+		   h_spawn(&sec, slog,
+			   "@B/kemari-run --role=secondary --listen=%s " COMMON,
+			   peer, h_ms(1000), out, xport),
+		   0));
 	if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
 		h_dump(slog);
 		cr_fatal("secondary did not start");
@@ -263,9 +265,8 @@ ParameterizedTest(struct random_case *rc, synth, kill9_at_random_moment)
 	cr_assert(eq(int, h_wait(&pri, 0), -ETIMEDOUT),
 		  "the primary ended before the kill");
 	h_kill(&pri, SIGKILL);
-	cr_log_info("%s run %d%s: primary killed %u ms into the run",
-		    rc->xport, rc->run, rc->speculate ? " (speculating)" : "",
-		    delay);
+	cr_log_info("%s run %d%s: primary killed %u ms into the run", rc->xport,
+		    rc->run, rc->speculate ? " (speculating)" : "", delay);
 	wait_secondary_done();
 	cr_assert(verified_round() >= 0, "no verified takeover");
 	check_output(rounds);

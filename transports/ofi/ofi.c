@@ -164,7 +164,7 @@ struct ofi_xport {
 	bool selective; /* transmit completions in order: signal some */
 	uint64_t write_flags;
 	uint32_t max_msg;
-	size_t frame; /* header + max_msg */
+	size_t frame;		       /* header + max_msg */
 	uint64_t spin_ns, hot_spin_ns; /* 0: block at once (software) */
 
 	/* transmit side */
@@ -1758,8 +1758,8 @@ static int ofi__recv(struct kemari_xport *x, struct kemari_msg *m,
 
 	deadline = now + (uint64_t)KEMARI_MAX(timeout_ms, 0) * 1000000ULL;
 	/* Right after a send we are in an exchange (a pause): spin longer. */
-	spin = now + (now - t->last_tx_ns < OFI_HOT_NS ? t->hot_spin_ns
-						       : t->spin_ns);
+	spin = now +
+	       (now - t->last_tx_ns < OFI_HOT_NS ? t->hot_spin_ns : t->spin_ns);
 	if (t->held >= 0 && !t->dead) {
 		uint32_t i = (uint32_t)t->held;
 
