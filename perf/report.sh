@@ -207,8 +207,17 @@ labels_of() { # VARIANT RAM -> transport labels with a series
 	ls plot/ 2>/dev/null | sed -n "s/^$1_$2_\(.*\)\.dat$/\1/p"
 }
 ramname() { [ "$1" -ge 1024 ] && echo "$(($1 / 1024)) GiB" || echo "$1 MiB"; }
-w=$((nr * 520 + 40))
-[ $w -lt 760 ] && w=760
+# panels_head PNG N TITLE YLABEL: a row of N panels over the pages axis
+panels_head() {
+	local w=$(($2 * 520 + 40))
+	[ $w -lt 760 ] && w=760
+	echo "set terminal $term size $w,480"
+	echo "set output '$1'"
+	echo "set multiplot layout 1,$2 title \"$3\""
+	echo "set logscale y; set grid ytics mytics; set key top left"
+	echo "set xtics ($xtics); set xrange [-0.3:$(($(echo "$pages_all" | wc -l) - 1)).3]"
+	echo "set xlabel 'dirty pages per event'; set ylabel '$4'"
+}
 
 # pause_plot VARIANT PNG NOTE: pause vs dirty pages per transport, a panel
 # per RAM size; breakdown_plot VARIANT PNG NOTE: stacked phases per cell.
@@ -219,12 +228,7 @@ pause_plot() {
 	n=$(echo "$rams" | grep -c . || true)
 	[ "$n" -gt 0 ] || return 0
 	{
-		echo "set terminal $term size $((n * 520 + 40 < 760 ? 760 : n * 520 + 40)),480"
-		echo "set output '$png'"
-		echo "set multiplot layout 1,$n title \"Pause per event vs dirty pages: p50 (solid), p99 (dashed), floor (dotted)$note\""
-		echo "set logscale y; set grid ytics mytics; set key top left"
-		echo "set xtics ($xtics); set xrange [-0.3:$(($(echo "$pages_all" | wc -l) - 1)).3]"
-		echo "set xlabel 'dirty pages per event'; set ylabel 'microseconds (log)'"
+		panels_head "$png" "$n" "Pause per event vs dirty pages: p50 (solid), p99 (dashed), floor (dotted)$note" 'microseconds (log)'
 		for m in $rams; do
 			if [ "$var" = synth ]; then
 				echo "set title '$(ramname "$m") synthetic guest (native)'"
@@ -290,12 +294,7 @@ fi
 
 # Baselines over tcp: ring vs bitmap vs speculate vs full-copy.
 [ "$nr" -gt 0 ] && {
-	echo "set terminal $term size $w,480"
-	echo "set output 'baselines.png'"
-	echo "set multiplot layout 1,$nr title \"Baselines over tcp: p50 pause per variant; the dirty-ring floor dotted$vmnote\""
-	echo "set logscale y; set grid ytics mytics; set key top left"
-	echo "set xtics ($xtics); set xrange [-0.3:$(($(echo "$pages_all" | wc -l) - 1)).3]"
-	echo "set xlabel 'dirty pages per event'; set ylabel 'p50 microseconds (log)'"
+	panels_head baselines.png "$nr" "Baselines over tcp: p50 pause per variant; the dirty-ring floor dotted$vmnote" 'p50 microseconds (log)'
 	for m in $rams_all; do
 		echo "set title '$(ramname "$m") guest'"
 		plots=()
