@@ -125,6 +125,11 @@ merge_results() {
 	return 0
 }
 
+ALL_VARIANTS=ring,bitmap,speculate,full-copy,standalone,kv,synth,synth-spec,synth-think
+# The variants of LIST that do (synth) or do not (kvm) need KVM's absence.
+variants_kvm() { echo "$1" | tr ',' '\n' | grep -v '^synth' | paste -sd, || true; }
+variants_synth() { echo "$1" | tr ',' '\n' | grep '^synth' | paste -sd, || true; }
+
 kvm_usable() {
 	[ "${KEMARI_FORCE_VM:-0}" = 1 ] && return 1
 	[ -c /dev/kvm ] && (exec 3<>/dev/kvm) 2>/dev/null
@@ -151,8 +156,8 @@ if [ $inner = 0 ]; then
 			vm_mem=${vm_mem:-6144} vm_timeout=${vm_timeout:-14400}
 		fi
 		rc=0
-		vm_variants=$(echo "${variants:-ring,bitmap,speculate,full-copy,standalone,kv}" | tr ',' '\n' | grep -v '^synth' | paste -sd, || true)
-		native_variants=$(echo "${variants:-synth,synth-spec,synth-think}" | tr ',' '\n' | grep '^synth' | paste -sd, || true)
+		vm_variants=$(variants_kvm "${variants:-$ALL_VARIANTS}")
+		native_variants=$(variants_synth "${variants:-$ALL_VARIANTS}")
 		if [ -n "$native_variants" ]; then
 			echo "perf: $why on this host: the synthetic-guest cells run natively (real timings"
 			echo "perf: of the engine and transports)$([ -n "$vm_variants" ] && echo ", the KVM cells in the emulated test VM")."
@@ -221,10 +226,10 @@ else
 	: "${pages:=0,16,256,4096}"
 	: "${rams:=64M,1G,4G}"
 fi
-: "${variants:=ring,bitmap,speculate,full-copy,standalone,kv,synth,synth-spec,synth-think}"
+: "${variants:=$ALL_VARIANTS}"
 # The synthetic guest measures the host; in the emulated VM it would not.
 if [ $env_kind = vm ]; then
-	variants=$(echo "$variants" | tr ',' '\n' | grep -v '^synth' | paste -sd, || true)
+	variants=$(variants_kvm "$variants")
 fi
 : "${kv_ms:=$([ $slow = 1 ] && echo 8000 || echo 5000)}"
 : "${sa_events:=$([ $slow = 1 ] && echo 1000 || echo 20000)}"
