@@ -72,21 +72,28 @@ static struct synth *to_synth(struct kemari_hv *hv)
 	return kemari_container_of(hv, struct synth, hv);
 }
 
-static int synth__arg(const struct kemari_hv_cfg *cfg, const char *key,
-		      uint64_t def, uint64_t *out)
+/* The value of "KEY=VALUE" when a names key, else NULL. */
+static const char *synth__arg_value(const char *a, const char *key)
 {
 	size_t k = strlen(key);
 
+	return strncmp(a, key, k) || a[k] != '=' ? NULL : a + k + 1;
+}
+
+static int synth__arg(const struct kemari_hv_cfg *cfg, const char *key,
+		      uint64_t def, uint64_t *out)
+{
 	*out = def;
 	for (unsigned int i = 0; i < cfg->nguest_args; i++) {
 		const char *a = cfg->guest_args[i];
+		const char *v = synth__arg_value(a, key);
 		char *end;
 
-		if (strncmp(a, key, k) || a[k] != '=')
+		if (!v)
 			continue;
 		errno = 0;
-		*out = strtoull(a + k + 1, &end, 10);
-		if (errno || *end || end == a + k + 1)
+		*out = strtoull(v, &end, 10);
+		if (errno || *end || end == v)
 			return kemari_err(
 				-EINVAL,
 				"synthetic guest: --guest-arg=%s: expected %s=NUMBER",
@@ -105,12 +112,9 @@ static int synth__parse(struct synth *s, const struct kemari_hv_cfg *cfg)
 	for (unsigned int i = 0; i < cfg->nguest_args; i++) {
 		bool ok = false;
 
-		for (unsigned int j = 0; j < KEMARI_ARRAY_SIZE(known); j++) {
-			size_t k = strlen(known[j]);
-
-			ok |= !strncmp(cfg->guest_args[i], known[j], k) &&
-			      cfg->guest_args[i][k] == '=';
-		}
+		for (unsigned int j = 0; j < KEMARI_ARRAY_SIZE(known); j++)
+			ok |= synth__arg_value(cfg->guest_args[i], known[j]) !=
+			      NULL;
 		if (!ok)
 			return kemari_err(
 				-EINVAL,
