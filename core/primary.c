@@ -290,11 +290,6 @@ static int primary__initial_sync(struct kemari_engine *e)
 }
 
 /*
- * Push what was dirtied since the last push and add it to the open epoch.
- * Runs are computed from e->dirty; on return *runs/n describe the pages
- * just pushed (the epoch's whole list when nothing was pushed before).
- */
-/*
  * One-sided pushes land in the secondary's receive buffers at once: wait
  * until it has copied the last epoch out of them into its replica.
  */
@@ -335,6 +330,12 @@ static int primary__wait_applied(struct kemari_engine *e)
 	return 0;
 }
 
+/*
+ * Push what was dirtied since the last push and add it to the open epoch.
+ * Runs are computed from e->dirty; on return e->runs and *nruns describe
+ * the pages just pushed (the epoch's whole list when nothing was pushed
+ * before).
+ */
 static int primary__push_pending(struct kemari_engine *e, long *nruns)
 {
 	long n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
