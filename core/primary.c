@@ -385,7 +385,9 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 		n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
 		if (n < 0)
 			return (int)n;
-		err = x->push(e->conn, e->runs, (size_t)(n + 1) / 2);
+		/* As every push: never over an epoch not yet applied. */
+		err = primary__wait_applied(e);
+		err = err ?: x->push(e->conn, e->runs, (size_t)(n + 1) / 2);
 		err = err ?: x->flush(e->conn);
 		if (err)
 			return err;
