@@ -28,11 +28,19 @@ _start:
 	jmp	2b
 	.size _start, . - _start
 
-	.bss
-	.balign 16
-	.globl rt__stack_top
+	/*
+	 * A page-aligned guard page, unmapped by rt__idt_init(), then the
+	 * stack: an overflow faults on the guard page and is reported (#DF on
+	 * its own stack) instead of overwriting whatever lies below.
+	 */
+	.section .bss.stack, "aw", @nobits
+	.balign 4096
+	.globl rt__stack_guard
+rt__stack_guard:
+	.skip	4096
 rt__stack:
 	.skip	65536
+	.globl rt__stack_top
 rt__stack_top:
 
 	.section .note.GNU-stack, "", @progbits

@@ -17,6 +17,8 @@
 
 #define PTE_P 0x1ULL
 #define PTE_RW 0x2ULL
+#define PTE_A 0x20ULL
+#define PTE_D 0x40ULL
 #define PTE_PS 0x80ULL
 
 static int read_all(int fd, void *buf, size_t len, off_t off)
@@ -147,7 +149,13 @@ err_close:
 	return err;
 }
 
-/* Identity-map all RAM with 2 MiB pages; one PD page per GiB. */
+/*
+ * Identity-map all RAM with 2 MiB pages; one PD page per GiB. Accessed and
+ * dirty are preset: the CPU then never writes the tables during a page
+ * walk, so they stay out of every epoch's dirty set, and no walk ever hits
+ * a page that dirty tracking has just write-protected (a fault inside a
+ * page walk, possibly inside an exception delivery).
+ */
 static void kvm_boot__page_tables(struct kvm_vm *vm)
 {
 	uint64_t *pml4 = (uint64_t *)(vm->ram + KVM_PML4_GPA);
@@ -156,16 +164,18 @@ static void kvm_boot__page_tables(struct kvm_vm *vm)
 
 	memset(pml4, 0, 4096);
 	memset(pdpt, 0, 4096);
-	pml4[0] = KVM_PDPT_GPA | PTE_P | PTE_RW;
+	pml4[0] = KVM_PDPT_GPA | PTE_P | PTE_RW | PTE_A;
 	for (uint64_t g = 0; g < gib; g++) {
 		uint64_t *pd = (uint64_t *)(vm->ram + KVM_PD_GPA + g * 4096);
 
-		pdpt[g] = (KVM_PD_GPA + g * 4096) | PTE_P | PTE_RW;
+		pdpt[g] = (KVM_PD_GPA + g * 4096) | PTE_P | PTE_RW | PTE_A;
 		for (uint64_t i = 0; i < 512; i++) {
 			uint64_t pa = (g << 30) | (i << 21);
 
-			pd[i] = pa < vm->ram_size ? pa | PTE_P | PTE_RW | PTE_PS
-						  : 0;
+			pd[i] = pa < vm->ram_size
+					? pa | PTE_P | PTE_RW | PTE_PS | PTE_A |
+						  PTE_D
+					: 0;
 		}
 	}
 }
