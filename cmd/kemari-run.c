@@ -58,7 +58,14 @@ static void usage(FILE *f)
 		"  --full-copy                 baseline: copy all of RAM at every epoch\n"
 		"  --fault=PHASE[:EPOCH]       testing: primary crashes (SIGKILL) at PHASE of\n"
 		"                              epoch EPOCH or later; PHASE is sync, before-push,\n"
-		"                              mid-push, after-push, after-commit or after-ack\n"
+		"                              mid-push, after-push, after-commit or after-ack;\n"
+		"                              guest-crash: the primary's guest triple-faults\n"
+		"                              after the ack of EPOCH (the VMM lives on)\n"
+		"  --stretch-pause=MS[:EVERY]  testing: sleep MS ms inside the paused window of\n"
+		"                              every EVERY-th epoch (default 100)\n"
+		"  --verify-replica            testing: hash every page at every commit; the\n"
+		"                              primary names pages changed but not reported,\n"
+		"                              the secondary pages of its replica that differ\n"
 		"\n"
 		"Other:\n"
 		"  --no-progress         no initial-sync progress bar\n"
@@ -118,6 +125,8 @@ enum {
 	OPT_SPECULATE,
 	OPT_FULL_COPY,
 	OPT_FAULT,
+	OPT_STRETCH,
+	OPT_VERIFY_REPLICA,
 	OPT_NO_PROGRESS,
 	OPT_LIST_TRANSPORTS,
 	OPT_VERSION,
@@ -147,6 +156,8 @@ static const struct option long_opts[] = {
 	{ "speculate-us", required_argument, NULL, OPT_SPECULATE },
 	{ "full-copy", no_argument, NULL, OPT_FULL_COPY },
 	{ "fault", required_argument, NULL, OPT_FAULT },
+	{ "stretch-pause", required_argument, NULL, OPT_STRETCH },
+	{ "verify-replica", no_argument, NULL, OPT_VERIFY_REPLICA },
 	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
 	{ "list-transports", no_argument, NULL, OPT_LIST_TRANSPORTS },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -339,10 +350,30 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			if (kemari_fault__parse(optarg, &cfg->fault,
 						&cfg->fault_epoch)) {
 				fprintf(stderr,
-					"kemari-run: error: --fault=%s: use PHASE[:EPOCH] with PHASE one of sync, before-push, mid-push, after-push, after-commit, after-ack\n",
+					"kemari-run: error: --fault=%s: use PHASE[:EPOCH] with PHASE one of sync, before-push, mid-push, after-push, after-commit, after-ack, guest-crash\n",
 					optarg);
 				return -EINVAL;
 			}
+			break;
+		case OPT_STRETCH: {
+			char ms[32], *colon;
+
+			snprintf(ms, sizeof(ms), "%s", optarg);
+			colon = strchr(ms, ':');
+			cfg->stretch_every = 100;
+			if (colon) {
+				*colon = 0;
+				if (parse_uint("stretch-pause EVERY", colon + 1,
+					       1, 1000000, &cfg->stretch_every))
+					return -EINVAL;
+			}
+			if (parse_uint("stretch-pause", ms, 0, 600000,
+				       &cfg->stretch_pause_ms))
+				return -EINVAL;
+			break;
+		}
+		case OPT_VERIFY_REPLICA:
+			cfg->verify_replica = true;
 			break;
 		case OPT_NO_PROGRESS:
 			cfg->progress = false;

@@ -19,6 +19,7 @@ static const char *const fault_names[] = {
 	[KEMARI_FAULT_AFTER_PUSH] = "after-push",
 	[KEMARI_FAULT_AFTER_COMMIT] = "after-commit",
 	[KEMARI_FAULT_AFTER_ACK] = "after-ack",
+	[KEMARI_FAULT_GUEST_CRASH] = "guest-crash",
 };
 
 const char *kemari_fault__name(enum kemari_fault f)
@@ -220,6 +221,7 @@ void kemari_engine__destroy(struct kemari_engine *e)
 	kemari_buf__fini(&e->pend_dev);
 	kemari_buf__fini(&e->cpu_committed);
 	kemari_buf__fini(&e->dev_committed);
+	verify__fini(e);
 	metrics__close(&e->metrics);
 	free(e);
 }

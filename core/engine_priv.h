@@ -58,12 +58,18 @@ struct kemari_engine {
 	uint64_t epoch; /* last committed (primary: last acknowledged) */
 	bool protected; /* a secondary holds our last epoch */
 	bool paused_for_loss;
+	bool crash_injected; /* --fault=guest-crash done */
 
 	/* Secondary */
 	uint8_t *shadow; /* receive buffers: RAM-sized */
 	struct kemari_buf pend_runs, pend_cpu, pend_dev;
 	struct kemari_buf cpu_committed, dev_committed;
 	bool have_commit;
+
+	/* --verify-replica (verify.c) */
+	uint32_t *verify_cur, *verify_prev; /* primary: page hashes */
+	struct kemari_buf pend_verify;	    /* secondary: the epoch's */
+	uint64_t verify_epochs, verify_missed, verify_bad;
 
 	uint64_t last_rx_ns, last_tx_ns;
 	atomic_bool stop;
@@ -83,6 +89,14 @@ int primary__run(struct kemari_engine *e);
 int primary__event(void *ctx, struct kemari_event *ev);
 int primary__tick(void *ctx);
 int secondary__run(struct kemari_engine *e);
+
+/* verify.c: --verify-replica */
+int verify__primary(struct kemari_engine *e, uint64_t epoch, bool initial);
+int verify__stash(struct kemari_engine *e, const struct kemari_msg *m);
+void verify__secondary(struct kemari_engine *e, const struct kemari_run *runs,
+		       size_t nruns);
+void verify__report(struct kemari_engine *e);
+void verify__fini(struct kemari_engine *e);
 
 /* metrics.c */
 int metrics__open(struct kemari_metrics *m, const char *path);

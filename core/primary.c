@@ -264,6 +264,8 @@ static int primary__initial_sync(struct kemari_engine *e)
 		}
 	}
 	err = e->conn->ops->flush(e->conn);
+	if (!err && e->cfg.verify_replica)
+		err = verify__primary(e, 0, true);
 	err = err ?: primary__send_runs(e, 0, &all, 1, &c);
 	err = err ?: primary__capture_state(e);
 	err = err ?: primary__send_state(e, 0);
@@ -372,6 +374,8 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	if (e->cfg.full_copy)
 		kemari_dirty__mark_all(&e->dirty);
 	err = e->hv->ops->collect_dirty(e->hv, &e->dirty);
+	if (!err && e->cfg.verify_replica)
+		err = verify__primary(e, epoch, false);
 	if (err)
 		return err;
 	t1 = kemari_now_ns();
@@ -430,7 +434,33 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	s->push_us = (t3 - t2) / 1000;
 	s->commit_ack_us = (kemari_now_ns() - t3) / 1000;
 	engine__fault(e, KEMARI_FAULT_AFTER_ACK, epoch);
+	if (e->cfg.fault == KEMARI_FAULT_GUEST_CRASH && !e->crash_injected &&
+	    epoch >= e->cfg.fault_epoch) {
+		kemari_warn(
+			"fault injection: the guest dies after epoch %llu was acknowledged",
+			(unsigned long long)epoch);
+		e->crash_injected = true;
+		return e->hv->ops->crash(e->hv);
+	}
 	return 0;
+}
+
+/*
+ * Testing: a pause as long as a slow or overloaded host makes one, inside
+ * the paused window (--stretch-pause), to show what a long pause does to
+ * the guest.
+ */
+static void primary__stretch(struct kemari_engine *e)
+{
+	struct timespec ts;
+
+	if (!e->cfg.stretch_pause_ms || !e->cfg.stretch_every ||
+	    (e->epoch + 1) % e->cfg.stretch_every)
+		return;
+	ts.tv_sec = e->cfg.stretch_pause_ms / 1000;
+	ts.tv_nsec = (long)(e->cfg.stretch_pause_ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
 }
 
 /*
@@ -498,6 +528,7 @@ int primary__event(void *ctx, struct kemari_event *ev)
 		pthread_mutex_unlock(&e->xlock);
 		return err;
 	}
+	primary__stretch(e);
 	err = primary__checkpoint(e, t_lock, &s);
 	if (err) {
 		primary__lose_secondary(e, err);
@@ -570,6 +601,33 @@ int primary__tick(void *ctx)
 	return 0;
 }
 
+/*
+ * The guest stopped running here. Only an end someone chose is orderly: the
+ * operator's stop (SIGINT, SIGTERM) or the guest's own clean poweroff
+ * (status 0). A guest that died (triple fault, panic, KVM internal error,
+ * failed VM entry) or a VMM that failed is a failure like a dead host: the
+ * secondary holds the last acknowledged state and must serve from it, even
+ * if a deterministic guest bug then strikes there too.
+ */
+static void primary__hand_over(struct kemari_engine *e, int status)
+{
+	if (atomic_load(&e->stop) || status == 0) {
+		primary__send(e, KEMARI_MSG_BYE, e->epoch, NULL, 0);
+		return;
+	}
+	/* The cause itself is the run's error, which cmd/ prints. */
+	if (status > 0)
+		kemari_warn(
+			"the guest ended with status %d, not a clean poweroff: the secondary takes over from epoch %llu",
+			status, (unsigned long long)e->epoch);
+	else
+		kemari_warn(
+			"the guest or the VMM failed: the secondary takes over from epoch %llu",
+			(unsigned long long)e->epoch);
+	/* If this does not arrive, the heartbeat timeout does the same. */
+	primary__send(e, KEMARI_MSG_FAILED, e->epoch, NULL, 0);
+}
+
 int primary__run(struct kemari_engine *e)
 {
 	int status, err;
@@ -599,9 +657,8 @@ int primary__run(struct kemari_engine *e)
 		e->spec_running = false;
 		pthread_join(e->spec_thread, NULL);
 	}
-	if (e->protected) {
-		/* An orderly end: the secondary must not take over. */
-		primary__send(e, KEMARI_MSG_BYE, e->epoch, NULL, 0);
-	}
+	if (e->protected)
+		primary__hand_over(e, status);
+	verify__report(e);
 	return status;
 }

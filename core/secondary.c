@@ -171,6 +171,7 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 						      e->epoch, NULL, 0);
 		}
 	}
+	verify__secondary(e, runs, n);
 	kemari_buf__reset(&e->pend_runs);
 	kemari_buf__reset(&e->pend_cpu);
 	kemari_buf__reset(&e->pend_dev);
@@ -237,6 +238,7 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 	kemari_buf__reset(&e->pend_runs);
 	kemari_buf__reset(&e->pend_cpu);
 	kemari_buf__reset(&e->pend_dev);
+	kemari_buf__reset(&e->pend_verify);
 	e->last_rx_ns = e->last_tx_ns = kemari_now_ns();
 	err = secondary__handshake(e);
 	if (err) {
@@ -286,6 +288,9 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 			case KEMARI_MSG_DEV_STATE:
 				err = secondary__stash(&e->pend_dev, &m, false);
 				break;
+			case KEMARI_MSG_VERIFY:
+				err = verify__stash(e, &m);
+				break;
 			case KEMARI_MSG_COMMIT:
 				err = secondary__commit(e, expect, &m);
 				if (!err)
@@ -298,6 +303,11 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 					"the primary shut down in order at epoch %llu; not taking over",
 					(unsigned long long)e->epoch);
 				return SERVE_BYE;
+			case KEMARI_MSG_FAILED:
+				return secondary__lost(
+					e,
+					kemari_err(-ECONNRESET,
+						   "its guest or VMM failed"));
 			default:
 				err = kemari_err(
 					-EBADMSG, "unexpected %s message",
@@ -333,6 +343,7 @@ static int secondary__takeover(struct kemari_engine *e, uint64_t t_detect)
 	struct kemari_hv *hv = e->hv;
 	int err;
 
+	verify__report(e);
 	err = hv->ops->load_cpu(hv, e->cpu_committed.data,
 				e->cpu_committed.len);
 	err = err
@@ -386,8 +397,10 @@ int secondary__run(struct kemari_engine *e)
 			e->listener = NULL;
 			return secondary__takeover(e, t_detect);
 		}
-		if (end == SERVE_BYE || end == SERVE_STOP)
+		if (end == SERVE_BYE || end == SERVE_STOP) {
+			verify__report(e);
 			return 0;
+		}
 	}
 	return 0;
 }

@@ -74,6 +74,10 @@ const char *kemari_wire__type_name(uint16_t type)
 		return "BYE";
 	case KEMARI_MSG_APPLIED:
 		return "APPLIED";
+	case KEMARI_MSG_FAILED:
+		return "FAILED";
+	case KEMARI_MSG_VERIFY:
+		return "VERIFY";
 	case KEMARI_MSG_PAGES:
 		return "PAGES";
 	case KEMARI_MSG_XPORT:

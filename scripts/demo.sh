@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build}
 TRANSPORT=${TRANSPORT:-tcp}
+# Extra kemari-run options for both sides (scripts/demo-soak.sh passes
+# testing options through it, e.g. --stretch-pause=500:200 --verify-replica).
+ARGS=${KEMARI_DEMO_ARGS:-}
 
 if [ "${1:-}" != --inner ]; then
 	if [ -c /dev/kvm ] && (exec 3<>/dev/kvm) 2>/dev/null; then
@@ -14,7 +17,7 @@ if [ "${1:-}" != --inner ]; then
 	fi
 	echo "demo: /dev/kvm is not usable on this host; running the demo inside the emulated test VM (QEMU TCG + kvm_amd: slow, pause times meaningless)"
 	exec tests/vm/vm.sh run -t 900 -m 2048 -- env BUILD="$B" TRANSPORT="$TRANSPORT" \
-		KEMARI_DEMO_SLOW=1 "$0" --inner
+		KEMARI_DEMO_SLOW=1 KEMARI_DEMO_ARGS="$ARGS" "$0" --inner
 fi
 
 slow=${KEMARI_DEMO_SLOW:-0}
@@ -30,7 +33,7 @@ work=$(mktemp -d /tmp/kemari-demo.XXXXXX)
 disk=$work/disk.img
 svc=127.0.0.1:7500
 peer=127.0.0.1:7400
-G="--guest=$B/guests/kvstore.elf --mem=64M --disk=$disk --net=udp:$svc --transport=$TRANSPORT $hb"
+G="--guest=$B/guests/kvstore.elf --mem=64M --disk=$disk --net=udp:$svc --transport=$TRANSPORT $hb $ARGS"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

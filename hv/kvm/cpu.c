@@ -287,9 +287,15 @@ static int kvm_cpu__exit_error(struct kvm_vcpu *vcpu)
 			"guest stopped: KVM internal error %u at RIP 0x%llx (emulation failure: build guests with -mgeneral-regs-only, no SSE/x87)",
 			run->internal.suberror, rip);
 	case KVM_EXIT_SHUTDOWN:
-		return kemari_err(-EFAULT,
-				  "guest stopped: triple fault at RIP 0x%llx",
-				  rip);
+		/*
+		 * No RIP: KVM has already reset the vCPU (kvm_amd reports
+		 * 0xfff0). Where it died only the guest's own #DF handler can
+		 * say, on the console above.
+		 */
+		return kemari_err(
+			-EFAULT,
+			"guest stopped: triple fault on vCPU %u (a fault that could not be delivered; the guest's own report, if any, is above)",
+			vcpu->id);
 	case KVM_EXIT_FAIL_ENTRY:
 		return kemari_err(
 			-EFAULT,
@@ -494,6 +500,30 @@ void kvm_cpu__kick_all(struct kvm_vm *vm)
 	for (unsigned int i = 0; i < vm->ncpus; i++)
 		if (vm->vcpus[i].thread_started)
 			pthread_kill(vm->vcpus[i].thread, KVM_SIG_KICK);
+}
+
+/*
+ * An empty IDT and a non-canonical RIP: the fetch raises #GP, which cannot
+ * be delivered, nor can the #DF that follows: a real triple fault, the way
+ * a machine check or a hypervisor bug ends a guest, not anything the guest
+ * runs. Called on a paused vCPU whose last exit is complete.
+ */
+int kvm_cpu__crash(struct kvm_vcpu *vcpu)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0 ||
+	    ioctl(vcpu->fd, KVM_GET_REGS, &regs) < 0)
+		return kemari_err(-errno, "crash injection: %s",
+				  strerror(errno));
+	sregs.idt.limit = 0;
+	regs.rip = 0x8000000000000000ULL;
+	if (ioctl(vcpu->fd, KVM_SET_SREGS, &sregs) < 0 ||
+	    ioctl(vcpu->fd, KVM_SET_REGS, &regs) < 0)
+		return kemari_err(-errno, "crash injection: %s",
+				  strerror(errno));
+	return 0;
 }
 
 /* --- state save / restore ------------------------------------------------ */

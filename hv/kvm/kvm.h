@@ -149,6 +149,8 @@ int kvm_cpu__resume(struct kvm_vm *vm);
 void kvm_cpu__kick_all(struct kvm_vm *vm);
 int kvm_cpu__save(struct kvm_vm *vm, struct kemari_buf *out);
 int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len);
+/* Testing: the vCPU triple-faults when it next runs. */
+int kvm_cpu__crash(struct kvm_vcpu *vcpu);
 
 /* dev.c: ring helpers, kick dispatch, boot info */
 int kvm_dev__kick(struct kvm_vm *vm, uint16_t port, uint32_t value);

@@ -121,6 +121,11 @@ static int kvm_ops__guest_stat(struct kemari_hv *hv, unsigned int i,
 	return 0;
 }
 
+static int kvm_ops__crash(struct kemari_hv *hv)
+{
+	return kvm_cpu__crash(&to_kvm(hv)->vcpus[0]);
+}
+
 const struct kemari_hv_ops kemari_hv_kvm = {
 	.name = "kvm",
 	.create = kvm_ops__create,
@@ -140,4 +145,5 @@ const struct kemari_hv_ops kemari_hv_kvm = {
 	.reattach = kvm_ops__reattach,
 	.flush = kvm_ops__flush,
 	.guest_stat = kvm_ops__guest_stat,
+	.crash = kvm_ops__crash,
 };

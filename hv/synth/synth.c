@@ -61,6 +61,7 @@ struct synth {
 	const char *out_path;
 	struct kemari_event ev;
 	atomic_bool stop;
+	bool crashed; /* --fault=guest-crash: dies at the next resume */
 	/* The dirty log: the guest writes, then marks (see synth__round). */
 	pthread_mutex_t lock;
 	struct kemari_dirty dirty;
@@ -349,6 +350,11 @@ static int synth__run(struct kemari_hv *hv)
 		err = s->hooks.event(s->hooks.ctx, &s->ev);
 		if (err)
 			return err;
+		if (s->crashed)
+			return kemari_err(
+				-EFAULT,
+				"synthetic guest crashed in round %llu (fault injection)",
+				(unsigned long long)s->round);
 		if (s->pending)
 			return kemari_err(
 				-EPROTO,
@@ -531,6 +537,12 @@ static int synth__guest_stat(struct kemari_hv *hv, unsigned int i,
 	return 0;
 }
 
+static int synth__crash(struct kemari_hv *hv)
+{
+	to_synth(hv)->crashed = true;
+	return 0;
+}
+
 const struct kemari_hv_ops kemari_hv_synth = {
 	.name = "synth",
 	.create = synth__create,
@@ -550,4 +562,5 @@ const struct kemari_hv_ops kemari_hv_synth = {
 	.reattach = synth__reattach,
 	.flush = synth__flush,
 	.guest_stat = synth__guest_stat,
+	.crash = synth__crash,
 };

@@ -28,6 +28,9 @@ enum kemari_fault {
 	KEMARI_FAULT_AFTER_PUSH,   /* all data and state sent, no commit */
 	KEMARI_FAULT_AFTER_COMMIT, /* commit sent, ack not yet received */
 	KEMARI_FAULT_AFTER_ACK,	   /* acknowledged, event not released */
+	/* Not a kill: the primary's guest dies (triple fault) right after
+	 * the epoch's ack; the VMM lives on and must hand over. */
+	KEMARI_FAULT_GUEST_CRASH,
 };
 
 enum kemari_on_loss {
@@ -57,6 +60,12 @@ struct kemari_engine_cfg {
 	unsigned int speculate_us;
 	/* Baseline: copy all of RAM at every epoch (naive checkpointing). */
 	bool full_copy;
+	/* Testing: sleep stretch_pause_ms inside the paused window of every
+	 * stretch_every-th epoch (0: never), as a slow host would. */
+	unsigned int stretch_pause_ms;
+	unsigned int stretch_every;
+	/* Testing: check every commit's replica page by page (verify.c). */
+	bool verify_replica;
 };
 
 struct kemari_engine;

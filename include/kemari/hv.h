@@ -123,6 +123,13 @@ struct kemari_hv_ops {
 	int (*flush)(struct kemari_hv *hv);
 	/* Read a guest workload counter (boot info stats[i]). */
 	int (*guest_stat)(struct kemari_hv *hv, unsigned int i, uint64_t *val);
+	/*
+	 * Testing (--fault=guest-crash): make the guest die the way a hardware
+	 * or hypervisor fault kills it, not by anything it executes: from the
+	 * next resume on, run() ends with a negative errno (KVM: the vCPU
+	 * triple-faults). Called paused; the state already saved is unharmed.
+	 */
+	int (*crash)(struct kemari_hv *hv);
 };
 
 /* Registered hypervisor backends; NULL-terminated. */

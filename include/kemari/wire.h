@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define KEMARI_WIRE_MAGIC 0x49524d4bU /* "KMRI" */
-#define KEMARI_PROTO_VERSION 1
+#define KEMARI_PROTO_VERSION 2
 #define KEMARI_MSG_MAX (256u * 1024)
 
 enum kemari_msg_type {
@@ -25,6 +25,12 @@ enum kemari_msg_type {
 	KEMARI_MSG_BYE = 10,	  /* orderly shutdown: do not take over */
 	KEMARI_MSG_APPLIED =
 		11, /* secondary -> primary: epoch N is in the replica */
+	/* primary -> secondary: the guest or the VMM died (not an orderly
+	 * stop): take over from the last committed epoch now. */
+	KEMARI_MSG_FAILED = 12,
+	/* primary -> secondary, testing (--verify-replica): u64 first page,
+	 * then a 32-bit hash per page of guest RAM at this commit point */
+	KEMARI_MSG_VERIFY = 13,
 	KEMARI_MSG_PAGES = 16, /* tcp: run descriptors, then page bytes */
 	KEMARI_MSG_XPORT = 17, /* transport-private setup (e.g. rkeys) */
 };

@@ -367,6 +367,86 @@ Test(replication, orderly_primary_stop_is_not_a_failure)
 	cr_assert(not(h_log_has(slog, "takeover")));
 }
 
+/*
+ * The primary's guest dies (a real triple fault, injected by its VMM after
+ * the ack of epoch 40) while kemari-run lives on: a failure. The secondary
+ * is told at once, serves from exactly epoch 40, and no acknowledged update
+ * is lost or applied twice. Afterwards it is still serving.
+ */
+Test(replication, primary_guest_crash_is_taken_over)
+{
+	char reply[128];
+	struct load_run l;
+
+	start_secondary(NULL);
+	start_primary("--fault=guest-crash:40");
+	wait_ready();
+	load_start(&l);
+	if (h_wait(&pri, h_ms(60000)) != 1) {
+		h_dump(plog);
+		cr_fatal("the primary did not end with status 1");
+	}
+	cr_assert(h_log_has(plog, "guest stopped: triple fault"));
+	cr_assert(h_log_has(plog, "the secondary takes over from epoch 40"));
+	wait_takeover();
+	cr_assert(h_log_has(slog, "its guest or VMM failed"));
+	cr_assert(eq(i64, resumed_epoch(), 40));
+	usleep((useconds_t)h_ms(300) * 1000);
+	load_check(&l);
+	cr_assert(eq(int, h_wait(&sec, 0), -ETIMEDOUT), "the new primary died");
+	cr_assert(
+		eq(int, h_kv(server, "c", 1, "PING", reply, sizeof(reply)), 0));
+	cr_assert(eq(str, reply, "OK"));
+}
+
+/* Spawn a pair on another guest image (both sides name the same one). */
+static void start_pair_with(const char *guest, const char *args)
+{
+	cr_assert(eq(
+		int,
+		h_spawn(&sec, slog,
+			"@B/kemari-run --role=secondary --listen=%s --guest=%s %s %s",
+			peer, guest, common, args),
+		0));
+	if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
+		h_dump(slog);
+		cr_fatal("secondary did not start");
+	}
+	cr_assert(eq(
+		int,
+		h_spawn(&pri, plog,
+			"@B/kemari-run --role=primary --peer=%s --guest=%s %s %s",
+			peer, guest, common, args),
+		0));
+}
+
+/* A guest that panics is not powering off: the secondary takes over, and
+ * (a deterministic bug) its guest panics the same way. */
+Test(replication, primary_guest_panic_is_a_failure)
+{
+	start_pair_with("@B/guests/fault.elf", "");
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 1));
+	cr_assert(h_log_has(plog, "panic: CPU exception 14 (#PF)"));
+	cr_assert(h_log_has(
+		plog,
+		"the guest ended with status 1, not a clean poweroff: the secondary takes over from epoch 0"));
+	cr_assert(eq(int, h_wait(&sec, h_ms(60000)), 1));
+	cr_assert(h_log_has(slog, "takeover: resumed from epoch 0"));
+	cr_assert(h_log_has(slog, "guest(secondary): panic: CPU exception 14"));
+}
+
+/* The guest's own clean end (status 0) is orderly: nobody takes over. */
+Test(replication, guest_poweroff_is_orderly)
+{
+	start_pair_with("@B/guests/dirtier.elf",
+			"--guest-arg=rounds=30 --guest-arg=pages=4");
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 0));
+	cr_assert(eq(int, h_wait(&sec, h_ms(20000)), 0));
+	cr_assert(
+		h_log_has(slog, "the primary shut down in order at epoch 30"));
+	cr_assert(not(h_log_has(slog, "takeover")));
+}
+
 static const char *primary_version; /* pose as this protocol version */
 
 static void expect_refusal(const char *pextra, const char *sextra,

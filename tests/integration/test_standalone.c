@@ -332,6 +332,26 @@ Test(standalone, guest_cpu_exception_is_reported)
 	cr_assert(h_log_has(log_, "CR2 0x4000000000"));
 }
 
+/* Delivery on a broken stack: #DF on its own stack says so (no triple
+ * fault, no reset RIP). */
+Test(standalone, guest_stack_overflow_is_reported)
+{
+	expect_error("--guest=@B/guests/fault.elf --guest-arg=mode=overflow",
+		     "panic: CPU exception 8 (#DF)");
+	cr_assert(h_log_has(
+		log_,
+		"(stack overflow: the fault hit the guard page below the stack)"));
+	cr_assert(not(h_log_has(log_, "triple fault")));
+}
+
+Test(standalone, guest_corrupt_stack_pointer_is_reported)
+{
+	expect_error("--guest=@B/guests/fault.elf --guest-arg=mode=badstack",
+		     "panic: CPU exception 8 (#DF)");
+	cr_assert(h_log_has(log_, "RSP 0x4000000000 (a fault while delivering"));
+	cr_assert(not(h_log_has(log_, "triple fault")));
+}
+
 Test(standalone, error_image_not_elf)
 {
 	expect_error("--guest=/etc/hostname",

@@ -272,6 +272,55 @@ ParameterizedTest(struct random_case *rc, synth, kill9_at_random_moment)
 	check_output(rounds);
 }
 
+ParameterizedTestParameters(synth, guest_crash_is_taken_over)
+{
+	static struct xspec xs[MAX_XPORTS];
+
+	return cr_make_param_array(struct xspec, xs, list_xports(xs));
+}
+
+/*
+ * The primary's guest dies after the ack of epoch 40 while its VMM lives on:
+ * a failure, not an orderly end. The primary says so at once (no heartbeat
+ * wait), the secondary resumes from exactly epoch 40 (round 39 with its
+ * event in flight) and runs every remaining round; each commit's replica is
+ * checked page by page on the way (--verify-replica).
+ */
+ParameterizedTest(struct xspec *x, synth, guest_crash_is_taken_over)
+{
+	char extra[256];
+
+	snprintf(extra, sizeof(extra),
+		 "--fault=guest-crash:40 --verify-replica %s", x->args);
+	cr_assert(
+		eq(int,
+		   h_spawn(&sec, slog,
+			   "@B/kemari-run --role=secondary --listen=%s " COMMON
+			   " --verify-replica",
+			   peer, h_ms(60000), out, x->args),
+		   0));
+	if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
+		h_dump(slog);
+		cr_fatal("secondary did not start");
+	}
+	cr_assert(eq(int,
+		     h_spawn(&pri, plog,
+			     "@B/kemari-run --role=primary --peer=%s " COMMON
+			     " --guest-arg=pages=64 --guest-arg=rounds=%d",
+			     peer, h_ms(60000), out, extra, ROUNDS),
+		     0));
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 1));
+	cr_assert(h_log_has(plog, "synthetic guest crashed"));
+	cr_assert(h_log_has(plog, "the secondary takes over from epoch 40"));
+	cr_assert(h_log_has(plog, "every changed page was reported"));
+	wait_secondary_done();
+	/* The heartbeat timeout is a minute: only the FAILED message fits. */
+	cr_assert(h_log_has(slog, "its guest or VMM failed"));
+	cr_assert(eq(i64, verified_round(), 39), "%s", x->args);
+	cr_assert(h_log_has(slog, "the replica equalled the primary's RAM"));
+	check_output(ROUNDS);
+}
+
 /* Captures the synthetic guest's state and RAM at its third event. */
 struct snap {
 	const struct kemari_hv_ops *ops;

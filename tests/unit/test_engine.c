@@ -38,6 +38,7 @@ struct fake_hv {
 
 static struct fake_hv *fhv;
 static char oplog[4096];
+static int run_status; /* what the fake guest's run ends with */
 
 static void op(const char *s)
 {
@@ -107,7 +108,7 @@ static int fhv_run(struct kemari_hv *hv)
 		if (fhv->cfg.hooks.event(fhv->cfg.hooks.ctx, &ev))
 			return -EIO;
 	}
-	return 0;
+	return run_status;
 }
 
 static void fhv_stop(struct kemari_hv *hv)
@@ -198,6 +199,12 @@ static int fhv_stat(struct kemari_hv *hv, unsigned int i, uint64_t *v)
 	return 0;
 }
 
+static int fhv_crash(struct kemari_hv *hv)
+{
+	(void)hv;
+	return -ENOSYS;
+}
+
 static const struct kemari_hv_ops fake_hv_ops = {
 	.name = "fake",
 	.create = fhv_create,
@@ -217,6 +224,7 @@ static const struct kemari_hv_ops fake_hv_ops = {
 	.reattach = fhv_reattach,
 	.flush = fhv_flush,
 	.guest_stat = fhv_stat,
+	.crash = fhv_crash,
 };
 
 /* ---- a scripted transport --------------------------------------------- */
@@ -520,6 +528,7 @@ static void reset(void)
 	onesided = false;
 	cur_x_ops = &fake_x_ops;
 	ack_fail_at = -1;
+	run_status = 0;
 	oplog[0] = 0;
 	free(fhv);
 	fhv = NULL;
@@ -664,6 +673,43 @@ Test(engine, primary_syncs_everything_before_the_guest_runs)
 	cr_assert(eq(u16, sent[nsent - 2].type, KEMARI_MSG_COMMIT));
 	cr_assert(eq(u64, sent[nsent - 2].epoch, 0));
 	cr_assert(eq(u16, sent[nsent - 1].type, KEMARI_MSG_BYE));
+}
+
+/* A guest that dies, or a VMM that fails, is a failure: hand over. */
+Test(engine, primary_hands_over_when_its_guest_dies)
+{
+	add_welcome();
+	auto_ack = true;
+	run_status = kemari_err(-EFAULT, "guest stopped: triple fault");
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_PRIMARY), -EFAULT));
+	cr_assert(eq(u16, sent[nsent - 1].type, KEMARI_MSG_FAILED));
+	cr_assert(eq(u64, sent[nsent - 1].epoch, 0));
+}
+
+/* Only a clean poweroff (status 0) is the guest's orderly end. */
+Test(engine, primary_hands_over_when_its_guest_exits_with_an_error)
+{
+	add_welcome();
+	auto_ack = true;
+	run_status = 3;
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_PRIMARY), 3));
+	cr_assert(eq(u16, sent[nsent - 1].type, KEMARI_MSG_FAILED));
+}
+
+Test(engine, secondary_takes_over_at_once_when_the_primary_reports_failure)
+{
+	uint64_t e1[] = { 5 };
+
+	hb_ms = 60000; /* no heartbeat timeout could explain a takeover */
+	add_hello();
+	add_initial(0xaa);
+	add_epoch(1, e1, 1, 0xbb, "cpu1", true, 0);
+	add_msg(KEMARI_MSG_FAILED, 1, NULL, 0);
+	add(ST_EOF);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	cr_assert(eq(int, fhv->runs, 1), "took over once");
+	cr_assert(eq(str, fhv->loaded_cpu, "cpu1"));
+	cr_assert(eq(u8, fhv->ram[5 * 4096], 0xbb));
 }
 
 Test(engine, primary_epoch_order)
