@@ -4,6 +4,8 @@
 #   make check      deps + build + every test: check-run, check-rdma, check-patches
 #   make check-run  unit, fuzz, conformance, synth failover, KVM integration (tcp, ofi-tcp)
 #   make demo       deps + build + the primary/secondary/failover demo
+#   make demo-soak  the demo N=10 times in a row (one emulated VM), verdicts
+#   make linux-guest  Debian's kernel + an initramfs with kemari-kvstore
 #   make check-rdma soft-RoCE tests inside an emulated VM
 #   make perf       pause-time benchmark matrix (perf/) into $(BUILD)/perf/
 #   make perf-quick a reduced matrix (tcp, 64M, 0/256/4096 pages)
@@ -51,7 +53,8 @@ endif
 endif
 
 CORE_SRCS := $(wildcard core/*.c)
-HV_SRCS := $(wildcard hv/kvm/*.c) $(wildcard hv/synth/*.c)
+HV_SRCS := $(wildcard hv/kvm/*.c) $(wildcard hv/kvm/hw/*.c) \
+	$(wildcard hv/kvm/virtio/*.c) $(wildcard hv/synth/*.c)
 # transports/rdma/batch.c is pure arithmetic (no verbs): always built, so
 # its unit tests run everywhere.
 RDMA_PURE := $(wildcard transports/rdma/batch.c)
@@ -176,6 +179,11 @@ check-run: all tests
 	$(Q)$(XPORT_BIN) --jobs 1 --short-filename
 	$(Q)echo "== engine failover with the synthetic guest, natively (every transport usable here)"
 	$(Q)$(SYNTH_BIN) --jobs 1 --short-filename
+	$(Q)echo "== kemari-kvstore (the Linux guest's service), natively"
+	$(Q)BUILD=$(BUILD) tests/linux-kvstore.sh
+	$(Q)echo "== the Linux guest image (make linux-guest) under QEMU TCG"
+	$(Q)BUILD=$(BUILD) tests/linux-guest-qemu.sh; rc=$$?; \
+	if [ $$rc -eq 77 ]; then echo "linux-guest-qemu: SKIPPED"; exit 0; fi; exit $$rc
 	$(Q)echo "== KVM integration tests (tcp)"
 	$(Q)tests/rerun-once.sh "KVM integration (tcp)" \
 		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
@@ -189,6 +197,10 @@ endif
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)scripts/demo.sh
+
+demo-soak: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)scripts/demo-soak.sh $(or $(N),10)
 
 # Soft-RoCE: rdma and ofi-verbs inside the emulated VM (tests/check-rdma.sh).
 # Exit 77 (no qemu or kernel package here) is reported as a skip.
@@ -216,12 +228,17 @@ check-patches: deps
 check-xen-tap:
 	$(Q)tests/xen/check-xen-tap.sh
 
+# The Linux guest image: Debian's stock kernel and an initramfs with the
+# static kemari-kvstore, in $(BUILD)/guests/linux/ (docs/linux-guest.md).
+linux-guest:
+	$(Q)BUILD=$(BUILD) scripts/linux-guest.sh
+
 format:
 	$(Q)clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all guests tests deps check check-run check-rdma check-patches check-xen-tap demo perf perf-quick format clean
+.PHONY: all guests tests deps check check-run check-rdma check-patches check-xen-tap demo demo-soak perf perf-quick linux-guest format clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
