@@ -32,6 +32,10 @@ static void usage(FILE *f)
 		"\n"
 		"Guest:\n"
 		"  --guest=ELF           guest image (both sides name the same file)\n"
+		"  --kernel=BZIMAGE      a Linux kernel instead (a PC with a serial console,\n"
+		"                        virtio-pci disk and network); both sides the same\n"
+		"  --initrd=FILE         its initramfs; --append=CMDLINE its command line\n"
+		"  --console-log=PATH    the guest's serial console into PATH (default stdout)\n"
 		"  --hv=kvm|synth        kvm: the built-in KVM VMM (default); synth: no VM,\n"
 		"                        a host thread runs the dirtier's workload (pages=,\n"
 		"                        ws=, rounds=, think_us=; --disk is its output file):\n"
@@ -108,6 +112,10 @@ enum {
 	OPT_LISTEN,
 	OPT_PROVIDER,
 	OPT_GUEST,
+	OPT_KERNEL,
+	OPT_INITRD,
+	OPT_APPEND,
+	OPT_CONSOLE_LOG,
 	OPT_HV,
 	OPT_MEM,
 	OPT_CPUS,
@@ -139,6 +147,10 @@ static const struct option long_opts[] = {
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "provider", required_argument, NULL, OPT_PROVIDER },
 	{ "guest", required_argument, NULL, OPT_GUEST },
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "initrd", required_argument, NULL, OPT_INITRD },
+	{ "append", required_argument, NULL, OPT_APPEND },
+	{ "console-log", required_argument, NULL, OPT_CONSOLE_LOG },
 	{ "hv", required_argument, NULL, OPT_HV },
 	{ "mem", required_argument, NULL, OPT_MEM },
 	{ "cpus", required_argument, NULL, OPT_CPUS },
@@ -250,6 +262,18 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			break;
 		case OPT_GUEST:
 			cfg->guest_path = optarg;
+			break;
+		case OPT_KERNEL:
+			cfg->hv_cfg.kernel = optarg;
+			break;
+		case OPT_INITRD:
+			cfg->hv_cfg.initrd = optarg;
+			break;
+		case OPT_APPEND:
+			cfg->hv_cfg.cmdline = optarg;
+			break;
+		case OPT_CONSOLE_LOG:
+			cfg->hv_cfg.console_log = optarg;
 			break;
 		case OPT_HV:
 			cfg->hv = kemari_hv_find(optarg);
@@ -405,9 +429,20 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			argv[optind]);
 		return -EINVAL;
 	}
-	if (!cfg->guest_path && strcmp(cfg->hv->name, "synth")) {
+	if (cfg->guest_path && cfg->hv_cfg.kernel) {
 		fprintf(stderr,
-			"kemari-run: error: --guest=ELF is required (e.g. --guest=build/guests/kvstore.elf)\n");
+			"kemari-run: error: --guest=ELF and --kernel=BZIMAGE exclude each other: pick a freestanding image or a Linux kernel\n");
+		return -EINVAL;
+	}
+	if ((cfg->hv_cfg.initrd || cfg->hv_cfg.cmdline) && !cfg->hv_cfg.kernel) {
+		fprintf(stderr,
+			"kemari-run: error: --initrd and --append need --kernel=BZIMAGE\n");
+		return -EINVAL;
+	}
+	if (!cfg->guest_path && !cfg->hv_cfg.kernel &&
+	    strcmp(cfg->hv->name, "synth")) {
+		fprintf(stderr,
+			"kemari-run: error: --guest=ELF or --kernel=BZIMAGE is required (e.g. --guest=build/guests/kvstore.elf)\n");
 		return -EINVAL;
 	}
 	if (cfg->role == KEMARI_ROLE_PRIMARY && !cfg->peer) {

@@ -109,6 +109,41 @@ int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h)
 	return 0;
 }
 
+/*
+ * What both sides must run identically, as one 64-bit value for the
+ * handshake: the guest image, or a Linux kernel with its initrd and
+ * command line.
+ */
+static int engine__hash_guest(struct kemari_engine *e)
+{
+	const struct kemari_hv_cfg *h = &e->cfg.hv_cfg;
+	const char *files[2] = { e->cfg.guest_path, NULL };
+	const char *what = "guest image";
+
+	if (h->kernel) {
+		files[0] = h->kernel;
+		files[1] = h->initrd;
+		what = "kernel or initrd";
+	}
+	e->image_hash = 0;
+	for (unsigned int i = 0; i < 2; i++) {
+		uint64_t v;
+		int err;
+
+		if (!files[i])
+			continue;
+		err = kemari_hash_file(files[i], &v);
+		if (err)
+			return kemari_err(err, "%s %s: %s", what, files[i],
+					  strerror(-err));
+		e->image_hash = (e->image_hash << 7 | e->image_hash >> 57) ^ v;
+	}
+	if (h->kernel && h->cmdline)
+		e->image_hash ^= kemari_crc32c(0, h->cmdline,
+					       strlen(h->cmdline));
+	return 0;
+}
+
 int kemari_engine__create(struct kemari_engine **out,
 			  const struct kemari_engine_cfg *cfg)
 {
@@ -131,14 +166,9 @@ int kemari_engine__create(struct kemari_engine **out,
 	err = metrics__open(&e->metrics, cfg->stats_path);
 	if (err)
 		goto err_free;
-	if (cfg->guest_path) {
-		err = kemari_hash_file(cfg->guest_path, &e->image_hash);
-		if (err) {
-			err = kemari_err(err, "guest image %s: %s",
-					 cfg->guest_path, strerror(-err));
-			goto err_metrics;
-		}
-	}
+	err = engine__hash_guest(e);
+	if (err)
+		goto err_metrics;
 	if (cfg->role == KEMARI_ROLE_PRIMARY) {
 		e->cfg.hv_cfg.hooks.event = primary__event;
 		e->cfg.hv_cfg.hooks.tick = primary__tick;

@@ -65,6 +65,15 @@ static int kvm_cpu__set_cpuid(struct kvm_vcpu *vcpu)
 					  strerror(-err));
 		n *= 2;
 	}
+	/* Each vCPU its own APIC ID (the MP table lists them 0..n-1). */
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *en = &c->entries[i];
+
+		if (en->function == 1)
+			en->ebx = (en->ebx & 0x00ffffffU) | vcpu->id << 24;
+		else if (en->function == 0xb || en->function == 0x1f)
+			en->edx = vcpu->id;
+	}
 	err = ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
 	free(c);
 	if (err)
@@ -315,6 +324,23 @@ static int kvm_cpu__exit_error(struct kvm_vcpu *vcpu)
 	}
 }
 
+/* A PC's port I/O: every access through the platform's port bus. */
+static int kvm_cpu__pc_io(struct kvm_vcpu *vcpu)
+{
+	struct kvm_run *run = vcpu->run;
+	uint8_t *data = (uint8_t *)run + run->io.data_offset;
+	int err = 0;
+
+	kvm_cpu__lock(vcpu);
+	/* String I/O (rep outsb/insb) comes as count accesses in a row. */
+	for (uint32_t i = 0; i < run->io.count && !err; i++)
+		err = kvm_pc__io(vcpu->vm, run->io.port,
+				 run->io.direction == KVM_EXIT_IO_IN,
+				 data + (size_t)i * run->io.size, run->io.size);
+	pthread_mutex_unlock(&vcpu->vm->lock);
+	return err;
+}
+
 static int kvm_cpu__io(struct kvm_vcpu *vcpu)
 {
 	struct kvm_vm *vm = vcpu->vm;
@@ -323,6 +349,8 @@ static int kvm_cpu__io(struct kvm_vcpu *vcpu)
 	uint32_t val = 0;
 	int err;
 
+	if (vm->pc)
+		return kvm_cpu__pc_io(vcpu);
 	if (run->io.direction == KVM_EXIT_IO_IN) {
 		/* No device has readable ports: reads float high. */
 		memset(data, 0xff, (size_t)run->io.size * run->io.count);
@@ -401,6 +429,17 @@ static int kvm_cpu__loop(struct kvm_vcpu *vcpu)
 			break;
 		case KVM_EXIT_DIRTY_RING_FULL:
 			err = kvm_vm__ring_full(vm);
+			break;
+		case KVM_EXIT_MMIO:
+			/* A PC has holes a kernel probes (HPET, ...): nothing
+			 * answers there, as on hardware. */
+			if (!vm->pc) {
+				err = kvm_cpu__exit_error(vcpu);
+				break;
+			}
+			if (!run->mmio.is_write)
+				memset(run->mmio.data, 0xff,
+				       sizeof(run->mmio.data));
 			break;
 		default:
 			err = kvm_cpu__exit_error(vcpu);

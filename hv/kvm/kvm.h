@@ -20,6 +20,9 @@
 #define KVM_PML4_GPA 0x2000ULL
 #define KVM_PDPT_GPA 0x3000ULL
 #define KVM_PD_GPA 0x4000ULL
+/* PC platform: pages KVM itself needs below 4 GiB, inside the PCI hole. */
+#define KVM_PC_IDENTITY_MAP_GPA 0xfeffc000ULL
+#define KVM_PC_TSS_GPA 0xfeffd000ULL
 
 struct kvm_vm;
 struct kvm_dev;
@@ -68,6 +71,12 @@ struct kvm_event {
 	bool released;
 };
 
+/* A KVM memory slot over part of the one RAM mapping. */
+struct kvm_slot {
+	uint64_t gpa, size;
+	uint64_t off; /* into vm->ram */
+};
+
 struct kvm_vm {
 	struct kemari_hv hv;
 	struct kemari_hv_cfg cfg;
@@ -76,6 +85,9 @@ struct kvm_vm {
 	int vcpu_mmap_size;
 	uint8_t *ram;
 	uint64_t ram_size;
+	struct kvm_slot slots[2];
+	unsigned int nslots;
+	bool pc; /* PC platform for a Linux guest (cfg.kernel) */
 	/*
 	 * Pages dirtied but not yet collected that KVM will not report again:
 	 * those written by the VMM itself (device backends, never in KVM's
@@ -121,8 +133,11 @@ static inline struct kvm_vm *to_kvm(struct kemari_hv *hv)
 /* vm.c: VM, RAM, dirty tracking */
 int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg);
 void kvm_vm__destroy(struct kvm_vm *vm);
-/* Bounds-checked pointer into guest RAM, NULL if [gpa, gpa+len) is outside. */
+/* Bounds-checked pointer into guest RAM, NULL if [gpa, gpa+len) is outside
+ * one memory slot. */
 void *kvm_vm__gpa(struct kvm_vm *vm, uint64_t gpa, uint64_t len);
+/* Drive an interrupt line (GSI) of the in-kernel irqchip (PC platform). */
+int kvm_vm__irq_line(struct kvm_vm *vm, unsigned int gsi, int level);
 /* Record a VMM write to guest RAM so the next dirty collection sees it. */
 void kvm_vm__mark_dirty(struct kvm_vm *vm, uint64_t gpa, uint64_t len);
 /* A vCPU's dirty ring filled up: move its entries to the pending set. */
@@ -138,6 +153,18 @@ int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d);
 int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,
 		       uint64_t *image_end);
 int kvm_boot__setup(struct kvm_vm *vm, const char *path);
+
+/* linux.c: a bzImage, initrd and command line through the boot protocol */
+int kvm_linux__load(struct kvm_vm *vm);
+
+/* pc.c: the PC platform's devices (UART, i8042, RTC, PCI, virtio) */
+struct kvm_mp_pci_irq;
+/* The PCI INTx routes of the devices present, for the MP table. */
+unsigned int kvm_pc__pci_routes(struct kvm_vm *vm, struct kvm_mp_pci_irq *r,
+				unsigned int max);
+/* One port access of the guest (vm->lock held). */
+int kvm_pc__io(struct kvm_vm *vm, uint16_t port, bool in, void *data,
+	       unsigned int size);
 
 /* cpu.c: vCPUs, run loop, pause, state */
 int kvm_cpu__create(struct kvm_vm *vm, unsigned int id);

@@ -28,7 +28,9 @@ static void kvm_ops__destroy(struct kemari_hv *hv)
 
 static int kvm_ops__load_guest(struct kemari_hv *hv, const char *path)
 {
-	return kvm_boot__setup(to_kvm(hv), path);
+	struct kvm_vm *vm = to_kvm(hv);
+
+	return vm->pc ? kvm_linux__load(vm) : kvm_boot__setup(vm, path);
 }
 
 static int kvm_ops__map_ram(struct kemari_hv *hv, void **base, uint64_t *size)

@@ -14,6 +14,7 @@
 
 #include "kemari/kemari.h"
 #include "kvm.h"
+#include "linux_boot.h"
 
 #define KVM_MIN_API 12
 
@@ -79,14 +80,113 @@ static int kvm_vm__map_ram(struct kvm_vm *vm)
 	madvise(p, vm->ram_size, MADV_HUGEPAGE);
 	vm->ram = p;
 
-	memset(&region, 0, sizeof(region));
-	region.slot = 0;
-	region.flags = KVM_MEM_LOG_DIRTY_PAGES;
-	region.guest_phys_addr = 0;
-	region.memory_size = vm->ram_size;
-	region.userspace_addr = (uintptr_t)p;
-	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-		return kemari_err(-errno, "KVM_SET_USER_MEMORY_REGION: %s",
+	/*
+	 * Freestanding guests see RAM flat from 0. A PC keeps the 32-bit PCI
+	 * hole (3-4 GiB) free: RAM above 3 GiB moves to 4 GiB, as a second
+	 * slot over the same host mapping (the engine's page numbers stay
+	 * offsets into that mapping).
+	 */
+	if (vm->pc) {
+		struct kvm_e820_slot s[2];
+		int n = kvm_e820__slots(vm->ram_size, s, 2);
+
+		if (n < 0)
+			return n;
+		for (int i = 0; i < n; i++)
+			vm->slots[i] =
+				(struct kvm_slot){ .gpa = s[i].gpa,
+						   .size = s[i].size,
+						   .off = s[i].host_off };
+		vm->nslots = (unsigned int)n;
+	} else {
+		vm->slots[0] = (struct kvm_slot){ .size = vm->ram_size };
+		vm->nslots = 1;
+	}
+	for (unsigned int i = 0; i < vm->nslots; i++) {
+		memset(&region, 0, sizeof(region));
+		region.slot = i;
+		region.flags = KVM_MEM_LOG_DIRTY_PAGES;
+		region.guest_phys_addr = vm->slots[i].gpa;
+		region.memory_size = vm->slots[i].size;
+		region.userspace_addr = (uintptr_t)p + vm->slots[i].off;
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+			return kemari_err(-errno,
+					  "KVM_SET_USER_MEMORY_REGION: %s",
+					  strerror(errno));
+	}
+	return 0;
+}
+
+/*
+ * KVM's default routing sends GSI 0 to IOAPIC pin 0; on a PC (and in the
+ * MP table) the PIT's IRQ 0 arrives on pin 2, as QEMU routes it. GSIs
+ * 0-15 also reach the PICs, 16-23 only the IOAPIC.
+ */
+static int kvm_vm__irq_routing(struct kvm_vm *vm)
+{
+	struct {
+		struct kvm_irq_routing hdr;
+		struct kvm_irq_routing_entry e[40];
+	} r;
+	unsigned int n = 0;
+
+	memset(&r, 0, sizeof(r));
+	for (unsigned int gsi = 0; gsi < KVM_MP_IOAPIC_PINS; gsi++) {
+		if (gsi < 16) {
+			r.e[n].gsi = gsi;
+			r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+			r.e[n].u.irqchip.irqchip =
+				gsi < 8 ? KVM_IRQCHIP_PIC_MASTER
+					: KVM_IRQCHIP_PIC_SLAVE;
+			r.e[n++].u.irqchip.pin = gsi % 8;
+		}
+		if (gsi == 2)
+			continue; /* the cascade: no IOAPIC pin of its own */
+		r.e[n].gsi = gsi;
+		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		r.e[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		r.e[n++].u.irqchip.pin = gsi ? gsi : 2;
+	}
+	r.hdr.nr = n;
+	if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, &r) < 0)
+		return kemari_err(-errno, "KVM_SET_GSI_ROUTING: %s",
+				  strerror(errno));
+	return 0;
+}
+
+/*
+ * The PC platform's in-kernel parts, before any vCPU exists: the TSS and
+ * identity-map pages KVM needs below 4 GiB (inside the PCI hole, never
+ * RAM), the PICs, IOAPIC and local APICs, and the PIT.
+ */
+static int kvm_vm__pc_platform(struct kvm_vm *vm)
+{
+	struct kvm_pit_config pit = { .flags = 0 };
+	uint64_t idmap = KVM_PC_IDENTITY_MAP_GPA;
+
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, KVM_PC_TSS_GPA) < 0)
+		return kemari_err(-errno, "KVM_SET_TSS_ADDR: %s",
+				  strerror(errno));
+	if (ioctl(vm->sys_fd, KVM_CHECK_EXTENSION,
+		  KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0 &&
+	    ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		return kemari_err(-errno, "KVM_SET_IDENTITY_MAP_ADDR: %s",
+				  strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return kemari_err(-errno, "KVM_CREATE_IRQCHIP: %s",
+				  strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return kemari_err(-errno, "KVM_CREATE_PIT2: %s",
+				  strerror(errno));
+	return kvm_vm__irq_routing(vm);
+}
+
+int kvm_vm__irq_line(struct kvm_vm *vm, unsigned int gsi, int level)
+{
+	struct kvm_irq_level l = { .irq = gsi, .level = level ? 1 : 0 };
+
+	if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0)
+		return kemari_err(-errno, "KVM_IRQ_LINE %u: %s", gsi,
 				  strerror(errno));
 	return 0;
 }
@@ -113,6 +213,7 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 	vm->sys_fd = vm->vm_fd = -1;
 	vm->ram_size = cfg->mem_size;
 	vm->ncpus = cfg->ncpus;
+	vm->pc = cfg->kernel != NULL;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_mutex_init(&vm->dirty_lock, NULL);
 	pthread_mutex_init(&vm->pause_lock, NULL);
@@ -136,6 +237,8 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 		goto err_destroy;
 	}
 	err = kvm_vm__map_ram(vm);
+	if (!err && vm->pc)
+		err = kvm_vm__pc_platform(vm);
 	if (err)
 		goto err_destroy;
 	/* The ring must be enabled before any vCPU exists. */
@@ -194,9 +297,14 @@ void kvm_vm__destroy(struct kvm_vm *vm)
 
 void *kvm_vm__gpa(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
 {
-	if (gpa > vm->ram_size || len > vm->ram_size - gpa)
-		return NULL;
-	return vm->ram + gpa;
+	for (unsigned int i = 0; i < vm->nslots; i++) {
+		const struct kvm_slot *s = &vm->slots[i];
+
+		if (gpa >= s->gpa && gpa - s->gpa <= s->size &&
+		    len <= s->size - (gpa - s->gpa))
+			return vm->ram + s->off + (gpa - s->gpa);
+	}
+	return NULL;
 }
 
 /* Add one page to the pending set; dirty_lock held. */
@@ -212,14 +320,17 @@ static void kvm_vm__pend(struct kvm_vm *vm, uint64_t pfn)
 
 void kvm_vm__mark_dirty(struct kvm_vm *vm, uint64_t gpa, uint64_t len)
 {
-	uint64_t first, last;
+	uint64_t first, last, off;
+	const uint8_t *p = len ? kvm_vm__gpa(vm, gpa, 0) : NULL;
 
-	if (!len || gpa >= vm->ram_size)
+	if (!p)
 		return;
-	if (len > vm->ram_size - gpa)
-		len = vm->ram_size - gpa;
-	first = gpa >> KEMARI_PAGE_SHIFT;
-	last = (gpa + len - 1) >> KEMARI_PAGE_SHIFT;
+	/* Page numbers are offsets into the RAM mapping, not addresses. */
+	off = (uint64_t)(p - vm->ram);
+	if (len > vm->ram_size - off)
+		len = vm->ram_size - off;
+	first = off >> KEMARI_PAGE_SHIFT;
+	last = (off + len - 1) >> KEMARI_PAGE_SHIFT;
 	pthread_mutex_lock(&vm->dirty_lock);
 	for (uint64_t pfn = first; pfn <= last; pfn++)
 		kvm_vm__pend(vm, pfn);
@@ -286,7 +397,6 @@ void kvm_vm__unmap_ring(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
 /* Harvest every vCPU's ring into d (or into the pending set if d is NULL). */
 static int kvm_vm__harvest(struct kvm_vm *vm, struct kemari_dirty *d)
 {
-	uint64_t npages = vm->ram_size / KEMARI_PAGE_SIZE;
 	uint64_t n = 0;
 
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
@@ -300,11 +410,19 @@ static int kvm_vm__harvest(struct kvm_vm *vm, struct kemari_dirty *d)
 
 			if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
 				break;
-			if (e->slot == 0 && e->offset < npages) {
+			uint16_t slot = (uint16_t)e->slot; /* address space 0 */
+
+			if (slot < vm->nslots &&
+			    e->offset <
+				    vm->slots[slot].size / KEMARI_PAGE_SIZE) {
+				uint64_t pfn =
+					vm->slots[slot].off / KEMARI_PAGE_SIZE +
+					e->offset;
+
 				if (d)
-					kemari_dirty__mark(d, e->offset);
+					kemari_dirty__mark(d, pfn);
 				else
-					kvm_vm__pend(vm, e->offset);
+					kvm_vm__pend(vm, pfn);
 			}
 			__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET,
 					 __ATOMIC_RELEASE);
@@ -331,25 +449,30 @@ int kvm_vm__ring_full(struct kvm_vm *vm)
 /* KVM_GET_DIRTY_LOG (+ KVM_CLEAR_DIRTY_LOG): the bitmap way, O(RAM). */
 static int kvm_vm__get_log(struct kvm_vm *vm)
 {
-	uint64_t npages = vm->ram_size / KEMARI_PAGE_SIZE;
-	struct kvm_dirty_log log = { .slot = 0,
-				     .dirty_bitmap = vm->kvm_bitmap };
+	/* Slot offsets are multiples of 64 pages: one bitmap serves all. */
+	for (unsigned int i = 0; i < vm->nslots; i++) {
+		uint64_t *bm = vm->kvm_bitmap +
+			       vm->slots[i].off / KEMARI_PAGE_SIZE / 64;
+		struct kvm_dirty_log log = { .slot = i, .dirty_bitmap = bm };
 
-	if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
-		return kemari_err(-errno, "KVM_GET_DIRTY_LOG: %s",
-				  strerror(errno));
-	if (vm->manual_protect) {
-		/* Re-protect exactly what we consumed, while paused. */
-		struct kvm_clear_dirty_log clr = {
-			.slot = 0,
-			.first_page = 0,
-			.num_pages = (uint32_t)npages,
-			.dirty_bitmap = vm->kvm_bitmap,
-		};
-
-		if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
-			return kemari_err(-errno, "KVM_CLEAR_DIRTY_LOG: %s",
+		if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+			return kemari_err(-errno, "KVM_GET_DIRTY_LOG: %s",
 					  strerror(errno));
+		if (vm->manual_protect) {
+			/* Re-protect exactly what we consumed, while paused. */
+			struct kvm_clear_dirty_log clr = {
+				.slot = i,
+				.first_page = 0,
+				.num_pages = (uint32_t)(vm->slots[i].size /
+							KEMARI_PAGE_SIZE),
+				.dirty_bitmap = bm,
+			};
+
+			if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
+				return kemari_err(-errno,
+						  "KVM_CLEAR_DIRTY_LOG: %s",
+						  strerror(errno));
+		}
 	}
 	return 0;
 }

@@ -81,6 +81,16 @@ struct kemari_hv_cfg {
 	} dirty_track;
 	int defer_net; /* do not bind the service address until attach */
 	const char *console_prefix;
+	/*
+	 * A Linux guest on a PC platform (in-kernel irqchip and PIT, UART,
+	 * RTC, PCI with virtio devices) instead of a freestanding image:
+	 * kernel is a bzImage, initrd and cmdline optional. The platform is
+	 * chosen at create (both sides), the kernel loaded by load_guest.
+	 */
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline;
+	const char *console_log; /* the guest's serial console, else stdout */
 	struct kemari_hv_hooks hooks;
 };
 

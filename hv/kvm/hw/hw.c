@@ -44,8 +44,9 @@ int kvm_pio__register(struct kvm_pio_bus *bus, uint16_t base, uint16_t len,
 			return -EEXIST;
 	if (bus->n >= KVM_PIO_MAX)
 		return -ENOSPC;
-	bus->range[bus->n++] =
-		(struct kvm_pio){ .base = base, .len = len, .ops = ops, .dev = dev };
+	bus->range[bus->n++] = (struct kvm_pio){
+		.base = base, .len = len, .ops = ops, .dev = dev
+	};
 	return 0;
 }
 
