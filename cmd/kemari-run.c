@@ -67,9 +67,9 @@ static void usage(FILE *f)
 		"                              after the ack of EPOCH (the VMM lives on)\n"
 		"  --stretch-pause=MS[:EVERY]  testing: sleep MS ms inside the paused window of\n"
 		"                              every EVERY-th epoch (default 100)\n"
-		"  --verify-replica            testing: hash every page at every commit; the\n"
-		"                              primary names pages changed but not reported,\n"
-		"                              the secondary pages of its replica that differ\n"
+		"  --verify-replica[=EVERY]    testing: hash every page at every (EVERY-th)\n"
+		"                              commit; the primary names pages changed but not\n"
+		"                              reported, the secondary replica pages that differ\n"
 		"\n"
 		"Other:\n"
 		"  --no-progress         no initial-sync progress bar\n"
@@ -169,7 +169,7 @@ static const struct option long_opts[] = {
 	{ "full-copy", no_argument, NULL, OPT_FULL_COPY },
 	{ "fault", required_argument, NULL, OPT_FAULT },
 	{ "stretch-pause", required_argument, NULL, OPT_STRETCH },
-	{ "verify-replica", no_argument, NULL, OPT_VERIFY_REPLICA },
+	{ "verify-replica", optional_argument, NULL, OPT_VERIFY_REPLICA },
 	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
 	{ "list-transports", no_argument, NULL, OPT_LIST_TRANSPORTS },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -397,7 +397,10 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			break;
 		}
 		case OPT_VERIFY_REPLICA:
-			cfg->verify_replica = true;
+			cfg->verify_every = 1;
+			if (optarg && parse_uint("verify-replica", optarg, 1,
+						 1000000, &cfg->verify_every))
+				return -EINVAL;
 			break;
 		case OPT_NO_PROGRESS:
 			cfg->progress = false;
@@ -432,6 +435,12 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 	if (cfg->guest_path && cfg->hv_cfg.kernel) {
 		fprintf(stderr,
 			"kemari-run: error: --guest=ELF and --kernel=BZIMAGE exclude each other: pick a freestanding image or a Linux kernel\n");
+		return -EINVAL;
+	}
+	if (cfg->hv_cfg.kernel && cfg->role != KEMARI_ROLE_STANDALONE) {
+		fprintf(stderr,
+			"kemari-run: error: --kernel with --role=%s: replicating a Linux guest is not there yet (its VM state is not complete); run it standalone\n",
+			cfg->role == KEMARI_ROLE_PRIMARY ? "primary" : "secondary");
 		return -EINVAL;
 	}
 	if ((cfg->hv_cfg.initrd || cfg->hv_cfg.cmdline) && !cfg->hv_cfg.kernel) {

@@ -68,6 +68,7 @@ struct kemari_engine {
 
 	/* --verify-replica (verify.c) */
 	uint32_t *verify_cur, *verify_prev; /* primary: page hashes */
+	struct kemari_dirty verify_seen;    /* pushed since the last check */
 	struct kemari_buf pend_verify;	    /* secondary: the epoch's */
 	uint64_t verify_epochs, verify_missed, verify_bad;
 

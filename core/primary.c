@@ -264,7 +264,7 @@ static int primary__initial_sync(struct kemari_engine *e)
 		}
 	}
 	err = e->conn->ops->flush(e->conn);
-	if (!err && e->cfg.verify_replica)
+	if (!err && e->cfg.verify_every)
 		err = verify__primary(e, 0, true);
 	err = err ?: primary__send_runs(e, 0, &all, 1, &c);
 	err = err ?: primary__capture_state(e);
@@ -374,7 +374,7 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	if (e->cfg.full_copy)
 		kemari_dirty__mark_all(&e->dirty);
 	err = e->hv->ops->collect_dirty(e->hv, &e->dirty);
-	if (!err && e->cfg.verify_replica)
+	if (!err && e->cfg.verify_every)
 		err = verify__primary(e, epoch, false);
 	if (err)
 		return err;

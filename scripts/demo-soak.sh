@@ -25,6 +25,8 @@ for i in $(seq "$n"); do
 	scripts/demo.sh --inner >"$log" 2>&1 || rc=$?
 	verdict=$(grep -h 'VERDICT' "$log" || echo "VERDICT: none (exit $rc)")
 	echo "demo $i/$n:$(echo "$verdict" | sed 's/^ *VERDICT//')"
+	# --verify-replica's findings, also of runs that passed.
+	grep -a 'replica check' "$log" | sed 's/^ */    /' || true
 	if [ "$rc" != 0 ]; then
 		failed=$((failed + 1))
 		# The whole run but the progress bars: a failure is read, not rerun.

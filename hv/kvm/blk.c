@@ -113,54 +113,21 @@ static const struct kvm_dev_ops kvm_blk_ops = {
 int kvm_blk__create(struct kvm_vm *vm, const char *path, uint64_t size)
 {
 	struct kvm_blk *b = calloc(1, sizeof(*b));
-	struct stat st;
+	uint64_t bytes;
 	int err;
 
 	if (!b)
 		return -ENOMEM;
 	b->fd = -1;
 	b->path = strdup(path);
-	b->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (b->fd < 0) {
-		err = kemari_err(
-			-errno,
-			"disk %s is not writable: %s (check the path and permissions, or choose another --disk)",
-			path, strerror(errno));
+	err = kvm_disk__open(path, size, &b->fd, &bytes);
+	if (err)
 		goto err_free;
-	}
-	if (fstat(b->fd, &st) < 0) {
-		err = -errno;
-		goto err_close;
-	}
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-		err = kemari_err(-EINVAL, "disk %s is not a file", path);
-		goto err_close;
-	}
-	if (S_ISREG(st.st_mode) && st.st_size == 0) {
-		/* Reserve the space now: a full disk is an error at start,
-		 * not a failed write in the middle of a replicated epoch. */
-		err = -posix_fallocate(b->fd, 0, (off_t)size);
-		if (err) {
-			ftruncate(b->fd, 0);
-			err = kemari_err(
-				err,
-				"disk %s: cannot create %llu MiB: %s (free space or lower --disk-size)",
-				path, (unsigned long long)(size >> 20),
-				strerror(-err));
-			goto err_close;
-		}
-		st.st_size = (off_t)size;
-	}
-	if (st.st_size < KEMARI_SECTOR_SIZE) {
-		err = kemari_err(-EINVAL, "disk %s is smaller than one sector",
-				 path);
-		goto err_close;
-	}
 	b->dev.ops = &kvm_blk_ops;
 	b->dev.kind[0] = KEMARI_EV_BLOCK;
 	b->dev.tapped[0] = true;
 	err = kvm_dev__register(vm, &b->dev, KEMARI_DEV_BLOCK, 1,
-				(uint64_t)st.st_size / KEMARI_SECTOR_SIZE);
+				bytes / KEMARI_SECTOR_SIZE);
 	if (err)
 		goto err_close;
 	return 0;

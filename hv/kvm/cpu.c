@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -281,6 +282,118 @@ static int kvm_cpu__tick(struct kvm_vcpu *vcpu)
 	return err;
 }
 
+/* Guest-virtual to guest-physical through the 4-level tables at cr3. */
+static bool kvm_cpu__walk(struct kvm_vm *vm, uint64_t cr3, uint64_t va,
+			  uint64_t *pa, char *trail, size_t cap)
+{
+	uint64_t table = cr3 & 0x000ffffffffff000ULL;
+	size_t used = 0;
+
+	for (int level = 3; level >= 0; level--) {
+		uint64_t *t = kvm_vm__gpa(vm, table, 4096);
+		uint64_t e = t ? t[(va >> (12 + 9 * level)) & 511] : 0;
+
+		used += (size_t)snprintf(trail + used, cap - used, " L%d=%llx",
+					 level + 1, (unsigned long long)e);
+		if (used >= cap)
+			used = cap - 1;
+		if (!t || !(e & 1))
+			return false;
+		if (level && level < 3 && (e & 0x80)) {
+			uint64_t span = 1ULL << (12 + 9 * level);
+
+			*pa = (e & 0x000ffffffffff000ULL & ~(span - 1)) |
+			      (va & (span - 1));
+			return true;
+		}
+		table = e & 0x000ffffffffff000ULL;
+	}
+	*pa = table | (va & 4095);
+	return true;
+}
+
+/*
+ * After a triple fault: starting from the registers last saved or loaded,
+ * check what exception delivery needs (IDT, GDT, TSS with its IST stacks,
+ * the stack) is mapped and sane in guest RAM now, so a crash can be told
+ * apart as the guest's doing (its tables overwritten) or not.
+ */
+static void kvm_cpu__postmortem(struct kvm_vcpu *vcpu)
+{
+	const struct kvm_sregs *s = &vcpu->last_sregs;
+	const struct kvm_regs *r = &vcpu->last_regs;
+	struct {
+		const char *what;
+		uint64_t va;
+	} at[] = {
+		{ "RIP", r->rip },	{ "RSP", r->rsp },
+		{ "IDT", s->idt.base }, { "GDT", s->gdt.base },
+		{ "TSS", s->tr.base },
+	};
+	char trail[160];
+	uint64_t pa;
+
+	if (!vcpu->have_last)
+		return;
+	kemari_warn(
+		"post-mortem of vCPU %u from its last checkpoint: RIP %llx RSP %llx CR0 %llx CR3 %llx CR4 %llx EFER %llx IDT %llx/%x GDT %llx/%x TR %x@%llx",
+		vcpu->id, (unsigned long long)r->rip,
+		(unsigned long long)r->rsp, (unsigned long long)s->cr0,
+		(unsigned long long)s->cr3, (unsigned long long)s->cr4,
+		(unsigned long long)s->efer, (unsigned long long)s->idt.base,
+		s->idt.limit, (unsigned long long)s->gdt.base, s->gdt.limit,
+		s->tr.selector, (unsigned long long)s->tr.base);
+	for (size_t i = 0; i < KEMARI_ARRAY_SIZE(at); i++) {
+		bool ok = kvm_cpu__walk(vcpu->vm, s->cr3, at[i].va, &pa, trail,
+					sizeof(trail));
+
+		kemari_warn("post-mortem: %s %llx -> %s%s", at[i].what,
+			    (unsigned long long)at[i].va,
+			    ok ? "mapped:" : "NOT MAPPED:", trail);
+	}
+	/* The gates exception delivery takes: #DF, #GP, #PF. */
+	for (unsigned int v = 8; v <= 14; v += v == 8 ? 5 : 1) {
+		const uint64_t *g = NULL;
+
+		if (kvm_cpu__walk(vcpu->vm, s->cr3, s->idt.base + v * 16, &pa,
+				  trail, sizeof(trail)))
+			g = kvm_vm__gpa(vcpu->vm, pa, 16);
+		if (g)
+			kemari_warn(
+				"post-mortem: IDT gate %u = %016llx %016llx", v,
+				(unsigned long long)g[1],
+				(unsigned long long)g[0]);
+	}
+	if (kvm_cpu__walk(vcpu->vm, s->cr3, s->tr.base, &pa, trail,
+			  sizeof(trail))) {
+		const uint64_t *t = kvm_vm__gpa(vcpu->vm, pa, 104);
+
+		/* IST1-3 at byte offsets 36, 44, 52 (unaligned in the TSS). */
+		if (t) {
+			uint64_t ist[3];
+
+			memcpy(ist, (const uint8_t *)t + 36, sizeof(ist));
+			kemari_warn(
+				"post-mortem: TSS IST1 %llx IST2 %llx IST3 %llx",
+				(unsigned long long)ist[0],
+				(unsigned long long)ist[1],
+				(unsigned long long)ist[2]);
+		}
+	}
+	if (kvm_cpu__walk(vcpu->vm, s->cr3, r->rsp & ~7ULL, &pa, trail,
+			  sizeof(trail))) {
+		const uint64_t *st = kvm_vm__gpa(vcpu->vm, pa, 32);
+
+		if (st)
+			kemari_warn(
+				"post-mortem: stack at RSP %016llx %016llx %016llx %016llx",
+				(unsigned long long)st[0],
+				(unsigned long long)st[1],
+				(unsigned long long)st[2],
+				(unsigned long long)st[3]);
+	}
+}
+
 static int kvm_cpu__exit_error(struct kvm_vcpu *vcpu)
 {
 	struct kvm_run *run = vcpu->run;
@@ -299,8 +412,10 @@ static int kvm_cpu__exit_error(struct kvm_vcpu *vcpu)
 		/*
 		 * No RIP: KVM has already reset the vCPU (kvm_amd reports
 		 * 0xfff0). Where it died only the guest's own #DF handler can
-		 * say, on the console above.
+		 * say, on the console above; what the VMM can still check is
+		 * whether the structures exception delivery needs are intact.
 		 */
+		kvm_cpu__postmortem(vcpu);
 		return kemari_err(
 			-EFAULT,
 			"guest stopped: triple fault on vCPU %u (a fault that could not be delivered; the guest's own report, if any, is above)",
@@ -517,8 +632,11 @@ int kvm_cpu__run_all(struct kvm_vm *vm)
 			timer_ok = true;
 		}
 	}
+	if (!err && vm->pc)
+		err = kvm_pc__start_io(vm);
 	if (!err)
 		err = kvm_cpu__loop(&vm->vcpus[0]);
+	kvm_pc__stop_io(vm);
 	if (timer_ok)
 		timer_delete(timer);
 	atomic_store(&vm->stop, true);
@@ -614,6 +732,9 @@ static int kvm_cpu__save_one(struct kvm_vcpu *vcpu, struct kemari_buf *out)
 	    ioctl(fd, KVM_GET_SREGS, &sregs) < 0)
 		return kemari_err(-errno, "saving vCPU %u registers: %s", id,
 				  strerror(errno));
+	vcpu->last_regs = regs;
+	vcpu->last_sregs = sregs;
+	vcpu->have_last = true;
 	err = kemari_tlv__put(out, CPU_TAG(id, CPU_TAG_REGS), &regs,
 			      sizeof(regs));
 	err = err
@@ -742,11 +863,19 @@ int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len)
 				err = kvm_cpu__set(v, KVM_SET_SREGS, val, n,
 						   sizeof(struct kvm_sregs),
 						   "special registers");
+				if (!err)
+					memcpy(&v->last_sregs, val,
+					       sizeof(v->last_sregs));
 				break;
 			case CPU_TAG_REGS:
 				err = kvm_cpu__set(v, KVM_SET_REGS, val, n,
 						   sizeof(struct kvm_regs),
 						   "registers");
+				if (!err) {
+					memcpy(&v->last_regs, val,
+					       sizeof(v->last_regs));
+					v->have_last = true;
+				}
 				seen_regs++;
 				break;
 			case CPU_TAG_XCRS:

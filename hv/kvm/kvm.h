@@ -26,6 +26,7 @@
 
 struct kvm_vm;
 struct kvm_dev;
+struct kvm_pc;
 
 struct kvm_vcpu {
 	struct kvm_vm *vm;
@@ -38,6 +39,11 @@ struct kvm_vcpu {
 	struct kvm_dirty_gfn *ring; /* dirty ring, NULL in bitmap mode */
 	uint32_t ring_entries;
 	uint32_t ring_fetch; /* next entry to harvest */
+	/* The registers last saved or restored: KVM resets a vCPU on a
+	 * triple fault, so a post-mortem starts from these. */
+	struct kvm_regs last_regs;
+	struct kvm_sregs last_sregs;
+	bool have_last;
 };
 
 struct kvm_dev_ops {
@@ -88,6 +94,7 @@ struct kvm_vm {
 	struct kvm_slot slots[2];
 	unsigned int nslots;
 	bool pc; /* PC platform for a Linux guest (cfg.kernel) */
+	struct kvm_pc *pc_dev; /* its devices (pc.c) */
 	/*
 	 * Pages dirtied but not yet collected that KVM will not report again:
 	 * those written by the VMM itself (device backends, never in KVM's
@@ -154,6 +161,22 @@ int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,
 		       uint64_t *image_end);
 int kvm_boot__setup(struct kvm_vm *vm, const char *path);
 
+/*
+ * disk.c: open --disk read-write, creating it zero-filled at size bytes
+ * when missing or empty; its size in *bytes. One clear line on failure.
+ */
+int kvm_disk__open(const char *path, uint64_t size, int *out, uint64_t *bytes);
+
+/* tap.c: --net=tap:IFNAME[,bridge=BR][,mac=MAC] */
+struct kvm_tap_cfg {
+	char ifname[16], bridge[16];
+	uint8_t mac[6];
+};
+/* Parse a tap: spec (one clear line and -EINVAL if malformed). */
+int kvm_tap__parse(const char *spec, struct kvm_tap_cfg *c);
+/* Create or attach the TAP, bring it up, join the bridge: a nonblocking fd. */
+int kvm_tap__open(const struct kvm_tap_cfg *c, int *out);
+
 /* linux.c: a bzImage, initrd and command line through the boot protocol */
 int kvm_linux__load(struct kvm_vm *vm);
 
@@ -165,6 +188,12 @@ unsigned int kvm_pc__pci_routes(struct kvm_vm *vm, struct kvm_mp_pci_irq *r,
 /* One port access of the guest (vm->lock held). */
 int kvm_pc__io(struct kvm_vm *vm, uint16_t port, bool in, void *data,
 	       unsigned int size);
+/* The devices of the platform (at VM creation), and their end. */
+int kvm_pc__create(struct kvm_vm *vm);
+void kvm_pc__destroy(struct kvm_vm *vm);
+/* The I/O thread delivering input (received frames) while the VM runs. */
+int kvm_pc__start_io(struct kvm_vm *vm);
+void kvm_pc__stop_io(struct kvm_vm *vm);
 
 /* cpu.c: vCPUs, run loop, pause, state */
 int kvm_cpu__create(struct kvm_vm *vm, unsigned int id);

@@ -1,33 +1,408 @@
 // SPDX-License-Identifier: MIT
-/* The PC platform around a Linux guest: its devices and their wiring. */
+/*
+ * The PC platform around a Linux guest: the port bus with COM1, the i8042,
+ * the CMOS RTC and PCI configuration mechanism #1, and on PCI the legacy
+ * virtio-pci disk (--disk) and network card (--net=tap:...). Interrupts go
+ * through the in-kernel irqchip (KVM_IRQ_LINE). The kick of a virtio queue
+ * that produces output (disk requests, transmitted frames) is the event
+ * tap, exactly as the freestanding devices' kicks are: the engine decides
+ * when the queue is served. Received frames arrive on an I/O thread that
+ * takes the device lock, so never inside a paused epoch.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "hw/i8042.h"
+#include "hw/pci.h"
+#include "hw/rtc.h"
+#include "hw/serial.h"
 #include "kemari/kemari.h"
 #include "kvm.h"
 #include "linux_boot.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
 
-unsigned int kvm_pc__pci_routes(struct kvm_vm *vm, struct kvm_mp_pci_irq *r,
-				unsigned int max)
+/* Where the firmware we do not have would have put things. */
+#define PC_BLK_SLOT 1
+#define PC_NET_SLOT 2
+#define PC_BLK_GSI 16
+#define PC_NET_GSI 17
+#define PC_BLK_IO 0xc000
+#define PC_NET_IO 0xc100
+#define PC_CONSOLE_LINE 1024
+
+struct kvm_pc_tap {
+	struct kemari_event ev;
+	struct kvm_virtio_pci *vp;
+	bool released;
+	int err;
+};
+
+struct kvm_pc {
+	struct kvm_vm *vm;
+	struct kvm_pio_bus bus;
+	struct kvm_gmem mem;
+	struct kvm_irq irq;
+	struct kvm_serial serial;
+	struct kvm_i8042 i8042;
+	struct kvm_rtc rtc;
+	struct kvm_pci pci;
+
+	struct kvm_virtio_blk *blk;
+	struct kvm_pci_dev blk_dev;
+	int disk_fd;
+	struct kvm_virtio_net *net;
+	struct kvm_pci_dev net_dev;
+	struct kvm_tap_cfg tap;
+	int tap_fd;
+
+	/* The serial console: prefixed lines on stdout, or a raw log. */
+	int console_fd;
+	bool console_raw;
+	char line[PC_CONSOLE_LINE];
+	size_t line_len;
+
+	pthread_t io_thread;
+	bool io_running;
+	int wake[2]; /* tells the I/O thread to end */
+};
+
+static struct kvm_pc *pc_of(struct kvm_vm *vm)
 {
-	(void)vm;
-	(void)r;
-	(void)max;
+	return vm->pc_dev;
+}
+
+static void pc__mark_dirty(void *ctx, uint64_t gpa, uint64_t len)
+{
+	kvm_vm__mark_dirty(ctx, gpa, len);
+}
+
+static void pc__irq_set(void *ctx, unsigned int gsi, int level)
+{
+	/* Fails only with a broken irqchip; the guest then sees no IRQ. */
+	if (kvm_vm__irq_line(ctx, gsi, level))
+		kemari_err_clear();
+}
+
+static void pc__console_flush(struct kvm_pc *pc)
+{
+	const char *prefix = pc->vm->cfg.console_prefix;
+	char out[PC_CONSOLE_LINE + 64];
+	int n;
+
+	if (!pc->line_len)
+		return;
+	n = snprintf(out, sizeof(out), "%s%.*s", prefix ? prefix : "",
+		     (int)pc->line_len, pc->line);
+	if (n > 0 && write(pc->console_fd, out,
+			   KEMARI_MIN((size_t)n, sizeof(out) - 1)) < 0)
+		pc->console_fd = -1; /* output gone: drop it, keep running */
+	pc->line_len = 0;
+}
+
+static void pc__console_tx(void *ctx, const uint8_t *buf, size_t len)
+{
+	struct kvm_pc *pc = ctx;
+
+	if (pc->console_fd < 0)
+		return;
+	if (pc->console_raw) {
+		if (write(pc->console_fd, buf, len) < 0)
+			pc->console_fd = -1;
+		return;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (buf[i] == '\r')
+			continue;
+		pc->line[pc->line_len++] = (char)buf[i];
+		if (buf[i] == '\n' || pc->line_len == sizeof(pc->line))
+			pc__console_flush(pc);
+	}
+}
+
+/* The guest pulsed the reset line (reboot, or init's reboot -f): its own
+ * end, as a poweroff would be. */
+static void pc__reset(void *ctx)
+{
+	struct kvm_pc *pc = ctx;
+
+	kemari_info("the guest reset the machine (reboot): it ended by itself");
+	atomic_store(&pc->vm->exit_status, 0);
+	atomic_store(&pc->vm->stop, true);
+	kvm_cpu__kick_all(pc->vm);
+}
+
+static int pc__release(struct kemari_event *ev)
+{
+	struct kvm_pc_tap *t = kemari_container_of(ev, struct kvm_pc_tap, ev);
+
+	if (t->released)
+		return -EALREADY;
+	t->released = true;
+	t->err = kvm_virtio_pci__process(t->vp, ev->queue);
+	return t->err;
+}
+
+/*
+ * A queue kick: the disk's requests and the transmit queue are output, so
+ * they go through the engine's event hook first; the receive queue's kick
+ * only hands back buffers and is served at once.
+ */
+static int pc__notify(struct kvm_virtio_pci *vp, unsigned int q, void *ctx)
+{
+	struct kvm_pc *pc = ctx;
+	const struct kemari_hv_hooks *h = &pc->vm->cfg.hooks;
+	bool is_net = pc->net && vp == kvm_virtio_net__pci(pc->net);
+	struct kvm_pc_tap t;
+	int err;
+
+	if ((is_net && q != KVM_VIRTIO_NET_TXQ) || !h->event)
+		return kvm_virtio_pci__process(vp, q);
+	memset(&t, 0, sizeof(t));
+	t.ev.kind = is_net ? KEMARI_EV_NET_TX : KEMARI_EV_BLOCK;
+	t.ev.dev = is_net ? PC_NET_SLOT : PC_BLK_SLOT;
+	t.ev.queue = q;
+	t.ev.release = pc__release;
+	t.vp = vp;
+	err = h->event(h->ctx, &t.ev);
+	if (!err && !t.released && !atomic_load(&pc->vm->stop))
+		err = kemari_err(
+			-EPROTO,
+			"internal: event on PCI slot %u was never released",
+			t.ev.dev);
+	return err ?: t.err;
+}
+
+static void pc__bar_moved(struct kvm_pci_dev *d, unsigned int off,
+			  unsigned int len)
+{
+	(void)off;
+	(void)len;
+	kvm_virtio_pci__set_base(d->priv, (uint16_t)kvm_pci__bar_addr(d, 0));
+}
+
+static int pc__plug(struct kvm_pc *pc, struct kvm_pci_dev *d,
+		    struct kvm_virtio_pci *vp, uint8_t slot, uint8_t gsi,
+		    uint16_t io)
+{
+	int err;
+
+	memset(d, 0, sizeof(*d));
+	kvm_virtio_pci__set_base(vp, io);
+	err = kvm_virtio_pci__fill_config(vp, d->cfg, gsi);
+	if (err)
+		return kemari_err(err, "virtio-pci config: %s", strerror(-err));
+	d->slot = slot;
+	d->pin = 1;
+	d->gsi = gsi;
+	d->bar[0] = (struct kvm_pci_bar){
+		.size = kvm_virtio_pci__bar_size(vp),
+		.addr = io,
+		.ops = &kvm_virtio_pci__pio_ops,
+		.opaque = vp,
+	};
+	d->cfg_written = pc__bar_moved;
+	d->priv = vp;
+	err = kvm_pci__add(&pc->pci, d);
+	if (err)
+		return kemari_err(err, "PCI slot %u: %s", slot, strerror(-err));
+	kvm_virtio_pci__set_irq(vp, &d->intx, d->gsi);
+	kvm_virtio_pci__set_notify(vp, pc__notify, pc);
 	return 0;
+}
+
+static int pc__disk(struct kvm_pc *pc)
+{
+	const struct kemari_hv_cfg *cfg = &pc->vm->cfg;
+	struct kvm_virtio_blk_params p = { .serial = "kemari-disk" };
+	uint64_t bytes;
+	int err;
+
+	err = kvm_disk__open(cfg->disk_path, cfg->disk_size, &pc->disk_fd,
+			     &bytes);
+	if (err)
+		return err;
+	p.fd = pc->disk_fd;
+	err = kvm_virtio_blk__create(&pc->blk, &p, &pc->mem);
+	if (err)
+		return kemari_err(err, "virtio-blk on %s: %s", cfg->disk_path,
+				  strerror(-err));
+	return pc__plug(pc, &pc->blk_dev, kvm_virtio_blk__pci(pc->blk),
+			PC_BLK_SLOT, PC_BLK_GSI, PC_BLK_IO);
+}
+
+static int pc__nic(struct kvm_pc *pc)
+{
+	struct kvm_virtio_net_params p = { 0 };
+	int err;
+
+	err = kvm_tap__parse(pc->vm->cfg.net, &pc->tap);
+	err = err ?: kvm_tap__open(&pc->tap, &pc->tap_fd);
+	if (err)
+		return err;
+	p.fd = pc->tap_fd;
+	memcpy(p.mac, pc->tap.mac, sizeof(p.mac));
+	err = kvm_virtio_net__create(&pc->net, &p, &pc->mem);
+	if (err)
+		return kemari_err(err, "virtio-net on %s: %s", pc->tap.ifname,
+				  strerror(-err));
+	return pc__plug(pc, &pc->net_dev, kvm_virtio_net__pci(pc->net),
+			PC_NET_SLOT, PC_NET_GSI, PC_NET_IO);
+}
+
+static int pc__console(struct kvm_pc *pc)
+{
+	const char *path = pc->vm->cfg.console_log;
+
+	pc->console_fd = STDOUT_FILENO;
+	if (!path)
+		return 0;
+	pc->console_fd =
+		open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (pc->console_fd < 0)
+		return kemari_err(-errno, "--console-log=%s: %s", path,
+				  strerror(errno));
+	pc->console_raw = true;
+	return 0;
+}
+
+int kvm_pc__create(struct kvm_vm *vm)
+{
+	const struct kemari_hv_cfg *cfg = &vm->cfg;
+	struct kvm_pc *pc = calloc(1, sizeof(*pc));
+	int err;
+
+	if (!pc)
+		return -ENOMEM;
+	vm->pc_dev = pc;
+	pc->vm = vm;
+	pc->disk_fd = pc->tap_fd = pc->console_fd = -1;
+	pc->wake[0] = pc->wake[1] = -1;
+	pc->mem = (struct kvm_gmem){ .ram = vm->ram,
+				     .ram_size = vm->ram_size,
+				     .mark_dirty = pc__mark_dirty,
+				     .ctx = vm };
+	pc->irq = (struct kvm_irq){ .set = pc__irq_set, .ctx = vm };
+	err = pc__console(pc);
+	if (err)
+		return err;
+	kvm_serial__init(&pc->serial, KVM_SERIAL_COM1_BASE, KVM_SERIAL_COM1_IRQ,
+			 &pc->irq, pc__console_tx, pc);
+	kvm_i8042__init(&pc->i8042, &pc->irq, pc__reset, pc);
+	kvm_rtc__init(&pc->rtc, NULL, NULL);
+	kvm_rtc__set_ram_size(&pc->rtc, vm->ram_size);
+	err = kvm_serial__register(&pc->serial, &pc->bus);
+	err = err ?: kvm_i8042__register(&pc->i8042, &pc->bus);
+	err = err ?: kvm_rtc__register(&pc->rtc, &pc->bus);
+	err = err ?: kvm_pci__init(&pc->pci, &pc->bus, &pc->irq);
+	if (err)
+		return kemari_err(err, "PC platform ports: %s", strerror(-err));
+	if (cfg->disk_path) {
+		err = pc__disk(pc);
+		if (err)
+			return err;
+	}
+	if (cfg->net)
+		err = pc__nic(pc);
+	return err;
+}
+
+void kvm_pc__destroy(struct kvm_vm *vm)
+{
+	struct kvm_pc *pc = pc_of(vm);
+
+	if (!pc)
+		return;
+	kvm_pc__stop_io(vm);
+	pc__console_flush(pc);
+	if (pc->net)
+		kvm_virtio_net__destroy(pc->net);
+	if (pc->blk)
+		kvm_virtio_blk__destroy(pc->blk);
+	if (pc->tap_fd >= 0)
+		close(pc->tap_fd);
+	if (pc->disk_fd >= 0)
+		close(pc->disk_fd);
+	if (pc->console_fd > STDERR_FILENO)
+		close(pc->console_fd);
+	free(pc);
+	vm->pc_dev = NULL;
 }
 
 int kvm_pc__io(struct kvm_vm *vm, uint16_t port, bool in, void *data,
 	       unsigned int size)
 {
-	(void)vm;
-	if (in) {
-		memset(data, 0xff, size);
+	bool claimed;
+
+	return kvm_pio__io(&pc_of(vm)->bus, port, in, data, size, &claimed);
+}
+
+unsigned int kvm_pc__pci_routes(struct kvm_vm *vm, struct kvm_mp_pci_irq *r,
+				unsigned int max)
+{
+	int n = kvm_pci__routes(&pc_of(vm)->pci, r, max);
+
+	return n < 0 ? 0 : (unsigned int)n;
+}
+
+/* Received frames, while the guest runs: device lock held for each batch. */
+static void *pc__io_main(void *arg)
+{
+	struct kvm_pc *pc = arg;
+	struct pollfd pfd[2] = {
+		{ .fd = pc->wake[0], .events = POLLIN },
+		{ .fd = pc->tap_fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		int n = poll(pfd, pc->net ? 2 : 1, -1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || pfd[0].revents)
+			break;
+		if (!(pfd[1].revents & POLLIN))
+			continue;
+		pthread_mutex_lock(&pc->vm->lock);
+		while (kvm_virtio_net__rx(pc->net) > 0)
+			;
+		pthread_mutex_unlock(&pc->vm->lock);
+	}
+	return NULL;
+}
+
+int kvm_pc__start_io(struct kvm_vm *vm)
+{
+	struct kvm_pc *pc = pc_of(vm);
+	int err;
+
+	if (!pc || pc->io_running)
 		return 0;
-	}
-	/* Bring-up only: the THR of COM1 straight to stdout. */
-	if (port == 0x3f8) {
-		fputc(*(uint8_t *)data, stdout);
-		fflush(stdout);
-	}
+	if (pipe2(pc->wake, O_CLOEXEC) < 0)
+		return kemari_err(-errno, "pipe: %s", strerror(errno));
+	err = -pthread_create(&pc->io_thread, NULL, pc__io_main, pc);
+	if (err)
+		return kemari_err(err, "cannot start the device I/O thread");
+	pc->io_running = true;
 	return 0;
+}
+
+void kvm_pc__stop_io(struct kvm_vm *vm)
+{
+	struct kvm_pc *pc = pc_of(vm);
+
+	if (!pc || !pc->io_running)
+		return;
+	if (write(pc->wake[1], "x", 1) < 0)
+		kemari_warn("cannot wake the device I/O thread");
+	pthread_join(pc->io_thread, NULL);
+	pc->io_running = false;
+	close(pc->wake[0]);
+	close(pc->wake[1]);
+	pc->wake[0] = pc->wake[1] = -1;
 }

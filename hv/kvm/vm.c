@@ -257,6 +257,13 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 		if (err)
 			goto err_destroy;
 	}
+	if (vm->pc) {
+		err = kvm_pc__create(vm);
+		if (err)
+			goto err_destroy;
+		*out = vm;
+		return 0;
+	}
 	err = kvm_console__create(vm);
 	if (!err && cfg->disk_path)
 		err = kvm_blk__create(vm, cfg->disk_path, cfg->disk_size);
@@ -276,6 +283,7 @@ void kvm_vm__destroy(struct kvm_vm *vm)
 {
 	if (!vm)
 		return;
+	kvm_pc__destroy(vm);
 	kvm_dev__destroy_all(vm);
 	for (unsigned int i = 0; i < KVM_MAX_VCPUS; i++)
 		kvm_cpu__destroy(&vm->vcpus[i]);

@@ -64,8 +64,9 @@ struct kemari_engine_cfg {
 	 * stretch_every-th epoch (0: never), as a slow host would. */
 	unsigned int stretch_pause_ms;
 	unsigned int stretch_every;
-	/* Testing: check every commit's replica page by page (verify.c). */
-	bool verify_replica;
+	/* Testing: check the replica page by page at every verify_every-th
+	 * commit (verify.c); 0: never. */
+	unsigned int verify_every;
 };
 
 struct kemari_engine;

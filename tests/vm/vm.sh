@@ -14,7 +14,7 @@ set -euo pipefail
 CACHE=${KEMARI_VM_CACHE:-/var/cache/kemari-vm}
 JOBROOT=${KEMARI_VM_JOBS:-/var/tmp/kemari-vm}
 KEEPER=$(cd "$(dirname "$0")" && pwd)/kvm-keeper.c
-MODULES="crc32_generic rdma_rxe rdma_ucm dummy virtio_pci 9pnet_virtio 9p overlay kvm-amd"
+MODULES="crc32_generic rdma_rxe rdma_ucm dummy virtio_pci 9pnet_virtio 9p overlay kvm-amd tun bridge"
 
 die77() { echo "vm.sh: $*" >&2; exit 77; }
 
@@ -30,7 +30,7 @@ prepare() {
 	# Rebuilt when the kernel package or prepare()'s content changes
 	# (not its mtime: several checkouts share the cache).
 	local stamp
-	stamp="$pkg $({ sed -n '/^prepare() {/,/^}/p' "$0"; cat "$KEEPER"; } | sha256sum | cut -d' ' -f1)"
+	stamp="$pkg $({ echo "$MODULES"; sed -n '/^prepare() {/,/^}/p' "$0"; cat "$KEEPER"; } | sha256sum | cut -d' ' -f1)"
 	if [ -f "$CACHE/initrd.gz" ] && [ "$(cat "$CACHE/stamp" 2>/dev/null)" = "$stamp" ]; then
 		return 0
 	fi

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+/* The --disk backing file, shared by the freestanding and virtio disks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kemari/abi.h"
+#include "kemari/kemari.h"
+#include "kvm.h"
+
+int kvm_disk__open(const char *path, uint64_t size, int *out, uint64_t *bytes)
+{
+	struct stat st;
+	int fd, err;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return kemari_err(
+			-errno,
+			"disk %s is not writable: %s (check the path and permissions, or choose another --disk)",
+			path, strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		err = -errno;
+		goto err_close;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		err = kemari_err(-EINVAL, "disk %s is not a file", path);
+		goto err_close;
+	}
+	if (S_ISREG(st.st_mode) && st.st_size == 0) {
+		/* Reserve the space now: a full disk is an error at start,
+		 * not a failed write in the middle of a replicated epoch. */
+		err = -posix_fallocate(fd, 0, (off_t)size);
+		if (err) {
+			if (ftruncate(fd, 0))
+				err = err ?: -errno;
+			err = kemari_err(
+				err,
+				"disk %s: cannot create %llu MiB: %s (free space or lower --disk-size)",
+				path, (unsigned long long)(size >> 20),
+				strerror(-err));
+			goto err_close;
+		}
+		st.st_size = (off_t)size;
+	}
+	if (st.st_size < KEMARI_SECTOR_SIZE) {
+		err = kemari_err(-EINVAL, "disk %s is smaller than one sector",
+				 path);
+		goto err_close;
+	}
+	*out = fd;
+	*bytes = (uint64_t)st.st_size;
+	return 0;
+
+err_close:
+	close(fd);
+	return err;
+}
