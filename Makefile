@@ -53,8 +53,13 @@ endif
 endif
 
 CORE_SRCS := $(wildcard core/*.c)
-HV_SRCS := $(wildcard hv/kvm/*.c) $(wildcard hv/kvm/hw/*.c) \
-	$(wildcard hv/kvm/virtio/*.c) $(wildcard hv/synth/*.c)
+# hv/kvm in kvmtool's shape: the VMM itself (vm, cpu, platform), boot/
+# (ELF and bzImage loaders, zero page, e820, MP table), hw/ (PC devices,
+# host backends), virtio/ (virtio-pci, ring, blk, net), kemari/ (the
+# freestanding guests' paravirtual devices).
+HV_SRCS := $(wildcard hv/kvm/*.c) $(wildcard hv/kvm/boot/*.c) \
+	$(wildcard hv/kvm/hw/*.c) $(wildcard hv/kvm/virtio/*.c) \
+	$(wildcard hv/kvm/kemari/*.c) $(wildcard hv/synth/*.c)
 # transports/rdma/batch.c is pure arithmetic (no verbs): always built, so
 # its unit tests run everywhere.
 RDMA_PURE := $(wildcard transports/rdma/batch.c)

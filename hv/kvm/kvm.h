@@ -156,18 +156,18 @@ bool kvm_vm__pending(struct kvm_vm *vm, uint64_t pfn);
 int kvm_vm__dirty_start(struct kvm_vm *vm);
 int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d);
 
-/* boot.c: image loading and long-mode entry */
+/* boot/elf.c: freestanding image loading and long-mode entry */
 int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,
 		       uint64_t *image_end);
 int kvm_boot__setup(struct kvm_vm *vm, const char *path);
 
 /*
- * disk.c: open --disk read-write, creating it zero-filled at size bytes
+ * hw/disk.c: open --disk read-write, creating it zero-filled at size bytes
  * when missing or empty; its size in *bytes. One clear line on failure.
  */
 int kvm_disk__open(const char *path, uint64_t size, int *out, uint64_t *bytes);
 
-/* tap.c: --net=tap:IFNAME[,bridge=BR][,mac=MAC] */
+/* hw/tap.c: --net=tap:IFNAME[,bridge=BR][,mac=MAC] */
 struct kvm_tap_cfg {
 	char ifname[16], bridge[16];
 	uint8_t mac[6];
@@ -177,7 +177,7 @@ int kvm_tap__parse(const char *spec, struct kvm_tap_cfg *c);
 /* Create or attach the TAP, bring it up, join the bridge: a nonblocking fd. */
 int kvm_tap__open(const struct kvm_tap_cfg *c, int *out);
 
-/* linux.c: a bzImage, initrd and command line through the boot protocol */
+/* boot/linux.c: a bzImage, initrd and command line through the boot protocol */
 int kvm_linux__load(struct kvm_vm *vm);
 
 /* pc.c: the PC platform's devices (UART, i8042, RTC, PCI, virtio) */
@@ -208,7 +208,7 @@ int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len);
 /* Testing: the vCPU triple-faults when it next runs. */
 int kvm_cpu__crash(struct kvm_vcpu *vcpu);
 
-/* dev.c: ring helpers, kick dispatch, boot info */
+/* kemari/dev.c: the freestanding devices: rings, kick dispatch, boot info */
 int kvm_dev__kick(struct kvm_vm *vm, uint16_t port, uint32_t value);
 int kvm_dev__idle(struct kvm_vm *vm, int timeout_ms);
 int kvm_dev__register(struct kvm_vm *vm, struct kvm_dev *dev, uint32_t type,
@@ -227,7 +227,7 @@ int kvm_dev__reattach(struct kvm_vm *vm);
 int kvm_dev__flush(struct kvm_vm *vm);
 void kvm_dev__destroy_all(struct kvm_vm *vm);
 
-/* Devices */
+/* kemari/: the freestanding devices */
 int kvm_console__create(struct kvm_vm *vm);
 int kvm_blk__create(struct kvm_vm *vm, const char *path, uint64_t size);
 int kvm_net__create(struct kvm_vm *vm, const char *spec, bool defer_bind);

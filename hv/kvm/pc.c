@@ -23,7 +23,7 @@
 #include "hw/serial.h"
 #include "kemari/kemari.h"
 #include "kvm.h"
-#include "linux_boot.h"
+#include "boot/linux_boot.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
 

@@ -14,7 +14,7 @@
 
 #include "kemari/kemari.h"
 #include "kvm.h"
-#include "linux_boot.h"
+#include "boot/linux_boot.h"
 
 #define KVM_MIN_API 12
 

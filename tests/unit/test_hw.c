@@ -18,7 +18,7 @@
 #include "../../hv/kvm/hw/pci.h"
 #include "../../hv/kvm/hw/rtc.h"
 #include "../../hv/kvm/hw/serial.h"
-#include "../../hv/kvm/linux_boot.h"
+#include "../../hv/kvm/boot/linux_boot.h"
 #include "kemari/buf.h"
 
 #define GiB (1ULL << 30)

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * Linux boot protocol building blocks (hv/kvm/linux_boot.h): bzImage header
+ * Linux boot protocol building blocks (hv/kvm/boot/linux_boot.h): bzImage header
  * checks, kernel and initrd placement, the zero page, the e820 map and its
  * memory slots, and the MP table read back the way Linux's mpparse.c does.
  */
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../hv/kvm/linux_boot.h"
+#include "../../hv/kvm/boot/linux_boot.h"
 #include "kemari/kemari.h"
 
 #define MiB (1ULL << 20)

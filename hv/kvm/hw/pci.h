@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../linux_boot.h"
+#include "../boot/linux_boot.h"
 #include "hw.h"
 
 struct kemari_buf;

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "kemari/kemari.h"
-#include "kvm.h"
+#include "../kvm.h"
 
 #define NET_TX 0
 #define NET_RX 1

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "kemari/kemari.h"
-#include "kvm.h"
+#include "../kvm.h"
 
 struct kvm_blk {
 	struct kvm_dev dev;

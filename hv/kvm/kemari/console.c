@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "kemari/kemari.h"
-#include "kvm.h"
+#include "../kvm.h"
 
 #define CONSOLE_LINE_MAX 256
 #define CONSOLE_RATE 200 /* lines per second, with a burst of as many */

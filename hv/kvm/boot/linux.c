@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "kemari/kemari.h"
-#include "kvm.h"
+#include "../kvm.h"
 #include "linux_boot.h"
 
 /* Guest-physical layout of what the loader writes below 1 MiB. */

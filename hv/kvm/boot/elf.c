@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "kemari/kemari.h"
-#include "kvm.h"
+#include "../kvm.h"
 
 #define PTE_P 0x1ULL
 #define PTE_RW 0x2ULL

@@ -10,7 +10,7 @@
 
 #include "kemari/buf.h"
 #include "kemari/kemari.h"
-#include "kvm.h"
+#include "../kvm.h"
 
 int kvm_dev__register(struct kvm_vm *vm, struct kvm_dev *dev, uint32_t type,
 		      unsigned int nqueues, uint64_t capacity)
