@@ -174,7 +174,7 @@ deps:
 check: deps
 	$(Q)scripts/check.sh
 
-check-run: all tests
+check-run: all tests linux-guest-test
 	$(Q)guest/check-nosse.sh $(GUEST_ELFS)
 	$(Q)echo "== unit tests"
 	$(Q)$(UNIT_BIN) --jobs 2 --short-filename
@@ -238,12 +238,18 @@ check-xen-tap:
 linux-guest:
 	$(Q)BUILD=$(BUILD) scripts/linux-guest.sh
 
+# The same image with the test overlay (tests/guests/linux-overlay), for the
+# Linux integration tests.
+linux-guest-test: linux-guest
+	$(Q)BUILD=$(BUILD) scripts/linux-guest.sh --overlay=tests/guests/linux-overlay \
+		--out=$(BUILD)/guests/linux-test
+
 format:
 	$(Q)clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all guests tests deps check check-run check-rdma check-patches check-xen-tap demo demo-soak perf perf-quick linux-guest format clean
+.PHONY: all guests tests deps check check-run check-rdma check-patches check-xen-tap demo demo-soak perf perf-quick linux-guest linux-guest-test format clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

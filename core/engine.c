@@ -118,12 +118,12 @@ static int engine__hash_guest(struct kemari_engine *e)
 {
 	const struct kemari_hv_cfg *h = &e->cfg.hv_cfg;
 	const char *files[2] = { e->cfg.guest_path, NULL };
-	const char *what = "guest image";
+	const char *what[2] = { "guest image", "initrd" };
 
 	if (h->kernel) {
 		files[0] = h->kernel;
 		files[1] = h->initrd;
-		what = "kernel or initrd";
+		what[0] = "kernel";
 	}
 	e->image_hash = 0;
 	for (unsigned int i = 0; i < 2; i++) {
@@ -134,13 +134,13 @@ static int engine__hash_guest(struct kemari_engine *e)
 			continue;
 		err = kemari_hash_file(files[i], &v);
 		if (err)
-			return kemari_err(err, "%s %s: %s", what, files[i],
+			return kemari_err(err, "%s %s: %s", what[i], files[i],
 					  strerror(-err));
 		e->image_hash = (e->image_hash << 7 | e->image_hash >> 57) ^ v;
 	}
 	if (h->kernel && h->cmdline)
-		e->image_hash ^= kemari_crc32c(0, h->cmdline,
-					       strlen(h->cmdline));
+		e->image_hash ^=
+			kemari_crc32c(0, h->cmdline, strlen(h->cmdline));
 	return 0;
 }
 

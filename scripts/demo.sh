@@ -35,7 +35,10 @@ svc=127.0.0.1:7500
 peer=127.0.0.1:7400
 G="--guest=$B/guests/kvstore.elf --mem=64M --disk=$disk --net=udp:$svc --transport=$TRANSPORT $hb $ARGS"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+cleanup() {
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	rm -rf "$work" # the disk image too: repeated demos must not fill /tmp
+}
 trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }

@@ -179,6 +179,8 @@ int kvm_tap__open(const struct kvm_tap_cfg *c, int *out);
 
 /* boot/linux.c: a bzImage, initrd and command line through the boot protocol */
 int kvm_linux__load(struct kvm_vm *vm);
+/* Kernel and initrd usable? Checked before anything is created. */
+int kvm_linux__check(const struct kemari_hv_cfg *cfg);
 
 /* pc.c: the PC platform's devices (UART, i8042, RTC, PCI, virtio) */
 struct kvm_mp_pci_irq;

@@ -302,13 +302,14 @@ int kvm_pc__create(struct kvm_vm *vm)
 	err = err ?: kvm_pci__init(&pc->pci, &pc->bus, &pc->irq);
 	if (err)
 		return kemari_err(err, "PC platform ports: %s", strerror(-err));
-	if (cfg->disk_path) {
-		err = pc__disk(pc);
+	/* The TAP first: a refused one must leave no new disk behind. */
+	if (cfg->net) {
+		err = pc__nic(pc);
 		if (err)
 			return err;
 	}
-	if (cfg->net)
-		err = pc__nic(pc);
+	if (cfg->disk_path)
+		err = pc__disk(pc);
 	return err;
 }
 

@@ -79,6 +79,10 @@ static int h_vspawn(struct hproc *p, const char *log, bool nobody,
 				 (int)(at - w), w, h_build(), at + 3);
 		else
 			snprintf(words[argc], sizeof(words[argc]), "%s", w);
+		/* H_SP: a space inside one argument. */
+		for (char *c = words[argc]; *c; c++)
+			if (*c == H_SP[0])
+				*c = ' ';
 		argv[argc] = words[argc];
 		argc++;
 	}

@@ -21,7 +21,9 @@ void h_rmtree(const char *dir);
 /* A port no other test of this run uses. */
 uint16_t h_port(void);
 /* Start a command (split at spaces; %s etc. formatted first); stdout and
- * stderr go to log. "@B/" in a word means the build dir. */
+ * stderr go to log. "@B/" in a word means the build dir, H_SP a space
+ * that does not split (one argument with spaces, e.g. --append=...). */
+#define H_SP "\x01"
 int h_spawn(struct hproc *p, const char *log, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* The same, as another user (uid/gid 65534) for permission tests. */

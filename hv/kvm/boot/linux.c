@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "kemari/kemari.h"
 #include "../kvm.h"
+#include "kemari/kemari.h"
 #include "linux_boot.h"
 
 /* Guest-physical layout of what the loader writes below 1 MiB. */
@@ -159,6 +159,47 @@ static int linux__boot_cpu(struct kvm_vcpu *vcpu, uint64_t entry)
 	return 0;
 }
 
+/* The kernel unpacks itself to init_size bytes from its load address. */
+static int linux__fits(const struct kvm_bzimage *bz, const char *path,
+		       uint64_t ram_size)
+{
+	uint64_t need = kvm_bzimage__load_addr(bz) + bz->init_size;
+
+	if (need <= kvm_e820__below_hole(ram_size))
+		return 0;
+	return kemari_err(
+		-E2BIG,
+		"kernel %s needs %llu MiB of RAM to unpack: raise --mem", path,
+		(unsigned long long)((need + (1 << 20) - 1) >> 20));
+}
+
+int kvm_linux__check(const struct kemari_hv_cfg *cfg)
+{
+	struct kvm_bzimage bz;
+	struct stat st;
+	void *img;
+	size_t len;
+	int err;
+
+	err = linux__read_file("kernel", cfg->kernel, &img, &len);
+	if (err)
+		return err;
+	err = kvm_bzimage__parse(img, len, cfg->kernel, &bz);
+	free(img);
+	if (err)
+		return err;
+	err = linux__fits(&bz, cfg->kernel, cfg->mem_size);
+	if (err)
+		return err;
+	if (cfg->initrd && stat(cfg->initrd, &st) < 0)
+		return kemari_err(-errno, "initrd %s: %s", cfg->initrd,
+				  strerror(errno));
+	if (cfg->initrd && !S_ISREG(st.st_mode))
+		return kemari_err(-EINVAL, "initrd %s: not a regular file",
+				  cfg->initrd);
+	return 0;
+}
+
 int kvm_linux__load(struct kvm_vm *vm)
 {
 	const struct kemari_hv_cfg *cfg = &vm->cfg;
@@ -169,7 +210,7 @@ int kvm_linux__load(struct kvm_vm *vm)
 	unsigned int nroutes = kvm_pc__pci_routes(vm, routes, 32);
 	struct kvm_bzimage bz;
 	void *kimg = NULL, *iimg = NULL;
-	uint64_t load, below = kvm_e820__below_hole(vm->ram_size);
+	uint64_t load;
 	uint8_t *dst;
 	int n, err;
 
@@ -181,16 +222,9 @@ int kvm_linux__load(struct kvm_vm *vm)
 		goto out;
 	load = kvm_bzimage__load_addr(&bz);
 	dst = kvm_vm__gpa(vm, load, bz.kernel_size);
-	if (!dst || load + bz.init_size > below) {
-		err = kemari_err(
-			-E2BIG,
-			"kernel %s needs %llu MiB of RAM to unpack: raise --mem",
-			cfg->kernel,
-			(unsigned long long)((load + bz.init_size + (1 << 20) -
-					      1) >>
-					     20));
+	err = dst ? linux__fits(&bz, cfg->kernel, vm->ram_size) : -E2BIG;
+	if (err)
 		goto out;
-	}
 	memcpy(dst, (uint8_t *)kimg + bz.kernel_offset, bz.kernel_size);
 	if (cfg->initrd) {
 		err = linux__read_file("initrd", cfg->initrd, &iimg, &ilen);
