@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "kemari/abi.h"
+#include "kemari/buf.h"
 #include "kemari/hv.h"
 #include "kemari/kemari.h"
 
@@ -27,6 +28,7 @@
 struct kvm_vm;
 struct kvm_dev;
 struct kvm_pc;
+struct kvm_state;
 
 struct kvm_vcpu {
 	struct kvm_vm *vm;
@@ -93,8 +95,10 @@ struct kvm_vm {
 	uint64_t ram_size;
 	struct kvm_slot slots[2];
 	unsigned int nslots;
-	bool pc; /* PC platform for a Linux guest (cfg.kernel) */
+	bool pc;	       /* PC platform for a Linux guest (cfg.kernel) */
 	struct kvm_pc *pc_dev; /* its devices (pc.c) */
+	struct kvm_state *state; /* its vCPU state layout, probed (state.c) */
+	struct kemari_buf verify_cpu, verify_dev; /* kvm_vm__verify_restore */
 	/*
 	 * Pages dirtied but not yet collected that KVM will not report again:
 	 * those written by the VMM itself (device backends, never in KVM's
@@ -156,6 +160,57 @@ bool kvm_vm__pending(struct kvm_vm *vm, uint64_t pfn);
 int kvm_vm__dirty_start(struct kvm_vm *vm);
 int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d);
 
+/*
+ * vm.c: the in-kernel platform's state (PC): kvmclock, both PICs, the
+ * IOAPIC and the PIT. Plain data, carried in the cpu blob (state.c).
+ */
+struct kvm_vm_clock {
+	struct kvm_clock_data kvm;
+	/* Host CLOCK_REALTIME at the reading: KVM's own where it gives one
+	 * (KVM_CLOCK_REALTIME), else ours, bracketing the ioctl. */
+	uint64_t realtime_ns;
+};
+
+struct kvm_vm_state {
+	struct kvm_vm_clock clock;
+	struct kvm_irqchip chip[3]; /* PIC master, PIC slave, IOAPIC */
+	struct kvm_pit_state2 pit;
+};
+
+/* KVM_GET_CLOCK now (paused). */
+int kvm_vm__get_clock(struct kvm_vm *vm, struct kvm_vm_clock *c);
+/* The PICs, IOAPIC and PIT (not the clock: kvm_vm__get_clock). */
+int kvm_vm__get_state(struct kvm_vm *vm, struct kvm_vm_state *s);
+/*
+ * Restore s before any vCPU state: the clock (advanced by the real time
+ * since it was read; with clock false, left running), the PICs and
+ * IOAPIC, then the PIT.
+ */
+int kvm_vm__set_state(struct kvm_vm *vm, const struct kvm_vm_state *s,
+		      bool clock);
+/*
+ * Testing (the restore self-check): save the paused VM's vCPU and device
+ * state and load it straight back, as a takeover would (without the
+ * takeover's kicks and KVM_KVMCLOCK_CTRL; kvmclock and the TSCs, which
+ * never stopped, run on: state.c), so a guest that keeps running normally
+ * under it shows the state is complete. Loading a just-saved blob with
+ * load_cpu/load_dev does the same. Called like save_cpu: VM paused,
+ * device lock held.
+ */
+int kvm_vm__verify_restore(struct kvm_vm *vm);
+
+/*
+ * state.c: the complete vCPU state of a PC-platform VM (with the VM state
+ * above), as the cpu blob. Probed once at creation, before any vCPU ran.
+ */
+int kvm_state__create(struct kvm_vm *vm);
+void kvm_state__destroy(struct kvm_vm *vm);
+int kvm_state__save(struct kvm_vm *vm, struct kemari_buf *out);
+int kvm_state__load(struct kvm_vm *vm, const void *blob, size_t len);
+/* Takeover, before the vCPUs resume: tell kvmclock guests they were
+ * stopped (KVM_KVMCLOCK_CTRL), so their watchdogs do not fire. */
+int kvm_state__kvmclock_ctrl(struct kvm_vm *vm);
+
 /* boot/elf.c: freestanding image loading and long-mode entry */
 int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,
 		       uint64_t *image_end);
@@ -196,6 +251,17 @@ void kvm_pc__destroy(struct kvm_vm *vm);
 /* The I/O thread delivering input (received frames) while the VM runs. */
 int kvm_pc__start_io(struct kvm_vm *vm);
 void kvm_pc__stop_io(struct kvm_vm *vm);
+/* The devices' state as the dev blob (paused, device lock held). */
+int kvm_pc__save(struct kvm_vm *vm, struct kemari_buf *out);
+/* Load it into the same devices: after kvm_state__load (it restored the
+ * interrupt controllers the devices' lines lead to). */
+int kvm_pc__load(struct kvm_vm *vm, const void *blob, size_t len);
+/*
+ * Re-read every virtio queue's indices from guest memory; with kick, serve
+ * the queues holding requests (through the event hook): only where output
+ * may flow, i.e. at takeover.
+ */
+int kvm_pc__reattach(struct kvm_vm *vm, bool kick);
 
 /* cpu.c: vCPUs, run loop, pause, state */
 int kvm_cpu__create(struct kvm_vm *vm, unsigned int id);

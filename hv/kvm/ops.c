@@ -92,17 +92,33 @@ static int kvm_ops__load_cpu(struct kemari_hv *hv, const void *blob, size_t len)
 
 static int kvm_ops__save_dev(struct kemari_hv *hv, struct kemari_buf *out)
 {
-	return kvm_dev__save(to_kvm(hv), out);
+	struct kvm_vm *vm = to_kvm(hv);
+
+	return vm->pc ? kvm_pc__save(vm, out) : kvm_dev__save(vm, out);
 }
 
 static int kvm_ops__load_dev(struct kemari_hv *hv, const void *blob, size_t len)
 {
-	return kvm_dev__load(to_kvm(hv), blob, len);
+	struct kvm_vm *vm = to_kvm(hv);
+
+	return vm->pc ? kvm_pc__load(vm, blob, len)
+		      : kvm_dev__load(vm, blob, len);
 }
 
+/*
+ * Takeover: the last steps before the vCPUs resume. A Linux guest's
+ * kvmclock learns it was stopped (no watchdog fires over the gap), then
+ * the virtio queues the old primary left with requests are served.
+ */
 static int kvm_ops__reattach(struct kemari_hv *hv)
 {
-	return kvm_dev__reattach(to_kvm(hv));
+	struct kvm_vm *vm = to_kvm(hv);
+	int err;
+
+	if (!vm->pc)
+		return kvm_dev__reattach(vm);
+	err = kvm_state__kvmclock_ctrl(vm);
+	return err ?: kvm_pc__reattach(vm, true);
 }
 
 static int kvm_ops__flush(struct kemari_hv *hv)

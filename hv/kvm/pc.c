@@ -17,13 +17,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "boot/linux_boot.h"
 #include "hw/i8042.h"
 #include "hw/pci.h"
 #include "hw/rtc.h"
 #include "hw/serial.h"
+#include "kemari/buf.h"
 #include "kemari/kemari.h"
 #include "kvm.h"
-#include "boot/linux_boot.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
 
@@ -70,6 +71,10 @@ struct kvm_pc {
 	pthread_t io_thread;
 	bool io_running;
 	int wake[2]; /* tells the I/O thread to end */
+
+	/* State save/restore */
+	struct kemari_buf scratch; /* a model's state, before its record */
+	bool irq_quiet; /* loading: lines change in the models only */
 };
 
 static struct kvm_pc *pc_of(struct kvm_vm *vm)
@@ -84,6 +89,10 @@ static void pc__mark_dirty(void *ctx, uint64_t gpa, uint64_t len)
 
 static void pc__irq_set(void *ctx, unsigned int gsi, int level)
 {
+	struct kvm_vm *vm = ctx;
+
+	if (vm->pc_dev->irq_quiet)
+		return;
 	/* Fails only with a broken irqchip; the guest then sees no IRQ. */
 	if (kvm_vm__irq_line(ctx, gsi, level))
 		kemari_err_clear();
@@ -331,6 +340,7 @@ void kvm_pc__destroy(struct kvm_vm *vm)
 		close(pc->disk_fd);
 	if (pc->console_fd > STDERR_FILENO)
 		close(pc->console_fd);
+	kemari_buf__fini(&pc->scratch);
 	free(pc);
 	vm->pc_dev = NULL;
 }
@@ -406,4 +416,249 @@ void kvm_pc__stop_io(struct kvm_vm *vm)
 	close(pc->wake[0]);
 	close(pc->wake[1]);
 	pc->wake[0] = pc->wake[1] = -1;
+}
+
+/* --- state save / restore ------------------------------------------------ */
+
+/*
+ * The dev blob: TLV records, version-tagged by the first. The models'
+ * own save functions give plain data; each virtio-pci device's record
+ * names its PCI slot.
+ */
+enum {
+	PC_DEV_HDR = 0x100,
+	PC_DEV_SERIAL,
+	PC_DEV_I8042,
+	PC_DEV_RTC,
+	PC_DEV_PCI,
+	PC_DEV_VIRTIO,
+};
+
+#define PC_DEV_MAGIC 0x4456504bU /* "KPVD" */
+#define PC_DEV_VERSION 1
+#define PC_NVIRTIO 2
+
+struct pc_dev_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t nvirtio;
+};
+
+struct pc_virtio_rec {
+	uint8_t slot;
+	uint8_t pad[7];
+	struct kvm_virtio_pci_state st;
+};
+
+/* The virtio-pci devices present, by PCI slot. */
+static unsigned int pc__virtio(struct kvm_pc *pc, struct kvm_virtio_pci **vp,
+			       uint8_t *slot)
+{
+	unsigned int n = 0;
+
+	if (pc->blk) {
+		vp[n] = kvm_virtio_blk__pci(pc->blk);
+		slot[n++] = pc->blk_dev.slot;
+	}
+	if (pc->net) {
+		vp[n] = kvm_virtio_net__pci(pc->net);
+		slot[n++] = pc->net_dev.slot;
+	}
+	return n;
+}
+
+static int pc__put_model(struct kvm_pc *pc, struct kemari_buf *out,
+			 uint32_t tag, int err)
+{
+	return err
+		       ?: kemari_tlv__put(out, tag, pc->scratch.data,
+					  (uint32_t)pc->scratch.len);
+}
+
+int kvm_pc__save(struct kvm_vm *vm, struct kemari_buf *out)
+{
+	struct kvm_pc *pc = pc_of(vm);
+	struct kvm_virtio_pci *vp[PC_NVIRTIO];
+	uint8_t slot[PC_NVIRTIO];
+	unsigned int n = pc__virtio(pc, vp, slot);
+	struct pc_dev_hdr hdr = { .magic = PC_DEV_MAGIC,
+				  .version = PC_DEV_VERSION,
+				  .nvirtio = (uint16_t)n };
+	struct pc_virtio_rec rec;
+	struct kemari_buf *b = &pc->scratch;
+	int err = kemari_tlv__put(out, PC_DEV_HDR, &hdr, sizeof(hdr));
+
+	kemari_buf__reset(b);
+	err = pc__put_model(pc, out, PC_DEV_SERIAL,
+			    err ?: kvm_serial__save(&pc->serial, b));
+	kemari_buf__reset(b);
+	err = pc__put_model(pc, out, PC_DEV_I8042,
+			    err ?: kvm_i8042__save(&pc->i8042, b));
+	kemari_buf__reset(b);
+	err = pc__put_model(pc, out, PC_DEV_RTC,
+			    err ?: kvm_rtc__save(&pc->rtc, b));
+	kemari_buf__reset(b);
+	err = pc__put_model(pc, out, PC_DEV_PCI,
+			    err ?: kvm_pci__save(&pc->pci, b));
+	for (unsigned int i = 0; i < n && !err; i++) {
+		memset(&rec, 0, sizeof(rec));
+		rec.slot = slot[i];
+		kvm_virtio_pci__save(vp[i], &rec.st);
+		err = kemari_tlv__put(out, PC_DEV_VIRTIO, &rec, sizeof(rec));
+	}
+	return err;
+}
+
+struct pc_dev_parsed {
+	const void *model[PC_DEV_VIRTIO - PC_DEV_SERIAL];
+	uint32_t len[PC_DEV_VIRTIO - PC_DEV_SERIAL];
+	struct pc_virtio_rec virtio[PC_NVIRTIO];
+	bool have_virtio[PC_NVIRTIO];
+};
+
+static int pc__parse(struct kvm_pc *pc, const void *blob, size_t len,
+		     struct pc_dev_parsed *p)
+{
+	struct kvm_virtio_pci *vp[PC_NVIRTIO];
+	uint8_t slot[PC_NVIRTIO];
+	unsigned int n = pc__virtio(pc, vp, slot), nvirtio = 0;
+	struct kemari_tlv_iter it = { blob, len };
+	struct pc_virtio_rec rec;
+	struct pc_dev_hdr hdr;
+	bool have_hdr = false;
+	const void *val;
+	uint32_t tag, sz;
+	int r;
+
+	memset(p, 0, sizeof(*p));
+	while ((r = kemari_tlv__next(&it, &tag, &val, &sz)) > 0) {
+		if (tag == PC_DEV_HDR && sz == sizeof(hdr)) {
+			memcpy(&hdr, val, sizeof(hdr));
+			if (hdr.magic != PC_DEV_MAGIC ||
+			    hdr.version != PC_DEV_VERSION)
+				return kemari_err(
+					-EINVAL,
+					"device state version %u, this kemari-run reads %u: run the same build on both sides",
+					hdr.version, PC_DEV_VERSION);
+			have_hdr = true;
+		} else if (!have_hdr) {
+			return kemari_err(
+				-EBADMSG,
+				"device state is not a PC platform's (both sides must run a Linux guest on the same kemari-run)");
+		} else if (tag >= PC_DEV_SERIAL && tag < PC_DEV_VIRTIO) {
+			p->model[tag - PC_DEV_SERIAL] = val;
+			p->len[tag - PC_DEV_SERIAL] = sz;
+		} else if (tag == PC_DEV_VIRTIO && sz == sizeof(rec)) {
+			unsigned int i = 0;
+
+			memcpy(&rec, val, sizeof(rec));
+			while (i < n && slot[i] != rec.slot)
+				i++;
+			if (i == n || p->have_virtio[i])
+				return kemari_err(
+					-EINVAL,
+					"device state: a virtio device in PCI slot %u that this VM does not have: start both sides with the same --disk/--net",
+					rec.slot);
+			p->virtio[i] = rec;
+			p->have_virtio[i] = true;
+			nvirtio++;
+		} else {
+			return kemari_err(-EBADMSG,
+					  "device state: unknown record 0x%x",
+					  tag);
+		}
+	}
+	if (r < 0)
+		return kemari_err(r, "device state blob is malformed");
+	if (!have_hdr || nvirtio != n || hdr.nvirtio != n)
+		return kemari_err(
+			-EINVAL,
+			"device state has %u virtio devices but this VM %u: start both sides with the same --disk/--net",
+			have_hdr ? hdr.nvirtio : 0, n);
+	for (unsigned int i = 0; i < KEMARI_ARRAY_SIZE(p->model); i++)
+		if (!p->model[i])
+			return kemari_err(-EBADMSG,
+					  "device state: record 0x%x missing",
+					  PC_DEV_SERIAL + i);
+	return 0;
+}
+
+/*
+ * The models' loads drive their interrupt lines to the restored levels;
+ * here those calls stay in the models (irq_quiet): the PICs and IOAPIC,
+ * restored before (kvm_vm__set_state), already hold every pin's level,
+ * latched edge and pending bit as saved, and a line driven again after
+ * them would re-deliver an edge the guest has already taken. KVM's own
+ * record of the line is then low for a line the model holds high; the
+ * model's next change (low, then high) still makes a clean edge, and a
+ * level-triggered pin stays pending through the IOAPIC's restored IRR.
+ * PCI first: it places the BARs (and tells virtio-pci where).
+ */
+int kvm_pc__load(struct kvm_vm *vm, const void *blob, size_t len)
+{
+	struct kvm_pc *pc = pc_of(vm);
+	struct kvm_virtio_pci *vp[PC_NVIRTIO];
+	uint8_t slot[PC_NVIRTIO];
+	unsigned int n = pc__virtio(pc, vp, slot);
+	struct pc_dev_parsed p;
+	const char *bad = NULL;
+	int err = pc__parse(pc, blob, len, &p);
+
+	if (err)
+		return err;
+	pc->irq_quiet = true;
+	err = kvm_pci__load(&pc->pci, p.model[PC_DEV_PCI - PC_DEV_SERIAL],
+			    p.len[PC_DEV_PCI - PC_DEV_SERIAL]);
+	if (err) {
+		bad = "PCI configuration";
+		goto out;
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		err = kvm_virtio_pci__load(vp[i], &p.virtio[i].st);
+		if (err) {
+			bad = "virtio device";
+			goto out;
+		}
+	}
+	err = kvm_serial__load(&pc->serial, p.model[0], p.len[0]);
+	if (err) {
+		bad = "UART";
+		goto out;
+	}
+	err = kvm_i8042__load(&pc->i8042, p.model[1], p.len[1]);
+	if (err) {
+		bad = "i8042";
+		goto out;
+	}
+	err = kvm_rtc__load(&pc->rtc, p.model[2], p.len[2]);
+	if (err)
+		bad = "RTC";
+out:
+	pc->irq_quiet = false;
+	if (err)
+		return kemari_err(
+			err,
+			"device state: the %s state does not fit this VM: run the same build with the same --disk/--net on both sides",
+			bad);
+	return 0;
+}
+
+int kvm_pc__reattach(struct kvm_vm *vm, bool kick)
+{
+	struct kvm_pc *pc = pc_of(vm);
+	struct kvm_virtio_pci *vp[PC_NVIRTIO];
+	uint8_t slot[PC_NVIRTIO];
+	unsigned int n = pc__virtio(pc, vp, slot);
+
+	for (unsigned int i = 0; i < n; i++) {
+		uint32_t pending;
+		int err = kvm_virtio_pci__reattach(vp[i], &pending);
+
+		for (unsigned int q = 0; !err && kick && pending >> q; q++)
+			if (pending & (1U << q))
+				err = kvm_virtio_pci__kick(vp[i], q);
+		if (err)
+			return err;
+	}
+	return 0;
 }
