@@ -189,7 +189,7 @@ check-run: all tests linux-guest-test
 	$(Q)echo "== the Linux guest image (make linux-guest) under QEMU TCG"
 	$(Q)BUILD=$(BUILD) tests/linux-guest-qemu.sh; rc=$$?; \
 	if [ $$rc -eq 77 ]; then echo "linux-guest-qemu: SKIPPED"; exit 0; fi; exit $$rc
-	$(Q)echo "== KVM integration tests (tcp)"
+	$(Q)echo "== KVM integration tests (tcp; the Linux guest)"
 	$(Q)tests/rerun-once.sh "KVM integration (tcp)" \
 		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
 ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
