@@ -485,9 +485,13 @@ Test(replication, image_mismatch_refused)
 
 Test(replication, protocol_version_mismatch_refused)
 {
+	char want[80];
+
 	primary_version = "99";
-	expect_refusal("--guest=@B/guests/kvstore.elf", NULL,
-		       "protocol version 99 on the primary but 1 here");
+	snprintf(want, sizeof(want),
+		 "protocol version 99 on the primary but %d here",
+		 KEMARI_PROTO_VERSION);
+	expect_refusal("--guest=@B/guests/kvstore.elf", NULL, want);
 }
 
 /* --- hand-made streams ---------------------------------------------------- */
