@@ -838,36 +838,6 @@ static int kvm_cpu__set(struct kvm_vcpu *vcpu, unsigned long req,
 	return 0;
 }
 
-/*
- * The FPU/XSAVE state only if it differs from what the vCPU holds: setting
- * a state equal to the current one changes nothing, and a guest that never
- * touched the FPU (the freestanding ones) then never takes KVM_SET_XSAVE's
- * path at all. Inside the emulated test VM that path is where takeovers
- * crashed (docs/testing.md): a kernel panic of the emulated machine itself
- * ("corrupted stack end") in the VMM's thread, guest tables intact.
- */
-static int kvm_cpu__set_changed(struct kvm_vcpu *vcpu, unsigned long get,
-				unsigned long set, const void *val,
-				uint32_t len, size_t want, const char *what)
-{
-	void *cur;
-	bool same;
-
-	if (len < want)
-		return kvm_cpu__set(vcpu, set, val, len, want, what);
-	cur = calloc(1, want);
-	if (!cur)
-		return -ENOMEM;
-	same = ioctl(vcpu->fd, get, cur) == 0 && !memcmp(cur, val, want);
-	free(cur);
-	if (same) {
-		kemari_debug("restoring vCPU %u: %s as it is, not set",
-			     vcpu->id, what);
-		return 0;
-	}
-	return kvm_cpu__set(vcpu, set, val, len, want, what);
-}
-
 int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len)
 {
 	/* Order matters: SREGS (modes) before REGS, MSRs after both. */
@@ -918,14 +888,14 @@ int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len)
 				seen_regs++;
 				break;
 			case CPU_TAG_XCRS:
-				err = kvm_cpu__set_changed(
-					v, KVM_GET_XCRS, KVM_SET_XCRS, val, n,
-					sizeof(struct kvm_xcrs), "XCRs");
+				err = kvm_cpu__set(v, KVM_SET_XCRS, val, n,
+						   sizeof(struct kvm_xcrs),
+						   "XCRs");
 				break;
 			case CPU_TAG_XSAVE:
-				err = kvm_cpu__set_changed(
-					v, KVM_GET_XSAVE, KVM_SET_XSAVE, val, n,
-					sizeof(struct kvm_xsave), "XSAVE area");
+				err = kvm_cpu__set(v, KVM_SET_XSAVE, val, n,
+						   sizeof(struct kvm_xsave),
+						   "XSAVE area");
 				break;
 			case CPU_TAG_FPU:
 				err = kvm_cpu__set(v, KVM_SET_FPU, val, n,

@@ -84,11 +84,10 @@ static int kvm_vm__map_ram(struct kvm_vm *vm)
 	 * Guest RAM is populated and locked: a paused guest must not wait
 	 * for the host to page its memory back in (that would be pause
 	 * time), RDMA pins it anyway, and the kernel then has no reason to
-	 * reclaim or unmap its pages under a running guest. Measured inside
-	 * the emulated test VM, where takeovers crashed the new primary's
-	 * guest now and then: 2 of 20 demos with unlocked RAM, none of 15
-	 * locked (docs/testing.md). Without the privilege (RLIMIT_MEMLOCK)
-	 * it runs unlocked, and says so.
+	 * reclaim or unmap its pages under a running guest. (It was tried
+	 * against the guest crashes inside the emulated test VM and did not
+	 * stop them: docs/testing.md.) Without the privilege
+	 * (RLIMIT_MEMLOCK) it runs unlocked, and says so.
 	 */
 	if (mlock(p, vm->ram_size) < 0)
 		kemari_warn(
