@@ -440,10 +440,12 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 	if (cfg->hv_cfg.kernel && cfg->role != KEMARI_ROLE_STANDALONE) {
 		fprintf(stderr,
 			"kemari-run: error: --kernel with --role=%s: replicating a Linux guest is not there yet (its VM state is not complete); run it standalone\n",
-			cfg->role == KEMARI_ROLE_PRIMARY ? "primary" : "secondary");
+			cfg->role == KEMARI_ROLE_PRIMARY ? "primary"
+							 : "secondary");
 		return -EINVAL;
 	}
-	if ((cfg->hv_cfg.initrd || cfg->hv_cfg.cmdline) && !cfg->hv_cfg.kernel) {
+	if ((cfg->hv_cfg.initrd || cfg->hv_cfg.cmdline) &&
+	    !cfg->hv_cfg.kernel) {
 		fprintf(stderr,
 			"kemari-run: error: --initrd and --append need --kernel=BZIMAGE\n");
 		return -EINVAL;

@@ -348,7 +348,8 @@ Test(standalone, guest_corrupt_stack_pointer_is_reported)
 {
 	expect_error("--guest=@B/guests/fault.elf --guest-arg=mode=badstack",
 		     "panic: CPU exception 8 (#DF)");
-	cr_assert(h_log_has(log_, "RSP 0x4000000000 (a fault while delivering"));
+	cr_assert(
+		h_log_has(log_, "RSP 0x4000000000 (a fault while delivering"));
 	cr_assert(not(h_log_has(log_, "triple fault")));
 }
 

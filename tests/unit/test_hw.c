@@ -13,12 +13,12 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "../../hv/kvm/boot/linux_boot.h"
 #include "../../hv/kvm/hw/hw.h"
 #include "../../hv/kvm/hw/i8042.h"
 #include "../../hv/kvm/hw/pci.h"
 #include "../../hv/kvm/hw/rtc.h"
 #include "../../hv/kvm/hw/serial.h"
-#include "../../hv/kvm/boot/linux_boot.h"
 #include "kemari/buf.h"
 
 #define GiB (1ULL << 30)

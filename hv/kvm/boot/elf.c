@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "kemari/kemari.h"
 #include "../kvm.h"
+#include "kemari/kemari.h"
 
 #define PTE_P 0x1ULL
 #define PTE_RW 0x2ULL

@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../kvm.h"
 #include "kemari/abi.h"
 #include "kemari/kemari.h"
-#include "../kvm.h"
 
 int kvm_disk__open(const char *path, uint64_t size, int *out, uint64_t *bytes)
 {

@@ -18,8 +18,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "kemari/kemari.h"
 #include "../kvm.h"
+#include "kemari/kemari.h"
 
 /* 52:54:00 is the locally used KVM/QEMU prefix; "KM" and 1. */
 static const uint8_t kvm_tap_default_mac[6] = { 0x52, 0x54, 0x00,

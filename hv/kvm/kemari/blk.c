@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "kemari/kemari.h"
 #include "../kvm.h"
+#include "kemari/kemari.h"
 
 struct kvm_blk {
 	struct kvm_dev dev;

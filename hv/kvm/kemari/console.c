@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kemari/kemari.h"
 #include "../kvm.h"
+#include "kemari/kemari.h"
 
 #define CONSOLE_LINE_MAX 256
 #define CONSOLE_RATE 200 /* lines per second, with a burst of as many */

@@ -8,9 +8,9 @@
 #include <poll.h>
 #include <string.h>
 
+#include "../kvm.h"
 #include "kemari/buf.h"
 #include "kemari/kemari.h"
-#include "../kvm.h"
 
 int kvm_dev__register(struct kvm_vm *vm, struct kvm_dev *dev, uint32_t type,
 		      unsigned int nqueues, uint64_t capacity)
