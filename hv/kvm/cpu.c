@@ -146,29 +146,32 @@ static void seg_flat(struct kvm_segment *s, uint16_t sel, uint8_t type)
 	s->db = 1;
 }
 
-int kvm_cpu__set_boot_state(struct kvm_vcpu *vcpu, uint64_t entry)
+int kvm_cpu__set_boot_state(struct kvm_vcpu *vcpu,
+			    const struct kvm_boot_entry *b)
 {
 	struct kvm_sregs sregs;
 	struct kvm_regs regs;
 
 	if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
 		return kemari_err(-errno, "KVM_GET_SREGS: %s", strerror(errno));
-	seg_flat(&sregs.cs, 0x08, 11);
+	seg_flat(&sregs.cs, b->cs, 11);
 	sregs.cs.l = 1;
 	sregs.cs.db = 0;
-	seg_flat(&sregs.ds, 0x10, 3);
+	seg_flat(&sregs.ds, b->ds, 3);
 	sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
-	memset(&sregs.tr, 0, sizeof(sregs.tr));
-	sregs.tr.selector = 0x18;
-	sregs.tr.limit = 0x67;
-	sregs.tr.type = 11;
-	sregs.tr.present = 1;
-	sregs.ldt.unusable = 1;
-	sregs.gdt.base = KVM_GDT_GPA;
-	sregs.gdt.limit = 5 * 8 - 1;
+	if (b->tr) {
+		memset(&sregs.tr, 0, sizeof(sregs.tr));
+		sregs.tr.selector = b->tr;
+		sregs.tr.limit = 0x67;
+		sregs.tr.type = 11;
+		sregs.tr.present = 1;
+		sregs.ldt.unusable = 1;
+	}
+	sregs.gdt.base = b->gdt_base;
+	sregs.gdt.limit = b->gdt_limit;
 	sregs.idt.base = 0;
 	sregs.idt.limit = 0;
-	sregs.cr3 = KVM_PML4_GPA;
+	sregs.cr3 = b->cr3;
 	sregs.cr4 = 0x20;	/* PAE */
 	sregs.cr0 = 0x80050033; /* PG WP NE ET MP PE */
 	sregs.efer = 0x500;	/* LME LMA */
@@ -176,10 +179,10 @@ int kvm_cpu__set_boot_state(struct kvm_vcpu *vcpu, uint64_t entry)
 		return kemari_err(-errno, "KVM_SET_SREGS: %s", strerror(errno));
 
 	memset(&regs, 0, sizeof(regs));
-	regs.rip = entry;
-	regs.rdi = KEMARI_BOOTINFO_GPA;
-	regs.rsi = vcpu->id; /* the guest parks every vCPU but 0 */
-	regs.rflags = 0x2;
+	regs.rip = b->rip;
+	regs.rdi = b->rdi;
+	regs.rsi = b->rsi;
+	regs.rflags = 0x2; /* interrupts off */
 	if (ioctl(vcpu->fd, KVM_SET_REGS, &regs) < 0)
 		return kemari_err(-errno, "KVM_SET_REGS: %s", strerror(errno));
 	return 0;

@@ -18,9 +18,7 @@
 #define KVM_MAX_RAM (16ULL << 30)
 #define KVM_MIN_RAM (2ULL << 20)
 #define KVM_GDT_GPA 0x1000ULL
-#define KVM_PML4_GPA 0x2000ULL
-#define KVM_PDPT_GPA 0x3000ULL
-#define KVM_PD_GPA 0x4000ULL
+#define KVM_PML4_GPA 0x2000ULL /* then the PDPT, then a PD per GiB */
 /* PC platform: pages KVM itself needs below 4 GiB, inside the PCI hole. */
 #define KVM_PC_IDENTITY_MAP_GPA 0xfeffc000ULL
 #define KVM_PC_TSS_GPA 0xfeffd000ULL
@@ -215,6 +213,9 @@ int kvm_state__kvmclock_ctrl(struct kvm_vm *vm);
 int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,
 		       uint64_t *image_end);
 int kvm_boot__setup(struct kvm_vm *vm, const char *path);
+/* Identity-map [0, limit) with 2 MiB pages: PML4 at pml4, PDPT on the next
+ * page, then one PD page per GiB. */
+void kvm_boot__identity_map(struct kvm_vm *vm, uint64_t pml4, uint64_t limit);
 
 /*
  * hw/disk.c: open --disk read-write, creating it zero-filled at size bytes
@@ -266,7 +267,19 @@ int kvm_pc__reattach(struct kvm_vm *vm, bool kick);
 /* cpu.c: vCPUs, run loop, pause, state */
 int kvm_cpu__create(struct kvm_vm *vm, unsigned int id);
 void kvm_cpu__destroy(struct kvm_vcpu *vcpu);
-int kvm_cpu__set_boot_state(struct kvm_vcpu *vcpu, uint64_t entry);
+/*
+ * Straight into 64-bit mode, as both loaders enter their guests: flat code
+ * and data segments of the GDT at gdt_base, paging on with the tables at
+ * cr3, interrupts off, no IDT; a busy TSS at selector tr unless it is 0.
+ */
+struct kvm_boot_entry {
+	uint16_t cs, ds, tr;
+	uint16_t gdt_limit;
+	uint64_t gdt_base, cr3;
+	uint64_t rip, rdi, rsi;
+};
+int kvm_cpu__set_boot_state(struct kvm_vcpu *vcpu,
+			    const struct kvm_boot_entry *b);
 int kvm_cpu__run_all(struct kvm_vm *vm);
 int kvm_cpu__pause(struct kvm_vm *vm);
 int kvm_cpu__resume(struct kvm_vm *vm);

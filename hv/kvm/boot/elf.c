@@ -156,26 +156,27 @@ err_close:
  * a page that dirty tracking has just write-protected (a fault inside a
  * page walk, possibly inside an exception delivery).
  */
-static void kvm_boot__page_tables(struct kvm_vm *vm)
+void kvm_boot__identity_map(struct kvm_vm *vm, uint64_t pml4_gpa,
+			    uint64_t limit)
 {
-	uint64_t *pml4 = (uint64_t *)(vm->ram + KVM_PML4_GPA);
-	uint64_t *pdpt = (uint64_t *)(vm->ram + KVM_PDPT_GPA);
-	uint64_t gib = (vm->ram_size + (1ULL << 30) - 1) >> 30;
+	uint64_t pdpt_gpa = pml4_gpa + 4096, pd_gpa = pml4_gpa + 2 * 4096;
+	uint64_t *pml4 = kvm_vm__gpa(vm, pml4_gpa, 4096);
+	uint64_t *pdpt = kvm_vm__gpa(vm, pdpt_gpa, 4096);
+	uint64_t gib = (limit + (1ULL << 30) - 1) >> 30;
 
 	memset(pml4, 0, 4096);
 	memset(pdpt, 0, 4096);
-	pml4[0] = KVM_PDPT_GPA | PTE_P | PTE_RW | PTE_A;
+	pml4[0] = pdpt_gpa | PTE_P | PTE_RW | PTE_A;
 	for (uint64_t g = 0; g < gib; g++) {
-		uint64_t *pd = (uint64_t *)(vm->ram + KVM_PD_GPA + g * 4096);
+		uint64_t *pd = kvm_vm__gpa(vm, pd_gpa + g * 4096, 4096);
 
-		pdpt[g] = (KVM_PD_GPA + g * 4096) | PTE_P | PTE_RW | PTE_A;
+		pdpt[g] = (pd_gpa + g * 4096) | PTE_P | PTE_RW | PTE_A;
 		for (uint64_t i = 0; i < 512; i++) {
 			uint64_t pa = (g << 30) | (i << 21);
 
-			pd[i] = pa < vm->ram_size
-					? pa | PTE_P | PTE_RW | PTE_PS | PTE_A |
-						  PTE_D
-					: 0;
+			pd[i] = pa < limit ? pa | PTE_P | PTE_RW | PTE_PS |
+						     PTE_A | PTE_D
+					   : 0;
 		}
 	}
 }
@@ -200,12 +201,24 @@ int kvm_boot__setup(struct kvm_vm *vm, const char *path)
 	if (err)
 		return err;
 	kvm_boot__gdt(vm);
-	kvm_boot__page_tables(vm);
+	kvm_boot__identity_map(vm, KVM_PML4_GPA, vm->ram_size);
 	err = kvm_dev__write_bootinfo(vm, image_end);
 	if (err)
 		return err;
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
-		err = kvm_cpu__set_boot_state(&vm->vcpus[i], entry);
+		struct kvm_boot_entry b = {
+			.cs = 0x08,
+			.ds = 0x10,
+			.tr = 0x18,
+			.gdt_base = KVM_GDT_GPA,
+			.gdt_limit = 5 * 8 - 1,
+			.cr3 = KVM_PML4_GPA,
+			.rip = entry,
+			.rdi = KEMARI_BOOTINFO_GPA,
+			.rsi = i, /* the guest parks every vCPU but 0 */
+		};
+
+		err = kvm_cpu__set_boot_state(&vm->vcpus[i], &b);
 		if (err)
 			return err;
 	}

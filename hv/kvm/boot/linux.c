@@ -23,20 +23,12 @@
 /* Guest-physical layout of what the loader writes below 1 MiB. */
 #define LINUX_GDT_GPA 0x500ULL
 #define LINUX_ZERO_PAGE_GPA 0x7000ULL
-#define LINUX_PML4_GPA 0x9000ULL
-#define LINUX_PDPT_GPA 0xa000ULL
-#define LINUX_PD_GPA 0xb000ULL /* 4 pages: 4 GiB of 2 MiB pages */
+#define LINUX_PML4_GPA 0x9000ULL /* then the PDPT and 4 PDs: 4 GiB mapped */
 #define LINUX_CMDLINE_GPA 0x20000ULL
 #define LINUX_CMDLINE_MAX 0x10000ULL
 #define LINUX_MPTABLE_GPA KVM_E820_EBDA_START
 #define LINUX_BOOT_CS 0x10
 #define LINUX_BOOT_DS 0x18
-
-#define PTE_P 0x1ULL
-#define PTE_RW 0x2ULL
-#define PTE_A 0x20ULL
-#define PTE_D 0x40ULL
-#define PTE_PS 0x80ULL
 
 /* The whole file, for the header check and the copy. */
 static int linux__read_file(const char *what, const char *path, void **out,
@@ -92,71 +84,6 @@ static void linux__gdt(struct kvm_vm *vm)
 	gdt[1] = 0;
 	gdt[2] = 0x00af9b000000ffffULL; /* __BOOT_CS: 64-bit code */
 	gdt[3] = 0x00cf93000000ffffULL; /* __BOOT_DS: data */
-}
-
-/* Identity-map the low 4 GiB with 2 MiB pages, A/D preset (see boot.c). */
-static void linux__page_tables(struct kvm_vm *vm)
-{
-	uint64_t *pml4 = kvm_vm__gpa(vm, LINUX_PML4_GPA, 4096);
-	uint64_t *pdpt = kvm_vm__gpa(vm, LINUX_PDPT_GPA, 4096);
-
-	memset(pml4, 0, 4096);
-	memset(pdpt, 0, 4096);
-	pml4[0] = LINUX_PDPT_GPA | PTE_P | PTE_RW | PTE_A;
-	for (uint64_t g = 0; g < 4; g++) {
-		uint64_t *pd = kvm_vm__gpa(vm, LINUX_PD_GPA + g * 4096, 4096);
-
-		pdpt[g] = (LINUX_PD_GPA + g * 4096) | PTE_P | PTE_RW | PTE_A;
-		for (uint64_t i = 0; i < 512; i++)
-			pd[i] = (g << 30 | i << 21) | PTE_P | PTE_RW | PTE_PS |
-				PTE_A | PTE_D;
-	}
-}
-
-static int linux__boot_cpu(struct kvm_vcpu *vcpu, uint64_t entry)
-{
-	struct kvm_sregs sregs;
-	struct kvm_regs regs;
-	struct kvm_segment code = {
-		.selector = LINUX_BOOT_CS,
-		.limit = 0xffffffff,
-		.type = 11,
-		.present = 1,
-		.s = 1,
-		.l = 1,
-		.g = 1,
-	};
-	struct kvm_segment data = {
-		.selector = LINUX_BOOT_DS,
-		.limit = 0xffffffff,
-		.type = 3,
-		.present = 1,
-		.s = 1,
-		.db = 1,
-		.g = 1,
-	};
-
-	if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
-		return kemari_err(-errno, "KVM_GET_SREGS: %s", strerror(errno));
-	sregs.cs = code;
-	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
-	sregs.gdt.base = LINUX_GDT_GPA;
-	sregs.gdt.limit = 4 * 8 - 1;
-	sregs.idt.base = 0;
-	sregs.idt.limit = 0;
-	sregs.cr3 = LINUX_PML4_GPA;
-	sregs.cr4 = 0x20;	/* PAE */
-	sregs.cr0 = 0x80050033; /* PG WP NE ET MP PE */
-	sregs.efer = 0x500;	/* LME LMA */
-	if (ioctl(vcpu->fd, KVM_SET_SREGS, &sregs) < 0)
-		return kemari_err(-errno, "KVM_SET_SREGS: %s", strerror(errno));
-	memset(&regs, 0, sizeof(regs));
-	regs.rip = entry;
-	regs.rsi = LINUX_ZERO_PAGE_GPA;
-	regs.rflags = 0x2; /* interrupts off */
-	if (ioctl(vcpu->fd, KVM_SET_REGS, &regs) < 0)
-		return kemari_err(-errno, "KVM_SET_REGS: %s", strerror(errno));
-	return 0;
 }
 
 /* The kernel unpacks itself to init_size bytes from its load address. */
@@ -259,8 +186,18 @@ int kvm_linux__load(struct kvm_vm *vm)
 		goto out;
 	}
 	linux__gdt(vm);
-	linux__page_tables(vm);
-	err = linux__boot_cpu(&vm->vcpus[0], load + 0x200);
+	/* The low 4 GiB: kernel, zero page, command line and initrd. */
+	kvm_boot__identity_map(vm, LINUX_PML4_GPA, 4ULL << 30);
+	err = kvm_cpu__set_boot_state(&vm->vcpus[0],
+				      &(struct kvm_boot_entry){
+					      .cs = LINUX_BOOT_CS,
+					      .ds = LINUX_BOOT_DS,
+					      .gdt_base = LINUX_GDT_GPA,
+					      .gdt_limit = 4 * 8 - 1,
+					      .cr3 = LINUX_PML4_GPA,
+					      .rip = load + 0x200,
+					      .rsi = LINUX_ZERO_PAGE_GPA,
+				      });
 	if (!err)
 		vm->loaded = true;
 out:
