@@ -64,12 +64,17 @@ static void usage(FILE *f)
 		"                              epoch EPOCH or later; PHASE is sync, before-push,\n"
 		"                              mid-push, after-push, after-commit or after-ack;\n"
 		"                              guest-crash: the primary's guest triple-faults\n"
-		"                              after the ack of EPOCH (the VMM lives on)\n"
+		"                              after the ack of EPOCH (the VMM lives on);\n"
+		"                              EPOCH SIGUSR2: the first epoch begun after a\n"
+		"                              SIGUSR2 (e.g. once a Linux guest serves)\n"
 		"  --stretch-pause=MS[:EVERY]  testing: sleep MS ms inside the paused window of\n"
 		"                              every EVERY-th epoch (default 100)\n"
 		"  --verify-replica[=EVERY]    testing: hash every page at every (EVERY-th)\n"
 		"                              commit; the primary names pages changed but not\n"
 		"                              reported, the secondary replica pages that differ\n"
+		"  --verify-restore            testing: after every epoch the primary loads its\n"
+		"                              own saved vCPU, platform and device state back\n"
+		"                              before the guest resumes (finds missing state)\n"
 		"\n"
 		"Other:\n"
 		"  --no-progress         no initial-sync progress bar\n"
@@ -80,7 +85,7 @@ static void usage(FILE *f)
 		"  --version\n"
 		"\n"
 		"Signals: SIGINT/SIGTERM stop cleanly (guest paused, disk flushed);\n"
-		"SIGUSR1 prints the pause-time summary.\n");
+		"SIGUSR1 prints the pause-time summary; SIGUSR2 arms --fault=PHASE:SIGUSR2.\n");
 }
 
 static void on_stop(int sig)
@@ -95,6 +100,13 @@ static void on_summary(int sig)
 	(void)sig;
 	if (g_engine)
 		kemari_engine__request_summary(g_engine);
+}
+
+static void on_arm_fault(int sig)
+{
+	(void)sig;
+	if (g_engine)
+		kemari_engine__arm_fault(g_engine);
 }
 
 static void fault_kill(enum kemari_fault f, uint64_t epoch)
@@ -135,6 +147,7 @@ enum {
 	OPT_FAULT,
 	OPT_STRETCH,
 	OPT_VERIFY_REPLICA,
+	OPT_VERIFY_RESTORE,
 	OPT_NO_PROGRESS,
 	OPT_LIST_TRANSPORTS,
 	OPT_VERSION,
@@ -170,6 +183,7 @@ static const struct option long_opts[] = {
 	{ "fault", required_argument, NULL, OPT_FAULT },
 	{ "stretch-pause", required_argument, NULL, OPT_STRETCH },
 	{ "verify-replica", optional_argument, NULL, OPT_VERIFY_REPLICA },
+	{ "verify-restore", no_argument, NULL, OPT_VERIFY_RESTORE },
 	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
 	{ "list-transports", no_argument, NULL, OPT_LIST_TRANSPORTS },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -374,7 +388,7 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			if (kemari_fault__parse(optarg, &cfg->fault,
 						&cfg->fault_epoch)) {
 				fprintf(stderr,
-					"kemari-run: error: --fault=%s: use PHASE[:EPOCH] with PHASE one of sync, before-push, mid-push, after-push, after-commit, after-ack, guest-crash\n",
+					"kemari-run: error: --fault=%s: use PHASE[:EPOCH|:SIGUSR2] with PHASE one of sync, before-push, mid-push, after-push, after-commit, after-ack, guest-crash\n",
 					optarg);
 				return -EINVAL;
 			}
@@ -401,6 +415,9 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			if (optarg && parse_uint("verify-replica", optarg, 1,
 						 1000000, &cfg->verify_every))
 				return -EINVAL;
+			break;
+		case OPT_VERIFY_RESTORE:
+			cfg->verify_restore = true;
 			break;
 		case OPT_NO_PROGRESS:
 			cfg->progress = false;
@@ -437,11 +454,9 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			"kemari-run: error: --guest=ELF and --kernel=BZIMAGE exclude each other: pick a freestanding image or a Linux kernel\n");
 		return -EINVAL;
 	}
-	if (cfg->hv_cfg.kernel && cfg->role != KEMARI_ROLE_STANDALONE) {
+	if (cfg->verify_restore && cfg->role != KEMARI_ROLE_PRIMARY) {
 		fprintf(stderr,
-			"kemari-run: error: --kernel with --role=%s: replicating a Linux guest is not there yet (its VM state is not complete); run it standalone\n",
-			cfg->role == KEMARI_ROLE_PRIMARY ? "primary"
-							 : "secondary");
+			"kemari-run: error: --verify-restore checks the state a primary saves each epoch: use it with --role=primary\n");
 		return -EINVAL;
 	}
 	if ((cfg->hv_cfg.initrd || cfg->hv_cfg.cmdline) &&
@@ -516,6 +531,8 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sa.sa_handler = on_summary;
 	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = on_arm_fault;
+	sigaction(SIGUSR2, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	ret = kemari_engine__create(&g_engine, &cfg);

@@ -40,7 +40,9 @@ int kemari_fault__parse(const char *s, enum kemari_fault *f, uint64_t *epoch)
 			continue;
 		*f = (enum kemari_fault)i;
 		*epoch = 0;
-		if (colon) {
+		if (colon && !strcmp(colon + 1, "SIGUSR2")) {
+			*epoch = KEMARI_FAULT_ON_SIGNAL;
+		} else if (colon) {
 			errno = 0;
 			*epoch = strtoull(colon + 1, &end, 10);
 			if (errno || *end || end == colon + 1)
@@ -51,11 +53,30 @@ int kemari_fault__parse(const char *s, enum kemari_fault *f, uint64_t *epoch)
 	return -EINVAL;
 }
 
+/*
+ * Whether fault f is due in this epoch. A signal-armed fault picks the
+ * epoch after the one in which it first sees the signal, so that every
+ * phase of that epoch still lies ahead of it.
+ */
+bool engine__fault_due(struct kemari_engine *e, enum kemari_fault f,
+		       uint64_t epoch)
+{
+	if (e->cfg.fault != f)
+		return false;
+	if (f == KEMARI_FAULT_SYNC)
+		return true;
+	if (e->cfg.fault_epoch != KEMARI_FAULT_ON_SIGNAL)
+		return epoch >= e->cfg.fault_epoch;
+	if (!atomic_load(&e->fault_armed))
+		return false;
+	if (!e->fault_at)
+		e->fault_at = epoch + 1;
+	return epoch >= e->fault_at;
+}
+
 void engine__fault(struct kemari_engine *e, enum kemari_fault f, uint64_t epoch)
 {
-	if (e->cfg.fault != f || !e->cfg.fault_hook)
-		return;
-	if (f != KEMARI_FAULT_SYNC && epoch < e->cfg.fault_epoch)
+	if (!e->cfg.fault_hook || !engine__fault_due(e, f, epoch))
 		return;
 	kemari_warn("fault injection: crashing at %s of epoch %llu",
 		    kemari_fault__name(f), (unsigned long long)epoch);
@@ -106,6 +127,18 @@ int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h)
 	h->image_hash = e->image_hash;
 	h->ncpus = e->cfg.hv_cfg.ncpus;
 	snprintf(h->hv, sizeof(h->hv), "%s", e->cfg.hv->name);
+	if (e->hv && e->hv->ops->tsc_khz) {
+		bool scale = false;
+		int err = e->hv->ops->tsc_khz(e->hv, &h->tsc_khz, &scale);
+
+		if (err)
+			return err;
+		if (scale)
+			h->flags |= KEMARI_HELLO_TSC_SCALING;
+	}
+	/* Tests of the TSC refusal pose as a host at another frequency. */
+	if (getenv("KEMARI_TEST_TSC_KHZ"))
+		h->tsc_khz = (uint32_t)atoi(getenv("KEMARI_TEST_TSC_KHZ"));
 	return 0;
 }
 
@@ -216,6 +249,11 @@ void kemari_engine__stop(struct kemari_engine *e)
 	atomic_store(&e->stop, true);
 	if (e->hv)
 		e->hv->ops->stop(e->hv);
+}
+
+void kemari_engine__arm_fault(struct kemari_engine *e)
+{
+	atomic_store(&e->fault_armed, true);
 }
 
 void kemari_engine__request_summary(struct kemari_engine *e)

@@ -59,6 +59,7 @@ struct kemari_engine {
 	bool protected; /* a secondary holds our last epoch */
 	bool paused_for_loss;
 	bool crash_injected; /* --fault=guest-crash done */
+	uint64_t restores;   /* --verify-restore: own state loaded back */
 
 	/* Secondary */
 	uint8_t *shadow; /* receive buffers: RAM-sized */
@@ -75,11 +76,15 @@ struct kemari_engine {
 	uint64_t last_rx_ns, last_tx_ns;
 	atomic_bool stop;
 	atomic_bool summary_req;
+	atomic_bool fault_armed; /* --fault=PHASE:SIGUSR2 got its signal */
+	uint64_t fault_at;	 /* ... and fires from this epoch on */
 	struct kemari_metrics metrics;
 };
 
 /* engine.c */
 int engine__tick_common(struct kemari_engine *e);
+bool engine__fault_due(struct kemari_engine *e, enum kemari_fault f,
+		       uint64_t epoch);
 void engine__fault(struct kemari_engine *e, enum kemari_fault f,
 		   uint64_t epoch);
 int engine__run_guest(struct kemari_engine *e);

@@ -68,6 +68,28 @@ static int primary__capture_state(struct kemari_engine *e)
 	return 0;
 }
 
+/*
+ * --verify-restore: the state just saved, loaded back into this VM before
+ * the guest resumes. Whatever the save misses (a register, an MSR, a
+ * device's queue index) is then lost here, every epoch, on the primary,
+ * where it shows as a guest that misbehaves long before a takeover would.
+ */
+static int primary__restore_own(struct kemari_engine *e)
+{
+	int err = e->hv->ops->load_cpu(e->hv, e->cpu_state.data,
+				       e->cpu_state.len);
+
+	err = err ?: e->hv->ops->load_dev(e->hv, e->dev_state.data,
+					  e->dev_state.len);
+	if (err)
+		return kemari_err(
+			err,
+			"--verify-restore: this VM refused its own saved state: %s",
+			kemari_last_error(err));
+	e->restores++;
+	return 0;
+}
+
 /* The captured state as the epoch's CPU_STATE and DEV_STATE messages. */
 static int primary__send_state(struct kemari_engine *e, uint64_t epoch)
 {
@@ -201,8 +223,8 @@ static int primary__handshake(struct kemari_engine *e)
 	struct kemari_msg m;
 	int err;
 
-	engine__handshake_hello(e, &h);
-	err = primary__send(e, KEMARI_MSG_HELLO, 0, &h, sizeof(h));
+	err = engine__handshake_hello(e, &h);
+	err = err ?: primary__send(e, KEMARI_MSG_HELLO, 0, &h, sizeof(h));
 	if (err)
 		return err;
 	err = e->conn->ops->recv(e->conn, &m, HANDSHAKE_MS);
@@ -384,8 +406,8 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 		return err;
 	t2 = kemari_now_ns();
 	engine__fault(e, KEMARI_FAULT_BEFORE_PUSH, epoch);
-	if (e->cfg.fault == KEMARI_FAULT_MID_PUSH &&
-	    epoch >= e->cfg.fault_epoch && e->dirty.count > 0) {
+	if (engine__fault_due(e, KEMARI_FAULT_MID_PUSH, epoch) &&
+	    e->dirty.count > 0) {
 		n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
 		if (n < 0)
 			return (int)n;
@@ -434,8 +456,13 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	s->push_us = (t3 - t2) / 1000;
 	s->commit_ack_us = (kemari_now_ns() - t3) / 1000;
 	engine__fault(e, KEMARI_FAULT_AFTER_ACK, epoch);
-	if (e->cfg.fault == KEMARI_FAULT_GUEST_CRASH && !e->crash_injected &&
-	    epoch >= e->cfg.fault_epoch) {
+	if (e->cfg.verify_restore) {
+		err = primary__restore_own(e);
+		if (err)
+			return err;
+	}
+	if (!e->crash_injected &&
+	    engine__fault_due(e, KEMARI_FAULT_GUEST_CRASH, epoch)) {
 		kemari_warn(
 			"fault injection: the guest dies after epoch %llu was acknowledged",
 			(unsigned long long)epoch);
@@ -660,5 +687,9 @@ int primary__run(struct kemari_engine *e)
 	if (e->protected)
 		primary__hand_over(e, status);
 	verify__report(e);
+	if (e->cfg.verify_restore)
+		kemari_info(
+			"restore check: the guest ran on its own restored state after each of %llu epochs",
+			(unsigned long long)e->restores);
 	return status;
 }

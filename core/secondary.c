@@ -49,6 +49,23 @@ static void secondary__refuse(struct kemari_engine *e, const char *why)
 	secondary__send(e, KEMARI_MSG_REFUSE, 0, why, (uint32_t)strlen(why));
 }
 
+/*
+ * A guest that moves to a TSC more than 250 ppm off (NTP's limit) needs
+ * this host's TSC scaling; 0 on either side means time does not depend on
+ * it (a freestanding guest, a hypervisor that does not say).
+ */
+static bool secondary__tsc_differs(const struct kemari_hello *p,
+				   const struct kemari_hello *mine)
+{
+	uint64_t diff = p->tsc_khz > mine->tsc_khz ? p->tsc_khz - mine->tsc_khz
+						   : mine->tsc_khz - p->tsc_khz;
+
+	if (!p->tsc_khz || !mine->tsc_khz ||
+	    (mine->flags & KEMARI_HELLO_TSC_SCALING))
+		return false;
+	return diff * 4000 > mine->tsc_khz;
+}
+
 static int secondary__handshake(struct kemari_engine *e)
 {
 	struct kemari_hello h, mine;
@@ -59,13 +76,21 @@ static int secondary__handshake(struct kemari_engine *e)
 	err = e->conn->ops->recv(e->conn, &m, HANDSHAKE_MS);
 	if (err)
 		return kemari_err(err, "handshake: %s", kemari_last_error(err));
-	if (m.type != KEMARI_MSG_HELLO || m.len != sizeof(h))
+	err = engine__handshake_hello(e, &mine);
+	if (err)
+		return err;
+	/* The version first: another version's HELLO may have another size. */
+	memset(&h, 0, sizeof(h));
+	if (m.type == KEMARI_MSG_HELLO && m.len >= sizeof(h.proto_version))
+		memcpy(&h.proto_version, m.payload, sizeof(h.proto_version));
+	if (m.type != KEMARI_MSG_HELLO ||
+	    (m.len != sizeof(h) && h.proto_version == mine.proto_version))
 		return kemari_err(
 			-EBADMSG,
 			"handshake: expected HELLO, got %s of %u bytes",
 			kemari_wire__type_name(m.type), m.len);
-	memcpy(&h, m.payload, sizeof(h));
-	engine__handshake_hello(e, &mine);
+	if (m.len == sizeof(h))
+		memcpy(&h, m.payload, sizeof(h));
 	why[0] = 0;
 	if (h.proto_version != mine.proto_version)
 		snprintf(
@@ -93,6 +118,11 @@ static int secondary__handshake(struct kemari_engine *e)
 			why, sizeof(why),
 			"%u vCPUs on the primary but %u here: use the same --cpus",
 			h.ncpus, mine.ncpus);
+	else if (secondary__tsc_differs(&h, &mine))
+		snprintf(
+			why, sizeof(why),
+			"the guest's TSC runs at %u kHz on the primary but %u kHz here (more than 250 ppm apart) and this host cannot scale it: its clock would drift after a takeover; pair hosts with the same TSC frequency",
+			h.tsc_khz, mine.tsc_khz);
 	if (why[0]) {
 		secondary__refuse(e, why);
 		return kemari_err(-EPROTO, "%s", why);

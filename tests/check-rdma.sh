@@ -89,6 +89,21 @@ inside() {
 	else
 		skip "ofi-verbs kill -9 failover" "the ofi transport is not in $BUILD"
 	fi
+	# A replicated Linux guest (make linux-guest) killed under load, its
+	# TCP connection held across: the same failover over soft-RoCE.
+	part "Linux guest failover over rdma" env KEMARI_TEST_TRANSPORT=rdma \
+		KEMARI_LINUX_FAILOVER_RUNS=1 \
+		"$BUILD/tests/integration" --jobs 1 --short-filename --verbose \
+		--filter 'linux_failover/@(kill9_at_random_moment|tcp_connection_survives_the_failover)*'
+	if [ $ofi = 1 ]; then
+		part "Linux guest failover over ofi-verbs" \
+			env "KEMARI_TEST_TRANSPORT=ofi --provider=verbs" \
+			KEMARI_LINUX_FAILOVER_RUNS=1 \
+			"$BUILD/tests/integration" --jobs 1 --short-filename \
+			--verbose --filter 'linux_failover/kill9_at_random_moment*'
+	else
+		skip "Linux guest failover over ofi-verbs" "the ofi transport is not in $BUILD"
+	fi
 	# The engine with the synthetic guest: every takeover verifies the
 	# replica page by page (tests/synth), over rdma and ofi-verbs.
 	local sx="rdma"
@@ -104,9 +119,9 @@ if [ "${1:-}" = --inside ]; then
 	exit
 fi
 
-for f in kemari-run tests/xport tests/integration tests/synth guests/kvstore.elf; do
+for f in kemari-run tests/xport tests/integration tests/synth guests/kvstore.elf guests/linux/vmlinuz guests/linux/initrd.img; do
 	if [ ! -e "$BUILD/$f" ]; then
-		echo "check-rdma: $BUILD/$f missing: run 'make BUILD=$BUILD all tests' first" >&2
+		echo "check-rdma: $BUILD/$f missing: run 'make BUILD=$BUILD all tests linux-guest' first" >&2
 		exit 1
 	fi
 done

@@ -208,6 +208,8 @@ int kvm_state__load(struct kvm_vm *vm, const void *blob, size_t len);
 /* Takeover, before the vCPUs resume: tell kvmclock guests they were
  * stopped (KVM_KVMCLOCK_CTRL), so their watchdogs do not fire. */
 int kvm_state__kvmclock_ctrl(struct kvm_vm *vm);
+/* vCPU 0's TSC kHz (0 without a PC platform's state) and TSC scaling. */
+void kvm_state__tsc(struct kvm_vm *vm, uint32_t *khz, bool *can_scale);
 
 /* boot/elf.c: freestanding image loading and long-mode entry */
 int kvm_boot__load_elf(struct kvm_vm *vm, const char *path, uint64_t *entry,

@@ -144,6 +144,13 @@ static int kvm_ops__crash(struct kemari_hv *hv)
 	return kvm_cpu__crash(&to_kvm(hv)->vcpus[0]);
 }
 
+static int kvm_ops__tsc_khz(struct kemari_hv *hv, uint32_t *khz,
+			    bool *can_scale)
+{
+	kvm_state__tsc(to_kvm(hv), khz, can_scale);
+	return 0;
+}
+
 const struct kemari_hv_ops kemari_hv_kvm = {
 	.name = "kvm",
 	.create = kvm_ops__create,
@@ -164,4 +171,5 @@ const struct kemari_hv_ops kemari_hv_kvm = {
 	.flush = kvm_ops__flush,
 	.guest_stat = kvm_ops__guest_stat,
 	.crash = kvm_ops__crash,
+	.tsc_khz = kvm_ops__tsc_khz,
 };

@@ -7,7 +7,8 @@
  * that produces output (disk requests, transmitted frames) is the event
  * tap, exactly as the freestanding devices' kicks are: the engine decides
  * when the queue is served. Received frames arrive on an I/O thread that
- * takes the device lock, so never inside a paused epoch.
+ * takes the device lock, so never inside a paused epoch. At takeover the
+ * same thread announces the guest's MAC on the TAP (hw/announce.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "boot/linux_boot.h"
+#include "hw/announce.h"
 #include "hw/i8042.h"
 #include "hw/pci.h"
 #include "hw/rtc.h"
@@ -36,6 +38,12 @@
 #define PC_BLK_IO 0xc000
 #define PC_NET_IO 0xc100
 #define PC_CONSOLE_LINE 1024
+/*
+ * Frames read and dropped from the TAP at takeover at most: far more than
+ * its queue holds (500 by default), so only a flood arriving as fast as
+ * we read stops the drain early, and it must not hold the guest.
+ */
+#define PC_TAP_DRAIN_MAX 4096
 
 struct kvm_pc_tap {
 	struct kemari_event ev;
@@ -71,6 +79,15 @@ struct kvm_pc {
 	pthread_t io_thread;
 	bool io_running;
 	int wake[2]; /* tells the I/O thread to end */
+
+	/*
+	 * The takeover announcement: set by kvm_pc__reattach before the I/O
+	 * thread starts (a secondary's VM has not run), then the thread's.
+	 */
+	unsigned int announce_next; /* KVM_ANNOUNCE_ROUNDS: none due */
+	uint64_t announce_t0;	    /* ns, at takeover */
+	uint32_t announce_ip;	    /* network order, if announce_garp */
+	bool announce_garp;
 
 	/* State save/restore */
 	struct kemari_buf scratch; /* a model's state, before its record */
@@ -292,6 +309,7 @@ int kvm_pc__create(struct kvm_vm *vm)
 	pc->vm = vm;
 	pc->disk_fd = pc->tap_fd = pc->console_fd = -1;
 	pc->wake[0] = pc->wake[1] = -1;
+	pc->announce_next = KVM_ANNOUNCE_ROUNDS;
 	pc->mem = (struct kvm_gmem){ .ram = vm->ram,
 				     .ram_size = vm->ram_size,
 				     .mark_dirty = pc__mark_dirty,
@@ -361,7 +379,53 @@ unsigned int kvm_pc__pci_routes(struct kvm_vm *vm, struct kvm_mp_pci_irq *r,
 	return n < 0 ? 0 : (unsigned int)n;
 }
 
-/* Received frames, while the guest runs: device lock held for each batch. */
+/*
+ * One announcement round on the TAP. Written beside the guest's own
+ * transmissions without the device lock: each write() is one whole frame.
+ * A lost round is only logged; the next one, or the guest's own traffic,
+ * teaches the bridge as well.
+ */
+static void pc__announce_round(struct kvm_pc *pc)
+{
+	uint8_t f[2][KVM_ANNOUNCE_FRAME_LEN];
+	size_t len[2];
+	unsigned int n = 0;
+
+	len[n++] = kvm_announce__rarp(f[0], sizeof(f[0]), pc->tap.mac);
+	if (pc->announce_garp)
+		len[n++] = kvm_announce__garp(f[1], sizeof(f[1]), pc->tap.mac,
+					      pc->announce_ip);
+	for (unsigned int i = 0; i < n; i++)
+		if (write(pc->tap_fd, f[i], len[i]) != (ssize_t)len[i]) {
+			kemari_warn(
+				"takeover: announcement round %u on TAP %s: %s",
+				pc->announce_next, pc->tap.ifname,
+				strerror(errno));
+			break;
+		}
+	pc->announce_next++;
+}
+
+/* Send the rounds now due; the poll timeout until the next, or -1. */
+static int pc__announce_due(struct kvm_pc *pc)
+{
+	while (pc->announce_next < KVM_ANNOUNCE_ROUNDS) {
+		uint64_t due =
+			pc->announce_t0 +
+			kvm_announce__delay_ms(pc->announce_next) * 1000000ULL;
+		uint64_t now = kemari_now_ns();
+
+		if (now < due)
+			return (int)((due - now + 999999) / 1000000);
+		pc__announce_round(pc);
+	}
+	return -1;
+}
+
+/*
+ * Received frames, while the guest runs: device lock held for each batch.
+ * The poll timeout drives the takeover announcement's later rounds.
+ */
 static void *pc__io_main(void *arg)
 {
 	struct kvm_pc *pc = arg;
@@ -371,7 +435,7 @@ static void *pc__io_main(void *arg)
 	};
 
 	for (;;) {
-		int n = poll(pfd, pc->net ? 2 : 1, -1);
+		int n = poll(pfd, pc->net ? 2 : 1, pc__announce_due(pc));
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -643,22 +707,103 @@ out:
 	return 0;
 }
 
+/*
+ * Frames queued on the TAP arrived while this side was a secondary: the
+ * primary's guest took them, or their senders will send again. Delivered
+ * now they would reach the guest twice or out of order.
+ */
+static void pc__tap_drain(struct kvm_pc *pc)
+{
+	/* Whole frames: a TAP read into a shorter buffer fails (EFAULT). */
+	uint8_t *frame = malloc(KVM_VIRTIO_NET_MAX_FRAME);
+	unsigned int n = 0;
+	int err = 0;
+
+	if (!frame) {
+		kemari_warn(
+			"takeover: no memory to drain TAP %s: its queued frames go to the guest",
+			pc->tap.ifname);
+		return;
+	}
+	while (n < PC_TAP_DRAIN_MAX) {
+		if (read(pc->tap_fd, frame, KVM_VIRTIO_NET_MAX_FRAME) >= 0)
+			n++;
+		else if (errno != EINTR)
+			break;
+	}
+	if (n < PC_TAP_DRAIN_MAX && errno != EAGAIN && errno != EWOULDBLOCK)
+		err = -errno;
+	free(frame);
+	if (n == PC_TAP_DRAIN_MAX || err)
+		kemari_warn("takeover: TAP %s not drained after %u frames: %s",
+			    pc->tap.ifname, n,
+			    err ? strerror(-err) : "they keep coming");
+	kemari_debug(
+		"takeover: dropped %u frames queued on TAP %s while secondary",
+		n, pc->tap.ifname);
+}
+
+/*
+ * This side's TAP becomes the guest's: drop what it queued, then announce
+ * the guest's MAC (and address, if the command line names it) so the
+ * bridge and the peers switch to this port at once. The first round goes
+ * now, the rest from the I/O thread on their schedule.
+ */
+static void pc__takeover(struct kvm_pc *pc)
+{
+	const uint8_t *m = pc->tap.mac;
+	char what[64] = "RARP";
+	int err;
+
+	pc__tap_drain(pc);
+	err = kvm_announce__cmdline_ip(pc->vm->cfg.cmdline, &pc->announce_ip);
+	pc->announce_garp = !err;
+	if (!err) {
+		const uint8_t *a = (const uint8_t *)&pc->announce_ip;
+
+		snprintf(what, sizeof(what),
+			 "RARP and gratuitous ARP for %u.%u.%u.%u", a[0], a[1],
+			 a[2], a[3]);
+	} else if (err == -EINVAL) {
+		snprintf(
+			what, sizeof(what),
+			"RARP only: kemari.ip= on the command line unreadable");
+	}
+	kemari_info(
+		"takeover: announcing %02x:%02x:%02x:%02x:%02x:%02x on TAP %s (%s), %u rounds",
+		m[0], m[1], m[2], m[3], m[4], m[5], pc->tap.ifname, what,
+		KVM_ANNOUNCE_ROUNDS);
+	pc->announce_t0 = kemari_now_ns();
+	pc->announce_next = 0;
+	pc__announce_due(pc);
+}
+
 int kvm_pc__reattach(struct kvm_vm *vm, bool kick)
 {
 	struct kvm_pc *pc = pc_of(vm);
 	struct kvm_virtio_pci *vp[PC_NVIRTIO];
 	uint8_t slot[PC_NVIRTIO];
+	uint32_t pending[PC_NVIRTIO];
 	unsigned int n = pc__virtio(pc, vp, slot);
+	int err;
 
 	for (unsigned int i = 0; i < n; i++) {
-		uint32_t pending;
-		int err = kvm_virtio_pci__reattach(vp[i], &pending);
-
-		for (unsigned int q = 0; !err && kick && pending >> q; q++)
-			if (pending & (1U << q))
-				err = kvm_virtio_pci__kick(vp[i], q);
+		err = kvm_virtio_pci__reattach(vp[i], &pending[i]);
 		if (err)
 			return err;
 	}
+	if (!kick)
+		return 0;
+	/* Announced before the re-issued output leaves, so that its answers
+	 * come to this port already. */
+	if (pc->net)
+		pc__takeover(pc);
+	for (unsigned int i = 0; i < n; i++)
+		for (unsigned int q = 0; pending[i] >> q; q++)
+			if (pending[i] & (1U << q)) {
+				err = kvm_virtio_pci__kick(vp[i], q);
+				if (err)
+					return err;
+			}
 	return 0;
 }

@@ -422,6 +422,14 @@ int kvm_state__create(struct kvm_vm *vm)
 	return st__probe_msrs(vm, st);
 }
 
+void kvm_state__tsc(struct kvm_vm *vm, uint32_t *khz, bool *can_scale)
+{
+	const struct kvm_state *st = vm->state;
+
+	*khz = st ? st->cpu[0].tsc_khz : 0;
+	*can_scale = st && st->tsc_control;
+}
+
 void kvm_state__destroy(struct kvm_vm *vm)
 {
 	struct kvm_state *st = vm->state;

@@ -52,6 +52,8 @@ struct kemari_engine_cfg {
 	enum kemari_on_loss on_secondary_loss;
 	const char *stats_path; /* JSON lines, one per epoch */
 	enum kemari_fault fault;
+	/* The first epoch the fault may fire in, or KEMARI_FAULT_ON_SIGNAL:
+	 * the first epoch that begins after kemari_engine__arm_fault(). */
 	uint64_t fault_epoch;
 	/* Called at the fault point; expected not to return (cmd/ kills). */
 	void (*fault_hook)(enum kemari_fault f, uint64_t epoch);
@@ -67,7 +69,13 @@ struct kemari_engine_cfg {
 	/* Testing: check the replica page by page at every verify_every-th
 	 * commit (verify.c); 0: never. */
 	unsigned int verify_every;
+	/* Testing (--verify-restore): after each acknowledged epoch the
+	 * primary loads the state it has just saved back into its own VM
+	 * before the guest resumes: state a save misses shows at once. */
+	bool verify_restore;
 };
+
+#define KEMARI_FAULT_ON_SIGNAL UINT64_MAX
 
 struct kemari_engine;
 
@@ -82,6 +90,8 @@ int kemari_engine__run(struct kemari_engine *e);
 void kemari_engine__stop(struct kemari_engine *e);
 /* Ask for the pause-time summary at the next tick; signal-safe. */
 void kemari_engine__request_summary(struct kemari_engine *e);
+/* Arm a --fault=PHASE:SIGUSR2 for the next epoch; signal-safe. */
+void kemari_engine__arm_fault(struct kemari_engine *e);
 /* Print "epochs N, pause p50 X us, p99 Y us, max Z us" to f. */
 void kemari_engine__summary(struct kemari_engine *e, FILE *f);
 void kemari_engine__destroy(struct kemari_engine *e);

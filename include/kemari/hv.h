@@ -8,6 +8,7 @@
 #ifndef KEMARI_HV_H
 #define KEMARI_HV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -140,6 +141,14 @@ struct kemari_hv_ops {
 	 * triple-faults). Called paused; the state already saved is unharmed.
 	 */
 	int (*crash)(struct kemari_hv *hv);
+	/*
+	 * The frequency of the guest's timestamp counter in kHz, and whether
+	 * this host can run a guest's at another (TSC scaling): a guest moved
+	 * to a host whose TSC runs at another rate keeps counting at the new
+	 * one, and its clock drifts. *khz = 0: the guest's time does not
+	 * depend on it. Optional (NULL: 0).
+	 */
+	int (*tsc_khz)(struct kemari_hv *hv, uint32_t *khz, bool *can_scale);
 };
 
 /* Registered hypervisor backends; NULL-terminated. */

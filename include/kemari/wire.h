@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define KEMARI_WIRE_MAGIC 0x49524d4bU /* "KMRI" */
-#define KEMARI_PROTO_VERSION 2
+#define KEMARI_PROTO_VERSION 3
 #define KEMARI_MSG_MAX (256u * 1024)
 
 enum kemari_msg_type {
@@ -50,9 +50,16 @@ struct kemari_hello {
 	uint64_t ram_size;
 	uint64_t image_hash;
 	uint32_t ncpus;
-	uint32_t flags;
+	uint32_t flags; /* KEMARI_HELLO_* */
 	char hv[16];
+	/* The guest's TSC frequency (0: its time does not depend on it);
+	 * version 3. */
+	uint32_t tsc_khz;
+	uint32_t pad;
 };
+
+/* This side's hypervisor can run the guest's TSC at another frequency. */
+#define KEMARI_HELLO_TSC_SCALING 0x1
 
 #define KEMARI_COMMIT_INITIAL 0x1 /* the full initial sync */
 

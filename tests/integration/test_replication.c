@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "hload.h"
 #include "kemari/dirty.h"
 #include "kemari/kemari.h"
 #include "kemari/wire.h"
@@ -105,24 +106,6 @@ static void wait_ready(void)
 	}
 }
 
-struct load_run {
-	struct kv_load_cfg cfg;
-	struct kv_load_result res;
-	volatile int stop;
-	int err;
-	pthread_t tid;
-	bool joined;
-	char prefix[32];
-};
-
-static void load_stop(struct load_run *l)
-{
-	l->stop = 1;
-	if (!l->joined)
-		pthread_join(l->tid, NULL);
-	l->joined = true;
-}
-
 /* The guest on that side stopped on a CPU exception (its own report) or
  * a triple fault (before the runtime had exception handlers). */
 static bool guest_crashed(const char *log)
@@ -131,49 +114,14 @@ static bool guest_crashed(const char *log)
 	       h_log_has(log, "panic: CPU exception");
 }
 
-static void *load_thread(void *arg)
+static void load_start(struct h_load *l)
 {
-	struct load_run *l = arg;
-
-	l->err = kv_load__run(&l->cfg, &l->res);
-	return NULL;
+	h_load_start(l, server, 3, 4, h_ms(30000));
 }
 
-static void load_start(struct load_run *l)
+static void load_check(struct h_load *l)
 {
-	memset(l, 0, sizeof(*l));
-	snprintf(l->prefix, sizeof(l->prefix), "r%x", (unsigned int)getpid());
-	l->cfg.server = server;
-	l->cfg.clients = 3;
-	l->cfg.keys = 4;
-	l->cfg.stop_flag = &l->stop;
-	l->cfg.prefix = l->prefix;
-	l->cfg.timeout_ms = h_ms(30000);
-	pthread_create(&l->tid, NULL, load_thread, l);
-}
-
-static void load_check(struct load_run *l)
-{
-	load_stop(l);
-	if (l->err) {
-		h_dump(plog);
-		h_dump(slog);
-	}
-	cr_assert(eq(int, l->err, 0), "load failed: %s", strerror(-l->err));
-	cr_log_info(
-		"acked %llu, final %llu, lost %llu, twice %llu, dup %llu, failed %llu",
-		(unsigned long long)l->res.acked,
-		(unsigned long long)l->res.final_sum,
-		(unsigned long long)l->res.lost,
-		(unsigned long long)l->res.phantom,
-		(unsigned long long)l->res.duplicated,
-		(unsigned long long)l->res.failed);
-	cr_assert(gt(u64, l->res.acked, 0));
-	cr_assert(eq(u64, l->res.failed, 0));
-	cr_assert(eq(u64, l->res.lost, 0));
-	cr_assert(eq(u64, l->res.phantom, 0));
-	cr_assert(eq(u64, l->res.duplicated, 0));
-	cr_assert(eq(u64, l->res.final_sum, l->res.acked));
+	h_load_check(l, plog, slog);
 }
 
 static void wait_takeover(void)
@@ -224,7 +172,7 @@ ParameterizedTestParameters(replication, kill9_at_random_moment)
  */
 ParameterizedTest(int *run, replication, kill9_at_random_moment)
 {
-	struct load_run *l = NULL;
+	struct h_load *l = NULL;
 	unsigned int delay;
 
 	srand((unsigned int)time(NULL) ^ (unsigned int)(*run * 7919));
@@ -242,9 +190,7 @@ ParameterizedTest(int *run, replication, kill9_at_random_moment)
 		if (h_wait(&pri, 0) >= 0 && guest_crashed(plog)) {
 			where = "the primary's guest crashed before the kill";
 			/* Its clients wait out their timeout: leave them. */
-			l->stop = 1;
-			pthread_detach(l->tid);
-			l->joined = true;
+			h_load_abandon(l);
 		} else {
 			h_kill(&pri, SIGKILL);
 			cr_log_info(
@@ -252,7 +198,7 @@ ParameterizedTest(int *run, replication, kill9_at_random_moment)
 				*run, delay);
 			wait_takeover();
 			usleep((useconds_t)h_ms(500) * 1000);
-			load_stop(l);
+			h_load_stop(l);
 			if (l->err && guest_crashed(slog))
 				where = "the guest crashed after the takeover";
 		}
@@ -291,7 +237,7 @@ ParameterizedTestParameters(replication, kill9_at_each_phase)
 ParameterizedTest(struct phase_case *pc, replication, kill9_at_each_phase)
 {
 	const long long at = 40;
-	struct load_run l;
+	struct h_load l;
 	char fault[64];
 
 	snprintf(fault, sizeof(fault), "--fault=%s:%lld", pc->fault, at);
@@ -377,7 +323,7 @@ Test(replication, orderly_primary_stop_is_not_a_failure)
 Test(replication, primary_guest_crash_is_taken_over)
 {
 	char reply[128];
-	struct load_run l;
+	struct h_load l;
 
 	start_secondary(NULL);
 	start_primary("--fault=guest-crash:40");
@@ -640,7 +586,7 @@ Test(replication, truncated_stream_is_not_taken_over)
 
 Test(replication, silent_primary_detected_by_heartbeat)
 {
-	struct load_run l;
+	struct h_load l;
 
 	start_secondary(NULL);
 	start_primary(NULL);
@@ -680,7 +626,7 @@ Test(replication, silent_secondary_detected_by_heartbeat)
 
 Test(replication, two_vcpus_fail_over)
 {
-	struct load_run l;
+	struct h_load l;
 
 	start_secondary("--cpus=2");
 	start_primary("--cpus=2");
@@ -695,7 +641,7 @@ Test(replication, two_vcpus_fail_over)
 
 Test(replication, speculation_and_bitmap_tracking_fail_over)
 {
-	struct load_run l;
+	struct h_load l;
 
 	start_secondary("--dirty-track=bitmap");
 	start_primary("--dirty-track=bitmap --speculate-us=500");

@@ -393,3 +393,54 @@ Test(synth, torn_replica_is_refused)
 	ops->destroy(b);
 	free(s);
 }
+
+/*
+ * The handshake carries the guest's TSC frequency: a secondary whose TSC
+ * runs more than 250 ppm off, with no TSC scaling, refuses the primary
+ * (the guest's clock would drift after a takeover); within 250 ppm it
+ * protects. The two sides pose as hosts at the given frequencies.
+ */
+/* A pair over tcp whose sides pose as hosts at these TSC frequencies. */
+static void start_pair_at(const char *primary_khz, const char *secondary_khz)
+{
+	setenv("KEMARI_TEST_TSC_KHZ", secondary_khz, 1);
+	cr_assert(
+		eq(int,
+		   h_spawn(&sec, slog,
+			   "@B/kemari-run --role=secondary --listen=%s " COMMON,
+			   peer, h_ms(1000), out, "--transport=tcp"),
+		   0));
+	cr_assert(eq(int,
+		     h_wait_log(slog, "waiting for the primary", h_ms(20000)),
+		     0));
+	setenv("KEMARI_TEST_TSC_KHZ", primary_khz, 1);
+	cr_assert(eq(int,
+		     h_spawn(&pri, plog,
+			     "@B/kemari-run --role=primary --peer=%s " COMMON
+			     " --guest-arg=pages=64 --guest-arg=rounds=20",
+			     peer, h_ms(1000), out, "--transport=tcp"),
+		     0));
+	unsetenv("KEMARI_TEST_TSC_KHZ");
+}
+
+Test(synth, tsc_frequency_mismatch_is_refused)
+{
+	const char *want =
+		"the guest's TSC runs at 2000600 kHz on the primary but 2000000 kHz here (more than 250 ppm apart)";
+
+	start_pair_at("2000600", "2000000");
+	cr_assert(eq(int, h_wait(&pri, h_ms(30000)), 1));
+	if (!h_log_has(plog, want) || !h_log_has(slog, want)) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fail("'%s' not in both logs", want);
+	}
+}
+
+Test(synth, tsc_frequency_within_250ppm_is_protected)
+{
+	start_pair_at("2000400", "2000000");
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 0));
+	wait_secondary_done();
+	check_output(20);
+}

@@ -178,4 +178,11 @@ Test(parse, faults)
 	cr_assert(eq(int, f, KEMARI_FAULT_SYNC));
 	cr_assert(eq(int, kemari_fault__parse("after-ack:x", &f, &e), -EINVAL));
 	cr_assert(eq(int, kemari_fault__parse("later", &f, &e), -EINVAL));
+	/* Armed by a signal: the first epoch begun after SIGUSR2. */
+	cr_assert(eq(int, kemari_fault__parse("after-commit:SIGUSR2", &f, &e),
+		     0));
+	cr_assert(eq(int, f, KEMARI_FAULT_AFTER_COMMIT));
+	cr_assert(eq(u64, e, KEMARI_FAULT_ON_SIGNAL));
+	cr_assert(eq(int, kemari_fault__parse("after-ack:SIGUSR1", &f, &e),
+		     -EINVAL));
 }
