@@ -56,6 +56,7 @@
 #define MSR_KVM_ASYNC_PF_INT 0x4b564d06
 
 #define APIC_LVTT 0x320
+#define APIC_TMICT 0x380
 #define APIC_LVT_MASKED (1U << 16)
 #define APIC_LVT_TIMER_MODE(v) (((v) >> 17) & 3)
 #define APIC_LVT_TIMER_TSCDEADLINE 2
@@ -231,7 +232,8 @@ static const struct kvm_cpuid_entry2 *st__cpuid(const struct kvm_cpuid2 *c,
  * The MSRs to carry: KVM_GET_MSR_INDEX_LIST plus those the guest's CPUID
  * implies and the list leaves out (the MTRRs, PAT), each kept if vCPU 0
  * reads it and takes its own value back. Written back here, before the
- * guest exists: the values are the reset ones. The wall clock is not
+ * guest exists: the values are the ones it starts with (reset, or set at
+ * vCPU creation: the MTRRs). The wall clock is not
  * written (KVM would write the time into guest memory at 0): KVM takes
  * it like the other kvmclock MSRs.
  */
@@ -1000,6 +1002,37 @@ static int st__load_vcpu(struct kvm_vcpu *v, struct kvm_state *st,
 	return 0;
 }
 
+/*
+ * At a takeover, one line per vCPU: its TSC and LAPIC timer as KVM now
+ * holds them, so that a guest whose timers stay silent after a takeover
+ * can be told from one whose deadline lies far ahead.
+ */
+static void st__report_timer(struct kvm_vm *vm, struct kvm_state *st,
+			     const uint64_t *target, enum st_tsc_mode mode)
+{
+	static const char *const how[] = { "kept", "offset", "MSR" };
+
+	for (unsigned int i = 0; i < vm->ncpus; i++) {
+		struct kvm_vcpu *v = &vm->vcpus[i];
+		struct kvm_lapic_state *l = (struct kvm_lapic_state *)st->tmp;
+		uint64_t tsc = 0, dl = 0;
+		uint32_t lvtt = 0, tmict = 0;
+
+		st__get_msr(v, st, MSR_IA32_TSC, &tsc);
+		st__get_msr(v, st, MSR_IA32_TSC_DEADLINE, &dl);
+		if (ioctl(v->fd, KVM_GET_LAPIC, l) == 0) {
+			memcpy(&lvtt, l->regs + APIC_LVTT, sizeof(lvtt));
+			memcpy(&tmict, l->regs + APIC_TMICT, sizeof(tmict));
+		}
+		kemari_info(
+			"vCPU %u restored: TSC %llu (saved %llu, set by %s to %llu), TSC deadline %+lld cycles from now, LVTT %08x, timer count %u",
+			i, (unsigned long long)tsc,
+			(unsigned long long)st->parsed.tsc_value[i], how[mode],
+			(unsigned long long)target[i],
+			dl ? (long long)(dl - tsc) : 0LL, lvtt, tmict);
+	}
+}
+
 int kvm_state__load(struct kvm_vm *vm, const void *blob, size_t len)
 {
 	struct kvm_state *st = vm->state;
@@ -1033,6 +1066,8 @@ int kvm_state__load(struct kvm_vm *vm, const void *blob, size_t len)
 				    mode);
 	if (err)
 		return err;
+	if (mode != ST_TSC_KEEP) /* a takeover, not the self-check */
+		st__report_timer(vm, st, target, mode);
 	vm->loaded = true;
 	return 0;
 }
