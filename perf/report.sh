@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Turn perf/run.sh's raw results in DIR into the deliverables:
 #   pause.json     the records as one JSON array (pause.csv holds the same)
-#   kvstore.json   the kvstore load results
+#   kvstore.json   the kvstore load results (freestanding and Linux guest)
+#   linux.json     the Linux guest's epochs: idle, and under the load
 #   summary.txt    ratio-to-floor table, goals, baselines, skipped cells
-#   pause_vs_pages.png, breakdown.png, baselines.png   (gnuplot)
+#   pause_vs_pages.png, breakdown.png, baselines.png, linux.png   (gnuplot)
 #   perf/report.sh DIR
 set -euo pipefail
 R=${1:?usage: perf/report.sh DIR}
@@ -17,7 +18,10 @@ to_array() { # JSONL -> JSON array
 	fi
 }
 to_array records.jsonl pause.json
+# Both exist from here on (an older run's directory may lack linux.jsonl).
+touch kvstore.jsonl linux.jsonl
 to_array kvstore.jsonl kvstore.json
+to_array linux.jsonl linux.json
 
 envv() { sed -n "s/^$1=//p" env.txt 2>/dev/null | head -1; }
 env_kind=$(envv env)
@@ -30,6 +34,17 @@ AWK_HDR='NR==1{for(i=1;i<=NF;i++)c[$i]=i; next}
 function v(k){return (k in c) ? $(c[k]) : ""}
 function lbl(){return v("provider")==""?v("transport"):v("transport") ":" v("provider")}
 function ram(m){return m>=1024?(m/1024) "G":m "M"}'
+# JSON lines: jf(KEY) is the value of KEY in the line ("" for null or none);
+# flat records, no commas or quotes inside strings.
+AWK_JSON='function jf(k,   r) {
+	if (!match($0, "\"" k "\":(\"[^\"]*\"|[^,}]*)")) return ""
+	r = substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3)
+	gsub(/"/, "", r)
+	return r == "null" ? "" : r
+}
+function guest() { return jf("guest") == "" ? "kvstore" : jf("guest") }'
+has_linux=0
+grep -qs '"guest":"linux"' kvstore.jsonl linux.jsonl && has_linux=1
 
 # Rows grouped for reading: variant, RAM, dirty pages, transport.
 awk -F, "$AWK_HDR"'
@@ -48,7 +63,7 @@ rm -f pause.csv.body
 	if [ $vm_kvm = 1 ]; then
 		echo
 		echo "NOTE: the KVM cells (variants ring, bitmap, speculate, full-copy,"
-		echo "standalone, and the kvstore) were measured inside the EMULATED test VM"
+		echo "standalone, the kvstore and the Linux guest) were measured inside the EMULATED test VM"
 		echo "(QEMU TCG, kvm_amd inside$([ -s env-vm.txt ] && echo "; $(sed -n 's/^cpu=//p' env-vm.txt), $(sed -n 's/^mem_mib=//p' env-vm.txt) MiB")):"
 		echo "their timings are MEANINGLESS in absolute terms (a KVM exit costs ~240 us"
 		echo "there, memory copies are emulated); they show the harness works end to"
@@ -156,13 +171,59 @@ rm -f pause.csv.body
 	if [ -s kvstore.jsonl ]; then
 		echo
 		echo "kvstore under load (kemari-kv load, 4 clients x exactly-once INCR on 8 keys):"
-		sed -n 's/.*"mode":"\([^"]*\)".*"transport":\([^,]*\),.*"duration_ms":\([0-9]*\),"acked":\([0-9]*\),"requests_per_s":\([0-9.]*\),"p50_us":\([0-9]*\),"p99_us":\([0-9]*\).*"consistent":\([a-z]*\).*/\1 \2 \3 \4 \5 \6 \7 \8/p' kvstore.jsonl |
-			while read -r mode tr ms acked rps p50 p99 cons; do
-				[ "$tr" = null ] && tr="" || tr=" over ${tr//\"/}"
-				printf '  %-22s %9s requests/s, latency p50 %6s us, p99 %7s us (%s acked in %s ms%s)\n' \
-					"$mode$tr:" "$rps" "$p50" "$p99" "$acked" "$ms" \
-					"$([ "$cons" = true ] && echo ", 0 lost" || echo ", CHECK FAILED")"
-			done
+		awk "$AWK_JSON"'{
+			l = (guest() == "linux" ? "Linux " : "freestanding ") jf("mode") \
+				(jf("transport") == "" ? "" : " over " jf("transport")) ":"
+			printf "  %-35s %9s requests/s, latency p50 %6s us, p99 %7s us (%s acked in %s ms%s%s)\n",
+				l, jf("requests_per_s"), jf("p50_us"), jf("p99_us"), jf("acked"), jf("duration_ms"),
+				jf("resends") == "" ? "" : ", " jf("resends") " resends",
+				jf("consistent") == "true" ? ", 0 lost" : ", CHECK FAILED"
+		}' kvstore.jsonl
+	fi
+	if [ $has_linux = 1 ]; then
+		echo
+		echo "Linux guest (Debian's kernel with kemari-kvstore in its initramfs, virtio-net"
+		echo "over a TAP; the same load; replicated over tcp):"
+		grep -qs '"guest":"linux".*"env":"vm"' kvstore.jsonl linux.jsonl &&
+			echo "  emulated VM (QEMU TCG + nested kvm_amd): meaningless for time, ratios only"
+		awk "$AWK_JSON"'
+		FILENAME == "kvstore.jsonl" {
+			g = guest(); m = jf("mode")
+			rps[g, m] = jf("requests_per_s"); p50[g, m] = jf("p50_us"); p99[g, m] = jf("p99_us")
+			rdy[g, m] = jf("ready_s"); rs[g, m] = jf("resends"); mib = jf("mem_mib") == "" ? mib : jf("mem_mib")
+			next
+		}
+		{ ph = jf("phase"); ph_seen[ph] = 1
+		  for (i = split("epochs epochs_per_s duration_ms dirty_pages_p50 dirty_pages_p90 bytes_p50 pause_p50_us pause_p99_us harvest_us state_us push_us commit_ack_us", k, " "); i > 0; i--)
+			w[ph, k[i]] = jf(k[i]) }
+		function na(x) { return x == "" ? "-" : x }
+		END {
+			for (i = 1; i <= 2; i++) {
+				m = i == 1 ? "standalone" : "replicated"
+				if (("linux", m) in rps)
+					printf "  %-24s %9s requests/s, latency p50 %s us, p99 %s us, %s resends\n    (%s MiB; served %s s after start)\n",
+						m (i == 2 ? " (tcp):" : ":"), rps["linux", m], p50["linux", m], p99["linux", m],
+						na(rs["linux", m]), na(mib), na(rdy["linux", m])
+				else
+					printf "  %-24s not measured (see Skipped)\n", m ":"
+			}
+			s = rps["linux", "standalone"]; r = rps["linux", "replicated"]
+			if (s > 0 && r != "")
+				printf "  replicated / standalone:  %.2f (goal >= 0.50): %s\n", r / s, (r / s >= 0.5 ? "met" : "MISSED")
+			s = rps["kvstore", "standalone"]; r = rps["kvstore", "replicated"]
+			if (s > 0 && r != "")
+				printf "  (the freestanding kvstore under the same load: %.2f)\n", r / s
+			if ("load" in ph_seen)
+				printf "  pause under the load: %s epochs (%s/s), p50 %s us, p99 %s us; breakdown (medians):\n    harvest %s us, state %s us, push %s us, commit-ack %s us; dirty pages/epoch p50 %s, bytes p50 %s\n",
+					w["load", "epochs"], w["load", "epochs_per_s"], na(w["load", "pause_p50_us"]), na(w["load", "pause_p99_us"]),
+					na(w["load", "harvest_us"]), na(w["load", "state_us"]), na(w["load", "push_us"]),
+					na(w["load", "commit_ack_us"]), na(w["load", "dirty_pages_p50"]), na(w["load", "bytes_p50"])
+			if ("idle" in ph_seen)
+				printf "  idle (no client, %.0f s after it served): %s epochs (%s/s); dirty pages/epoch p50 %s, p90 %s;\n    pause p50 %s us, p99 %s us\n",
+					w["idle", "duration_ms"] / 1000, w["idle", "epochs"], w["idle", "epochs_per_s"],
+					na(w["idle", "dirty_pages_p50"]), na(w["idle", "dirty_pages_p90"]),
+					na(w["idle", "pause_p50_us"]), na(w["idle", "pause_p99_us"])
+		}' kvstore.jsonl linux.jsonl
 	fi
 	if [ -s skipped.txt ]; then
 		echo
@@ -316,6 +377,64 @@ fi
 	echo "unset multiplot"
 } >plot/baselines.gp && plot plot/baselines.gp
 
+# The Linux guest beside the freestanding kvstore: requests/s standalone vs
+# replicated, their ratio against the goal (>= 0.5), and the Linux guest's
+# pause breakdown under the load and idle.
+if [ $has_linux = 1 ]; then
+	awk "$AWK_JSON"'{ g = guest(); rps[g, jf("mode")] = jf("requests_per_s"); seen[g] = 1 }
+	END {
+		for (i = 1; i <= 2; i++) {
+			g = i == 1 ? "kvstore" : "linux"
+			if (!(g in seen)) continue
+			s = rps[g, "standalone"]; r = rps[g, "replicated"]
+			printf "\"%s\" %s %s %s\n", g == "linux" ? "Linux guest" : "freestanding kvstore",
+				s == "" ? 0 : s, r == "" ? 0 : r, (s > 0 && r != "") ? r / s : "NaN"
+		}
+	}' kvstore.jsonl >plot/linux_rps.dat
+	awk "$AWK_JSON"'
+	function z(x) { return x == "" ? 0 : x }
+	{ printf "\"%s\\n%s epochs, %s/s\\n%s dirty pages p50\" %s %s %s %s\n",
+		jf("phase") == "load" ? "under the load" : "idle", z(jf("epochs")), z(jf("epochs_per_s")),
+		jf("dirty_pages_p50") == "" ? "-" : jf("dirty_pages_p50"),
+		z(jf("harvest_us")), z(jf("state_us")), z(jf("push_us")), z(jf("commit_ack_us")) }' \
+		linux.jsonl >plot/linux_breakdown.dat
+	lxnote=""
+	grep -qs '"guest":"linux".*"env":"vm"' kvstore.jsonl linux.jsonl &&
+		lxnote="\\n{/:Bold emulated VM (QEMU TCG + nested kvm\\\\_amd): meaningless for time, ratios only}"
+	{
+		echo "set terminal $term size 1560,560"
+		echo "set output 'linux.png'"
+		echo "set multiplot layout 1,3 title \"The kvstore as Debian's Linux kernel and as the freestanding guest: 4 clients x INCR on 8 keys$lxnote\""
+		echo "set style fill solid 0.85 border -1; set grid ytics; set key top right; set offsets 0, 0, graph 0.12, 0; set bmargin 5"
+		# A panel without data says so (gnuplot stops at a plot with none).
+		none() { echo "set label 1 'not measured' at graph 0.5,0.5 center; plot [0:1] [0:1] -1 notitle; unset label 1"; }
+		echo "set title 'requests/s'; set yrange [0:*]; set ylabel 'requests/s'"
+		if [ -s plot/linux_rps.dat ]; then
+			echo "set style data histograms; set style histogram clustered gap 1"
+			echo "plot 'plot/linux_rps.dat' using 2:xtic(1) title 'standalone' lc rgb '#4e79a7', '' using 3 title 'replicated (tcp)' lc rgb '#e15759', '' using (\$0-1./6):2:(\$2 > 0 ? sprintf('%.0f',\$2) : 'none') with labels offset 0,0.7 notitle, '' using (\$0+1./6):3:(\$3 > 0 ? sprintf('%.0f',\$3) : 'none') with labels offset 0,0.7 notitle"
+		else
+			none
+		fi
+		echo "set title 'replicated / standalone'; set yrange [0:1.15]; set ylabel 'ratio'"
+		if awk '$NF != "NaN"' plot/linux_rps.dat | grep -q .; then
+			echo "set xrange [-0.6:$(($(wc -l <plot/linux_rps.dat) - 1)).6]; set boxwidth 0.5"
+			echo "plot 'plot/linux_rps.dat' using 0:4:xtic(1) with boxes lc rgb '#59a14f' title 'replicated / standalone', 0.5 with lines dt 2 lw 2 lc rgb 'black' title 'goal >= 0.5', '' using 0:4:(sprintf('%.2f',\$4)) with labels offset 0,0.7 notitle"
+			echo "set autoscale x; unset boxwidth"
+		else
+			none
+		fi
+		echo "set title 'Linux guest, replicated: pause breakdown (medians)'; set yrange [0:*]; set ylabel 'microseconds'"
+		if [ -s plot/linux_breakdown.dat ]; then
+			echo "set style data histograms; set style histogram rowstacked; set boxwidth 0.6 relative; set key top left"
+			echo "plot 'plot/linux_breakdown.dat' using 2:xtic(1) title 'harvest' lc rgb '#4e79a7', '' using 3 title 'state' lc rgb '#f28e2b', '' using 4 title 'push' lc rgb '#59a14f', '' using 5 title 'commit-ack' lc rgb '#e15759'"
+		else
+			none
+		fi
+		echo "unset multiplot"
+	} >plot/linux.gp
+	plot plot/linux.gp
+fi
+
 cat summary.txt
 echo
-echo "perf: results in $R: pause.json pause.csv kvstore.json summary.txt $(ls *.png 2>/dev/null | tr '\n' ' ')"
+echo "perf: results in $R: pause.json pause.csv kvstore.json$([ -s linux.json ] && [ $has_linux = 1 ] && echo " linux.json") summary.txt $(ls *.png 2>/dev/null | tr '\n' ' ')"

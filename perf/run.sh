@@ -4,8 +4,9 @@
 # a fixed number of events; the floor (memcpy of the epoch's bytes + one
 # small round trip) measured in the same run; baselines (standalone,
 # full-copy, bitmap vs ring, speculation); the kvstore under load,
-# standalone vs replicated. Writes $BUILD/perf/: pause.json, pause.csv,
-# kvstore.json, summary.txt and PNG plots.
+# standalone vs replicated, as the freestanding guest and as Debian's Linux
+# kernel (make linux-guest) with an idle window. Writes $BUILD/perf/:
+# pause.json, pause.csv, kvstore.json, linux.json, summary.txt, PNG plots.
 #
 #   perf/run.sh [--quick] [--events=N] [--transports=tcp,rdma,ofi]
 #               [--pages=0,16,256,4096] [--ram=64M,1G,4G] [--variants=...]
@@ -32,7 +33,10 @@ Matrix:
   --pages=LIST           dirty pages per event (default 0,16,256,4096)
   --ram=LIST             guest RAM sizes (default 64M,1G,4G; quick 64M)
   --variants=LIST        among ring,bitmap,speculate,full-copy,standalone,kv,
-                         synth,synth-spec,synth-think (default: all). synth: the synthetic
+                         linux,synth,synth-spec,synth-think (default: all;
+                         --quick: all but linux). linux: the kvstore in
+                         Debian's kernel (make linux-guest), standalone vs
+                         replicated (tcp) under load, then idle; synth: the synthetic
                          guest (kemari-run --hv=synth), always natively, even
                          where the KVM cells run in the emulated VM: the
                          engine and transports without KVM; synth-spec: the
@@ -41,6 +45,8 @@ Matrix:
   --event=disk|net       the dirtier's output event (default disk)
   --speculate-us=N       period of the speculate variant (default 200)
   --kv-ms=N              duration of each kvstore load (default 5000; VM 8000)
+  --idle-ms=N            linux: the idle window of the replicated guest
+                         (default 20000)
   --standalone-events=N  events of the standalone baseline (default 20000; VM 1000)
 
 Two hosts (real RDMA): the primary runs here, the secondary over ssh:
@@ -62,7 +68,7 @@ EOF
 }
 
 quick=0 events="" transports="" ofi_providers="" pages="" rams="" variants=""
-event=disk speculate_us=200 synth_think_us=2000 kv_ms="" sa_events="" out="" inner=0 vm_jobs=""
+event=disk speculate_us=200 synth_think_us=2000 kv_ms="" idle_ms=20000 sa_events="" out="" inner=0 vm_jobs=""
 add="" remote="" remote_build="" remote_addr="" ssh_opts="" vm_mem="" vm_timeout=""
 env_kind=native
 args=("$@")
@@ -78,6 +84,7 @@ for a in "$@"; do
 	--event=*) event=${a#*=} ;;
 	--speculate-us=*) speculate_us=${a#*=} ;;
 	--kv-ms=*) kv_ms=${a#*=} ;;
+	--idle-ms=*) idle_ms=${a#*=} ;;
 	--standalone-events=*) sa_events=${a#*=} ;;
 	--remote-secondary=*) remote=${a#*=} ;;
 	--remote-build=*) remote_build=${a#*=} ;;
@@ -117,7 +124,7 @@ merge_results() {
 		  print line }' "$dst/pause.csv" "$src/pause.csv" >>"$dst/pause.csv.add" 2>/dev/null || true
 	cat "$dst/pause.csv.add" >>"$dst/pause.csv" 2>/dev/null || true
 	rm -f "$dst/pause.csv.add"
-	for f in floors.jsonl kvstore.jsonl skipped.txt; do
+	for f in floors.jsonl kvstore.jsonl linux.jsonl skipped.txt; do
 		[ -f "$src/$f" ] && cat "$src/$f" >>"$dst/$f"
 	done
 	[ -f "$src/env.txt" ] && cp "$src/env.txt" "$dst/env-$(sed -n 's/^env=//p' "$src/env.txt").txt"
@@ -125,7 +132,9 @@ merge_results() {
 	return 0
 }
 
-ALL_VARIANTS=ring,bitmap,speculate,full-copy,standalone,kv,synth,synth-spec,synth-think
+ALL_VARIANTS=ring,bitmap,speculate,full-copy,standalone,kv,linux,synth,synth-spec,synth-think
+# --quick leaves out the Linux guest: each of its boots takes a minute or more.
+[ $quick = 1 ] && ALL_VARIANTS=${ALL_VARIANTS/,linux/}
 # The variants of LIST that do (synth) or do not (kvm) need KVM's absence.
 variants_kvm() { echo "$1" | tr ',' '\n' | grep -v '^synth' | paste -sd, || true; }
 variants_synth() { echo "$1" | tr ',' '\n' | grep '^synth' | paste -sd, || true; }
@@ -138,7 +147,7 @@ kvm_usable() {
 # ---- outside the VM: maybe enter it, then report --------------------------
 if [ $inner = 0 ]; then
 	mkdir -p "$out"
-	rm -f "$out"/{pause.json,pause.csv,records.jsonl,kvstore.json,kvstore.jsonl,summary.txt,skipped.txt,floors.jsonl,env.txt,env-*.txt,*.png}
+	rm -f "$out"/{pause.json,pause.csv,records.jsonl,kvstore.json,kvstore.jsonl,linux.json,linux.jsonl,summary.txt,skipped.txt,floors.jsonl,env.txt,env-*.txt,*.png}
 	rm -rf "$out/logs" "$out/plot"
 	rc=0
 	if kvm_usable; then
@@ -290,6 +299,7 @@ avail_mib() { awk '/^MemAvailable:/{print int($2/1024)}' /proc/meminfo; }
 : >"$R/records.jsonl"
 : >"$R/floors.jsonl"
 : >"$R/kvstore.jsonl"
+: >"$R/linux.jsonl"
 
 # ---- remote helpers (two-host mode) ------------------------------------------
 # The remote process writes its pid so that cleanup kills exactly it.
@@ -304,8 +314,10 @@ remote_stop() {
 }
 
 pids=()
+netns="" # the Linux cells' network namespace while it exists
 cleanup() {
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	if [ -n "$netns" ]; then ip netns del "$netns" 2>/dev/null || true; fi
 	if [ -n "$remote" ]; then remote_stop secondary; remote_stop floor; fi
 }
 trap cleanup EXIT
@@ -693,24 +705,26 @@ kv_wait() { # SERVER PID
 	done
 	return 1
 }
-kv_record() { # MODE TRANSPORT LOADOUT RC
-	local f=$3 acked p50 p99 max lost twice
+kv_record() { # MODE TRANSPORT LOADOUT RC [GUEST [EXTRA_JSON_FIELDS]]
+	local f=$3 guest=${5:-kvstore} acked p50 p99 max lost twice resends
 	acked=$(sed -n 's/^acknowledged \([0-9]*\) updates.*/\1/p' "$f")
 	lost=$(sed -n 's/.*; lost \([0-9]*\);.*/\1/p' "$f")
 	twice=$(sed -n 's/.*applied twice \([0-9]*\);.*/\1/p' "$f")
 	p50=$(sed -n 's/^latency p50 \([0-9]*\) us.*/\1/p' "$f")
 	p99=$(sed -n 's/^latency .*p99 \([0-9]*\) us.*/\1/p' "$f")
 	max=$(sed -n 's/^latency .*max \([0-9]*\) us.*/\1/p' "$f")
+	resends=$(sed -n 's/^latency .*; resends \([0-9]*\).*/\1/p' "$f")
 	if [ -z "$acked" ] || [ -z "$p50" ]; then
-		skip "kvstore $1" "the load did not report: $(tail -1 "$f")"
+		echo FAILED
+		skip "$([ "$guest" = linux ] && echo "linux ")kvstore $1" "the load did not report: $(tail -1 "$f")"
 		return 0
 	fi
 	local rps
 	rps=$(awk -v a="$acked" -v d="$kv_ms" 'BEGIN{printf "%.1f", a * 1000 / d}')
-	printf '{"mode":"%s","transport":%s,"env":"%s","clients":4,"keys":8,"duration_ms":%s,"acked":%s,"requests_per_s":%s,"p50_us":%s,"p99_us":%s,"max_us":%s,"lost":%s,"applied_twice":%s,"consistent":%s}\n' \
-		"$1" "$([ "$2" = none ] && echo null || echo "\"$2\"")" $env_kind "$kv_ms" "$acked" "$rps" "$p50" "$p99" \
-		"${max:-null}" "${lost:-null}" "${twice:-null}" "$([ "$4" = 0 ] && echo true || echo false)" >>"$R/kvstore.jsonl"
-	echo "$acked requests in $kv_ms ms: $rps requests/s, latency p50 $p50 us, p99 $p99 us"
+	printf '{"guest":"%s","mode":"%s","transport":%s,"env":"%s","clients":4,"keys":8,"duration_ms":%s,"acked":%s,"requests_per_s":%s,"p50_us":%s,"p99_us":%s,"max_us":%s,"lost":%s,"applied_twice":%s,"resends":%s,"consistent":%s%s}\n' \
+		"$guest" "$1" "$([ "$2" = none ] && echo null || echo "\"$2\"")" $env_kind "$kv_ms" "$acked" "$rps" "$p50" "$p99" \
+		"${max:-null}" "${lost:-null}" "${twice:-null}" "${resends:-null}" "$([ "$4" = 0 ] && echo true || echo false)" "${6:-}" >>"$R/kvstore.jsonl"
+	echo "$acked requests in $kv_ms ms: $rps requests/s, latency p50 $p50 us, p99 $p99 us, ${resends:-?} resends"
 }
 kv_measure() { # MODE TRANSPORT PID LOG: wait until it serves, load it, record
 	local rc=0
@@ -757,5 +771,160 @@ if has "$variants" kv; then
 	stop_pid $kp # SIGTERM: an orderly stop, BYE to the secondary
 	wait_for $ks 60 || true
 	[ -n "$remote" ] && remote_stop secondary
+fi
+
+# ---- the Linux guest: Debian's kernel running kemari-kvstore (make linux-guest) ----
+# The same load against the Linux image, standalone and replicated over tcp;
+# in the replicated run first an idle window (no client) for the pages an
+# idle kernel dirties per epoch and the epoch rate, then the load with the
+# pause and its breakdown over the epochs the load caused. The VMMs and the
+# client run in a network namespace of their own: a bridge with
+# 169.254.10.1/24, the guest at .2 behind the VMM's TAP (the secondary's TAP
+# on the same bridge delivers nothing until a takeover); nothing on the
+# host's network changes, and the namespace goes at the end.
+LX_GUEST=169.254.10.2
+LX_MIB=128
+lx_svc=$LX_GUEST:7500
+NS=()
+lx_netns_up() {
+	local ns=kemari-perf-$$
+	ip netns add "$ns" >"$R/logs/linux-netns.log" 2>&1 || return 1
+	netns=$ns
+	NS=(ip netns exec "$netns")
+	{ "${NS[@]}" ip link set lo up &&
+		"${NS[@]}" ip link add kmrbr0 type bridge &&
+		"${NS[@]}" ip addr add 169.254.10.1/24 dev kmrbr0 &&
+		"${NS[@]}" ip link set kmrbr0 up; } >>"$R/logs/linux-netns.log" 2>&1
+}
+lx_netns_down() {
+	ip netns del "$netns" 2>/dev/null || true
+	netns=""
+}
+lx_ready() { # PID CONSOLE SECS: the image's ready line, then a PING answer
+	local end=$(($(now_us) + $3 * 1000000))
+	while [ "$(now_us)" -lt $end ]; do
+		if grep -q "kemari-guest: ready" "$2" 2>/dev/null &&
+			"${NS[@]}" "$B/kemari-kv" --server=$lx_svc --timeout-ms=200 PING >/dev/null 2>&1; then
+			return 0
+		fi
+		kill -0 "$1" 2>/dev/null || return 1
+		sleep 0.25
+	done
+	return 1
+}
+lx_why() { # LOG CONSOLE: one line on why a guest did not serve
+	local l
+	l=$(grep -m1 -i 'error\|lost' "$1" 2>/dev/null || true)
+	[ -n "$l" ] || l="no error from the VMM; console: $(tail -1 "$2" 2>/dev/null)"
+	echo "$l"
+}
+lx_lines() { wc -l <"$1" 2>/dev/null || echo 0; }
+lx_q() { # FILE FIELD Q: nearest-rank quantile of a --stats field, or null
+	sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1" | sort -n | awk -v q="$3" '
+		{ a[NR] = $1 }
+		END { if (!NR) { print "null"; exit }
+		      i = int(q * NR); if (i < q * NR) i++; if (i < 1) i = 1; print a[i] }'
+}
+# lx_window PHASE STATS FROM TO MS: the epochs FROM+1..TO of a --stats file
+# (the lines written during a window of MS ms) as one linux.jsonl record.
+lx_window() {
+	local f=$work/lx-$1.stats n eps
+	sed -n "$(($3 + 1)),$4p" "$2" >"$f"
+	n=$(grep -c . "$f" || true)
+	eps=$(awk -v n="$n" -v ms="$5" 'BEGIN{printf "%.2f", (ms > 0 ? n * 1000 / ms : 0)}')
+	printf '{"guest":"linux","phase":"%s","transport":"tcp","env":"%s","mem_mib":%s,"duration_ms":%s,"epochs":%s,"epochs_per_s":%s,"dirty_pages_p50":%s,"dirty_pages_p90":%s,"bytes_p50":%s,"pause_p50_us":%s,"pause_p99_us":%s,"harvest_us":%s,"state_us":%s,"push_us":%s,"commit_ack_us":%s}\n' \
+		"$1" $env_kind $LX_MIB "$5" "$n" "$eps" \
+		"$(lx_q "$f" dirty_pages 0.5)" "$(lx_q "$f" dirty_pages 0.9)" "$(lx_q "$f" bytes 0.5)" \
+		"$(lx_q "$f" pause_us 0.5)" "$(lx_q "$f" pause_us 0.99)" "$(lx_q "$f" harvest_us 0.5)" \
+		"$(lx_q "$f" state_us 0.5)" "$(lx_q "$f" push_us 0.5)" "$(lx_q "$f" commit_ack_us 0.5)" >>"$R/linux.jsonl"
+	echo "$n epochs in $5 ms ($eps/s), dirty pages/epoch p50 $(lx_q "$f" dirty_pages 0.5) p90 $(lx_q "$f" dirty_pages 0.9), pause p50 $(lx_q "$f" pause_us 0.5) us p99 $(lx_q "$f" pause_us 0.99) us"
+}
+lx_cells() {
+	local G=$B/guests/linux lg=$R/logs/linux boot_s t0 t1 n0 n1 rc ready kp ks peer
+	boot_s=$([ $slow = 1 ] && echo 900 || echo 180)
+	local lxg=(--kernel="$G/vmlinuz" --initrd="$G/initrd.img"
+		--append="console=ttyS0 acpi=off quiet kemari.ip=$LX_GUEST/24"
+		--mem="${LX_MIB}M" --disk-size=32M --no-progress)
+	local lxload=(--server="$lx_svc" --timeout-ms=60000 load --clients=4 --keys=8 --duration-ms="$kv_ms")
+
+	ncell=$((ncell + 1))
+	printf '[%2d] linux      standalone    %sM  load %s ms: ' $ncell $LX_MIB "$kv_ms"
+	t0=$(now_us)
+	"${NS[@]}" "$K" "${lxg[@]}" --net=tap:kmrpa0,bridge=kmrbr0 --disk="$work/lx-sa.img" \
+		--console-log="$lg-standalone.console" >"$lg-standalone.log" 2>&1 &
+	kp=$!
+	pids+=("$kp")
+	if lx_ready $kp "$lg-standalone.console" "$boot_s"; then
+		ready=$(awk -v d=$(($(now_us) - t0)) 'BEGIN{printf "%.1f", d / 1e6}')
+		rc=0
+		run_bounded $((kv_ms / 1000 + 180)) "${NS[@]}" "$B/kemari-kv" "${lxload[@]}" \
+			>"$lg-standalone.load" 2>&1 || rc=$?
+		printf '(ready after %s s) ' "$ready"
+		kv_record standalone none "$lg-standalone.load" $rc linux ",\"mem_mib\":$LX_MIB,\"ready_s\":$ready"
+	else
+		echo FAILED
+		skip "linux kvstore standalone" "the guest did not serve within $boot_s s: $(lx_why "$lg-standalone.log" "$lg-standalone.console")"
+	fi
+	stop_pid $kp
+
+	ncell=$((ncell + 1))
+	port=$((port + 1))
+	peer=127.0.0.1:$port
+	printf '[%2d] linux      replicated tcp %sM idle %s ms: ' $ncell $LX_MIB "$idle_ms"
+	"${NS[@]}" "$K" --role=secondary --transport=tcp --listen=$peer "${lxg[@]}" $hb \
+		--net=tap:kmrsa0,bridge=kmrbr0 --disk="$work/lx-rep.img" \
+		--console-log="$lg-secondary.console" >"$lg-secondary.log" 2>&1 &
+	ks=$!
+	pids+=("$ks")
+	t0=$(now_us)
+	"${NS[@]}" "$K" --role=primary --transport=tcp --peer=$peer --connect-timeout-ms=60000 \
+		"${lxg[@]}" $hb --net=tap:kmrpa0,bridge=kmrbr0 --disk="$work/lx-rep.img" \
+		--console-log="$lg-primary.console" --stats="$lg-replicated.stats.json" >"$lg-primary.log" 2>&1 &
+	kp=$!
+	pids+=("$kp")
+	if lx_ready $kp "$lg-primary.console" "$boot_s"; then
+		ready=$(awk -v d=$(($(now_us) - t0)) 'BEGIN{printf "%.1f", d / 1e6}')
+		printf '(ready after %s s) ' "$ready"
+		# No client: what the idle kernel alone makes the engine carry.
+		n0=$(lx_lines "$lg-replicated.stats.json")
+		t0=$(now_us)
+		sleep "$(awk -v ms="$idle_ms" 'BEGIN{printf "%.3f", ms / 1000}')"
+		n1=$(lx_lines "$lg-replicated.stats.json")
+		t1=$(now_us)
+		lx_window idle "$lg-replicated.stats.json" "$n0" "$n1" $(((t1 - t0) / 1000))
+
+		ncell=$((ncell + 1))
+		printf '[%2d] linux      replicated tcp %sM load %s ms: ' $ncell $LX_MIB "$kv_ms"
+		rc=0
+		n0=$(lx_lines "$lg-replicated.stats.json")
+		t0=$(now_us)
+		run_bounded $((kv_ms / 1000 + 180)) "${NS[@]}" "$B/kemari-kv" "${lxload[@]}" \
+			>"$lg-replicated.load" 2>&1 || rc=$?
+		n1=$(lx_lines "$lg-replicated.stats.json")
+		t1=$(now_us)
+		kv_record replicated tcp "$lg-replicated.load" $rc linux ",\"mem_mib\":$LX_MIB,\"ready_s\":$ready"
+		printf '     under that load: '
+		lx_window load "$lg-replicated.stats.json" "$n0" "$n1" $(((t1 - t0) / 1000))
+	else
+		echo FAILED
+		skip "linux kvstore replicated" "the guest did not serve within $boot_s s: $(lx_why "$lg-primary.log" "$lg-primary.console")"
+	fi
+	stop_pid $kp # SIGTERM: an orderly stop, BYE to the secondary
+	wait_for $ks 60 || note "warning: the Linux guest's secondary did not end after the primary's orderly stop: stopped (see logs/linux-secondary.log)"
+}
+if has "$variants" linux; then
+	if [ ! -r "$B/guests/linux/vmlinuz" ] || [ ! -r "$B/guests/linux/initrd.img" ]; then
+		skip "linux" "$B/guests/linux/vmlinuz or initrd.img is missing: run 'make BUILD=${BUILD:-build} linux-guest' first"
+	elif [ -n "$remote" ]; then
+		skip "linux" "not in the two-host mode: the guest's bridge is in a network namespace on this host, which a secondary elsewhere cannot join"
+	elif [ "$(avail_mib)" -lt $((3 * LX_MIB + 512)) ]; then
+		skip "linux" "needs ~$((3 * LX_MIB + 512)) MiB, only $(avail_mib) MiB available"
+	elif ! lx_netns_up; then
+		skip "linux" "cannot set up a network namespace with a bridge (root, bridge module): $(tail -1 "$R/logs/linux-netns.log")"
+		[ -n "$netns" ] && lx_netns_down
+	else
+		lx_cells
+		lx_netns_down
+	fi
 fi
 note "measurements done: $(($(wc -l <"$R/pause.csv") - 1)) records"
