@@ -81,11 +81,17 @@ static ssize_t kv_client__wait(struct kv_client *c, char *buf, size_t cap,
 	return n;
 }
 
+#define KV_RESEND_MAX_MS 1000U
+
 int kv_client__call_seq(struct kv_client *c, uint64_t seq, const char *cmd,
 			char *reply, size_t cap)
 {
 	char req[512], rsp[4096], head[96];
 	uint64_t start = kemari_now_ns(), last_send;
+	/* Resends back off (doubling up to 1 s), as TCP's do: a server
+	 * slower than resend_ms (a replica's pauses) must not be handed
+	 * ever more copies of requests it is still answering. */
+	unsigned int wait_ms = c->resend_ms;
 	int len, hlen;
 
 	len = snprintf(req, sizeof(req), "%s %" PRIu64 " %s", c->id, seq, cmd);
@@ -100,7 +106,7 @@ int kv_client__call_seq(struct kv_client *c, uint64_t seq, const char *cmd,
 		last_send = kemari_now_ns();
 		for (;;) {
 			uint64_t now = kemari_now_ns();
-			int64_t left = (int64_t)c->resend_ms -
+			int64_t left = (int64_t)wait_ms -
 				       (int64_t)((now - last_send) / 1000000);
 			ssize_t n;
 
@@ -120,6 +126,7 @@ int kv_client__call_seq(struct kv_client *c, uint64_t seq, const char *cmd,
 			return 0;
 		}
 		c->resends++;
+		wait_ms = KEMARI_MIN(wait_ms * 2, KV_RESEND_MAX_MS);
 	}
 }
 
