@@ -199,9 +199,16 @@ ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
 		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/*'
 endif
 
+# make demo: the freestanding kvstore guest (fast); make demo GUEST=linux:
+# Debian's Linux kernel with the kvstore image, TCP connection included.
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
+ifeq ($(GUEST),linux)
+	$(Q)$(MAKE) --no-print-directory linux-guest
+	$(Q)BUILD=$(BUILD) scripts/demo-linux.sh
+else
 	$(Q)scripts/demo.sh
+endif
 
 demo-soak: deps
 	$(Q)$(MAKE) --no-print-directory all
@@ -210,7 +217,7 @@ demo-soak: deps
 # Soft-RoCE: rdma and ofi-verbs inside the emulated VM (tests/check-rdma.sh).
 # Exit 77 (no qemu or kernel package here) is reported as a skip.
 check-rdma: deps
-	$(Q)$(MAKE) --no-print-directory all tests
+	$(Q)$(MAKE) --no-print-directory all tests linux-guest
 	$(Q)BUILD=$(BUILD) tests/check-rdma.sh; rc=$$?; \
 	if [ $$rc -eq 77 ]; then echo "check-rdma: SKIPPED"; exit 0; fi; exit $$rc
 
@@ -238,11 +245,12 @@ check-xen-tap:
 linux-guest:
 	$(Q)BUILD=$(BUILD) scripts/linux-guest.sh
 
-# The same image with the test overlay (tests/guests/linux-overlay), for the
-# Linux integration tests.
+# The same image with the test overlay (tests/guests/linux-overlay) and the
+# ext4 module with the crc32c it asks for by name at every mount (the file
+# test's ext2 filesystem), for the Linux integration tests.
 linux-guest-test: linux-guest
 	$(Q)BUILD=$(BUILD) scripts/linux-guest.sh --overlay=tests/guests/linux-overlay \
-		--out=$(BUILD)/guests/linux-test
+		--modules=ext4,crc32c_generic --out=$(BUILD)/guests/linux-test
 
 format:
 	$(Q)clang-format -i $$(git ls-files '*.c' '*.h')

@@ -4,15 +4,19 @@
 # as shipped, and an initramfs with busybox, the virtio modules, the static
 # kemari-kvstore (guest/linux/kvstore.c) and guest/linux/init.
 #
-#   scripts/linux-guest.sh [--overlay=DIR]... [--out=DIR]
+#   scripts/linux-guest.sh [--overlay=DIR]... [--modules=M[,M...]]... [--out=DIR]
 #                           $BUILD/guests/linux/vmlinuz and initrd.img
 #   scripts/linux-guest.sh --kvstore
 #                           $BUILD/guests/linux/kemari-kvstore only
 #
 # --overlay=DIR copies DIR's tree over the initramfs root (repeatable, in
-# order): add a service, /etc/kemari-guest.conf, more modules, or a new /init.
+# order): add a service, /etc/kemari-guest.conf, or a new /init.
+# --modules=M,... adds kernel modules of the package (e.g. ext4, vfat),
+# each with every module it depends on (the package's modules.dep); /init
+# loads them after the virtio ones, dependencies first. Names as modprobe
+# takes them ('-' and '_' alike); a module built into the kernel is skipped.
 # --out=DIR puts vmlinuz and initrd.img there instead (e.g. a variant image
-# built with overlays next to the stock one).
+# built with overlays or modules next to the stock one).
 # Each part is rebuilt only when its inputs' content changes (*.stamp).
 # BUILD defaults to build (relative to the repository root);
 # KEMARI_VM_CACHE to /var/cache/kemari-vm, the kernel package cache shared
@@ -24,6 +28,7 @@ usage() {
 }
 
 overlays=()
+extra_modules=()
 only_kvstore=0
 img_out=
 for a in "$@"; do
@@ -32,6 +37,14 @@ for a in "$@"; do
 		d=${a#--overlay=}
 		[ -d "$d" ] || { echo "linux-guest: --overlay=$d: not a directory" >&2; exit 2; }
 		overlays+=("$(cd "$d" && pwd)")
+		;;
+	--modules=*)
+		for m in $(echo "${a#--modules=}" | tr ',' ' '); do
+			case $m in
+			*[!A-Za-z0-9_-]*) echo "linux-guest: --modules: '$m' is not a module name" >&2; exit 2 ;;
+			esac
+			extra_modules+=("$m")
+		done
 		;;
 	--out=*)
 		img_out=${a#--out=}
@@ -121,45 +134,66 @@ kernel_deb() {
 	ls "$dir/${pkg}"_*.deb | head -1
 }
 
-# $OUT/kernel: vmlinuz from the package, and the modules $MODULES need,
-# in load order (modules.order).
+# The modules.dep paths of module $1 and everything it needs, dependencies
+# first, appended to the array order (no duplicates); the package's
+# modules.dep and modules.builtin are in $2. Returns 1 for a built-in one.
+resolve_module() {
+	local m=$1 dir=$2 pat line d
+	pat=${m//[-_]/[-_]}
+	if grep -qE "(^|/)$pat\.ko\$" "$dir/modules.builtin"; then
+		return 1
+	fi
+	line=$(grep -E "(^|/)$pat\.ko(\.xz|\.zst|\.gz)?:" "$dir/modules.dep") ||
+		die "module $m is not in the kernel package (modules.dep)"
+	for d in $(echo "${line#*:}" | tr ' ' '\n' | tac) "${line%%:*}"; do
+		[ -n "$d" ] || continue
+		case " ${order[*]-} " in *" $d "*) ;; *) order+=("$d") ;; esac
+	done
+}
+
+# Module file $1 (a modules.dep path under $2) as a plain .ko into dir $3:
+# busybox insmod takes plain .ko files only.
+plain_ko() {
+	local f=$1 from=$2 to=$3 m
+	m=$(basename "$f")
+	case $m in
+	*.xz) xz -dc "$from/$f" >"$to/${m%.xz}" ;;
+	*.zst) zstd -qdc "$from/$f" >"$to/${m%.zst}" ;;
+	*.gz) gzip -dc "$from/$f" >"$to/${m%.gz}" ;;
+	*) cp "$from/$f" "$to/" ;;
+	esac
+}
+
+# $OUT/kernel: vmlinuz from the package, the modules $MODULES need in load
+# order (modules.order), and the package's modules.dep (after depmod) and
+# modules.builtin, from which build_modules resolves more.
 build_kernel() {
-	local pkg deb stamp kdir=$OUT/kernel tmp kv dep order=() m line d f
-	pkg=$(kernel_package)
-	deb=$(kernel_deb "$pkg")
-	stamp=$(echo "$(basename "$deb") $MODULES" | hash)
-	fresh "$kdir/vmlinuz" "$stamp" && return 0
+	local stamp kdir=$OUT/kernel tmp kv order=() m f
+	KPKG=$(kernel_package)
+	KDEB=$(kernel_deb "$KPKG")
+	stamp=$(echo "$(basename "$KDEB") $MODULES" | hash)
+	fresh "$kdir/vmlinuz" "$stamp" && [ -f "$kdir/modules.dep" ] && return 0
 	command -v depmod >/dev/null || die77 "depmod missing: run 'make deps' (package kmod)"
-	echo "linux-guest: unpacking $(basename "$deb")"
+	echo "linux-guest: unpacking $(basename "$KDEB")"
 	tmp=$(mktemp -d "$OUT/tmp.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
-	dpkg-deb -x "$deb" "$tmp/root"
+	dpkg-deb -x "$KDEB" "$tmp/root"
 	kv=$(ls "$tmp/root/lib/modules")
 	[ -n "$kv" ] && [ -f "$tmp/root/boot/vmlinuz-$kv" ] ||
-		die "$deb: no /boot/vmlinuz-* and /lib/modules/* pair"
+		die "$KDEB: no /boot/vmlinuz-* and /lib/modules/* pair"
 	depmod -b "$tmp/root" "$kv"
-	dep=$tmp/root/lib/modules/$kv/modules.dep
+	mkdir -p "$tmp/kernel/modules"
+	cp "$tmp/root/lib/modules/$kv/modules.dep" "$tmp/root/lib/modules/$kv/modules.builtin" "$tmp/kernel/"
 	# Load order: dependencies first, as modules.dep lists them (reversed).
 	for m in $MODULES; do
-		line=$(grep -E "/$m\.ko(\.xz|\.zst|\.gz)?:" "$dep") || die "module $m not in $pkg"
-		for d in $(echo "${line#*:}" | tr ' ' '\n' | tac) "${line%%:*}"; do
-			[ -n "$d" ] || continue
-			case " ${order[*]-} " in *" $d "*) ;; *) order+=("$d") ;; esac
-		done
+		resolve_module "$m" "$tmp/kernel" || die "module $m is built in: take it out of MODULES"
 	done
-	mkdir -p "$tmp/kernel/modules"
 	cp "$tmp/root/boot/vmlinuz-$kv" "$tmp/kernel/vmlinuz"
 	echo "$kv" >"$tmp/kernel/release"
 	: >"$tmp/kernel/modules.order"
-	# busybox insmod takes plain .ko files only.
 	for f in "${order[@]}"; do
+		plain_ko "$f" "$tmp/root/lib/modules/$kv" "$tmp/kernel/modules"
 		m=$(basename "$f")
-		case $m in
-		*.xz) xz -dc "$tmp/root/lib/modules/$kv/$f" >"$tmp/kernel/modules/${m%.xz}" ;;
-		*.zst) zstd -qdc "$tmp/root/lib/modules/$kv/$f" >"$tmp/kernel/modules/${m%.zst}" ;;
-		*.gz) gzip -dc "$tmp/root/lib/modules/$kv/$f" >"$tmp/kernel/modules/${m%.gz}" ;;
-		*) cp "$tmp/root/lib/modules/$kv/$f" "$tmp/kernel/modules/" ;;
-		esac
 		echo "${m%.ko*}.ko" >>"$tmp/kernel/modules.order"
 	done
 	rm -rf "$kdir"
@@ -170,12 +204,56 @@ build_kernel() {
 	echo "linux-guest: kernel $kv, modules: $(tr '\n' ' ' <"$kdir/modules.order")"
 }
 
+# The image's modules, MDIR/modules/*.ko in the order of MDIR/modules.order:
+# $OUT/kernel's, or with --modules a set of the image's own in
+# $IMG/initrd-modules: those and the extra ones with what they need, taken
+# from the package, loaded after the virtio ones.
+build_modules() {
+	local kdir=$OUT/kernel stamp tmp kv order=() want=() m f
+	MDIR=$kdir
+	[ ${#extra_modules[@]} -eq 0 ] && return 0
+	MDIR=$IMG/initrd-modules
+	stamp=$(echo "$(cat "$kdir/vmlinuz.stamp") ${extra_modules[*]}" | hash)
+	fresh "$MDIR/modules.order" "$stamp" && return 0
+	for m in "${extra_modules[@]}"; do
+		resolve_module "$m" "$kdir" ||
+			echo "linux-guest: module $m is built into the kernel: nothing to add" >&2
+	done
+	kv=$(cat "$kdir/release")
+	tmp=$(mktemp -d "$OUT/tmp.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	mkdir -p "$tmp/modules"
+	cp "$kdir/modules.order" "$tmp/modules.order"
+	cp "$kdir"/modules/*.ko "$tmp/modules/"
+	for f in "${order[@]}"; do
+		m=$(basename "$f")
+		grep -qx "${m%.ko*}.ko" "$tmp/modules.order" && continue
+		want+=("$f")
+		echo "${m%.ko*}.ko" >>"$tmp/modules.order"
+	done
+	if [ ${#want[@]} -gt 0 ]; then
+		dpkg-deb --fsys-tarfile "$KDEB" |
+			tar -x -C "$tmp" "${want[@]/#/./lib/modules/$kv/}" ||
+			die "cannot extract ${want[*]} from $KDEB"
+		for f in "${want[@]}"; do
+			plain_ko "$f" "$tmp/lib/modules/$kv" "$tmp/modules"
+		done
+	fi
+	rm -rf "$MDIR"
+	mkdir -p "$MDIR"
+	mv "$tmp/modules" "$tmp/modules.order" "$MDIR/"
+	echo "$stamp" >"$MDIR/modules.order.stamp"
+	rm -rf "$tmp"
+	trap - EXIT
+	echo "linux-guest: $IMG: modules $(tr '\n' ' ' <"$MDIR/modules.order")"
+}
+
 build_initrd() {
 	local kdir=$OUT/kernel img=$IMG/initrd.img stamp tmp root o
 	[ -x /bin/busybox ] || die77 "busybox missing: run 'make deps' (package busybox-static)"
 	command -v cpio >/dev/null || die77 "cpio missing: run 'make deps'"
 	stamp=$({
-		cat "$kdir/vmlinuz.stamp" "$kdir/modules.order"
+		cat "$kdir/vmlinuz.stamp" "$MDIR/modules.order"
 		sha256sum /bin/busybox "$OUT/kemari-kvstore" guest/linux/init "$SELF"
 		for o in "${overlays[@]}"; do
 			echo "overlay $o"
@@ -191,8 +269,8 @@ build_initrd() {
 		strip -o "$root/bin/kemari-kvstore" "$OUT/kemari-kvstore"
 		cp guest/linux/init "$root/init"
 		chmod 755 "$root/init"
-		cp "$kdir"/modules/*.ko "$root/lib/modules/"
-		cp "$kdir/modules.order" "$root/etc/kemari-modules"
+		cp "$MDIR"/modules/*.ko "$root/lib/modules/"
+		cp "$MDIR/modules.order" "$root/etc/kemari-modules"
 		for o in "${overlays[@]}"; do
 			cp -a "$o"/. "$root/"
 		done
@@ -210,4 +288,5 @@ build_initrd() {
 build_kvstore
 [ $only_kvstore = 1 ] && exit 0
 build_kernel
+build_modules
 build_initrd

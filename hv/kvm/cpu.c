@@ -47,10 +47,155 @@ static int kvm_cpu__setup_signals(void)
 	return -pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
+/* XCR0 components that come only together (KVM's XSETBV refuses others). */
+static const uint64_t kvm_xcr0_groups[] = {
+	0x3ULL << 3,  /* MPX: BNDREGS, BNDCSR */
+	0x7ULL << 5,  /* AVX-512: opmask, ZMM_Hi256, Hi16_ZMM */
+	0x3ULL << 17, /* AMX: XTILECFG, XTILEDATA */
+};
+
+static struct kvm_cpuid_entry2 *kvm_cpuid__find(struct kvm_cpuid2 *c,
+						uint32_t fn, uint32_t idx)
+{
+	for (uint32_t i = 0; i < c->nent; i++)
+		if (c->entries[i].function == fn && c->entries[i].index == idx)
+			return &c->entries[i];
+	return NULL;
+}
+
+/*
+ * The XCR0 a guest gets from the start: every state component CPUID leaf
+ * 0xD advertises, trimmed to a set XSETBV accepts (whole groups; AVX needs
+ * SSE, AVX-512 needs AVX). Leaf 0xD.0 is trimmed the same way, its ECX
+ * (the XSAVE area for all of them) recomputed from the subleaves. 0: the
+ * guest has no XSAVE.
+ */
+static uint64_t kvm_cpuid__xcr0(struct kvm_cpuid2 *c)
+{
+	struct kvm_cpuid_entry2 *one = kvm_cpuid__find(c, 1, 0);
+	struct kvm_cpuid_entry2 *d = kvm_cpuid__find(c, 0xd, 0);
+	uint64_t xcr0;
+	uint32_t size = 512 + 64; /* legacy area and XSAVE header */
+
+	if (!one || !(one->ecx & (1U << 26)) || !d)
+		return 0;
+	xcr0 = (d->eax | (uint64_t)d->edx << 32) | 0x3;
+	for (unsigned int b = 2; b < 64; b++) {
+		const struct kvm_cpuid_entry2 *s = kvm_cpuid__find(c, 0xd, b);
+
+		if (!s || !s->eax) /* no subleaf saying where it goes */
+			xcr0 &= ~(1ULL << b);
+	}
+	for (size_t i = 0; i < KEMARI_ARRAY_SIZE(kvm_xcr0_groups); i++)
+		if ((xcr0 & kvm_xcr0_groups[i]) != kvm_xcr0_groups[i])
+			xcr0 &= ~kvm_xcr0_groups[i];
+	if (!(xcr0 & 0x4))
+		xcr0 &= ~kvm_xcr0_groups[1];
+	for (unsigned int b = 2; b < 64; b++) {
+		const struct kvm_cpuid_entry2 *s = kvm_cpuid__find(c, 0xd, b);
+
+		if (xcr0 & 1ULL << b)
+			size = KEMARI_MAX(size, s->ebx + s->eax);
+	}
+	d->eax = (uint32_t)xcr0;
+	d->edx = (uint32_t)(xcr0 >> 32);
+	d->ecx = size;
+	return xcr0;
+}
+
+/*
+ * Set XCR0 before the guest runs, to what it will set itself (Linux
+ * enables every component CPUID offers). KVM recomputes CPUID 0xD.0 EBX
+ * (the XSAVE area for the current XCR0) when a guest's XSETBV exits to
+ * it; where that exit never comes (nested under QEMU TCG, whose SVM does
+ * not intercept XSETBV) KVM keeps XCR0 = x87 from reset and EBX at 576,
+ * Linux warns "XSAVE consistency problem: size 2696 != kernel_size 576"
+ * and turns XSAVE off (no AVX for its programs). Set here, KVM's XCR0 is
+ * the guest's from the first instruction; a guest's own XSETBV to the
+ * same value changes nothing. XCR0 matters only once the guest sets
+ * CR4.OSXSAVE, and INIT leaves it alone: the other vCPUs keep it too.
+ */
+static int kvm_cpu__set_xcr0(struct kvm_vcpu *vcpu, uint64_t xcr0)
+{
+	struct kvm_xcrs x;
+
+	if (!xcr0 ||
+	    ioctl(vcpu->vm->sys_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) <= 0)
+		return 0;
+	memset(&x, 0, sizeof(x));
+	x.nr_xcrs = 1;
+	x.xcrs[0].xcr = 0;
+	x.xcrs[0].value = xcr0;
+	if (ioctl(vcpu->fd, KVM_SET_XCRS, &x) < 0)
+		return kemari_err(-errno, "KVM_SET_XCRS XCR0=0x%llx: %s",
+				  (unsigned long long)xcr0, strerror(errno));
+	return 0;
+}
+
+/*
+ * MTRRs as a PC's firmware leaves them: enabled, write-back by
+ * default, the VGA window 0xa0000-0xbffff and the 32-bit PCI hole (3-4
+ * GiB: IOAPIC, LAPIC, BARs) uncached. With MTRRs off, Linux 6.1 also
+ * leaves PAT off ("x86/PAT: MTRRs disabled, skipping PAT initialization
+ * too"): no write-combining. Only for a PC: a freestanding guest never
+ * looks at them.
+ */
+static int kvm_cpu__set_mtrrs(struct kvm_vcpu *vcpu, struct kvm_cpuid2 *c)
+{
+	const struct kvm_cpuid_entry2 *one = kvm_cpuid__find(c, 1, 0);
+	const struct kvm_cpuid_entry2 *ext = kvm_cpuid__find(c, 0x80000000, 0);
+	const struct kvm_cpuid_entry2 *pa = kvm_cpuid__find(c, 0x80000008, 0);
+	const uint64_t wb = 0x0606060606060606ULL, gib = 1ULL << 30;
+	unsigned int bits = 36;
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[16];
+	} m;
+	uint32_t n = 0;
+	int set;
+
+	if (!one || !(one->edx & (1U << 12))) /* no MTRRs */
+		return 0;
+	if (ext && ext->eax >= 0x80000008 && pa && (pa->eax & 0xff))
+		bits = pa->eax & 0xff;
+	memset(&m, 0, sizeof(m));
+	m.e[n].index = 0x250; /* 64K fixed: 0-0x7ffff */
+	m.e[n++].data = wb;
+	m.e[n].index = 0x258; /* 16K fixed: 0x80000-0x9ffff */
+	m.e[n++].data = wb;
+	m.e[n].index = 0x259; /* 16K fixed: 0xa0000-0xbffff, UC */
+	m.e[n++].data = 0;
+	for (uint32_t i = 0x268; i <= 0x26f; i++) { /* 4K fixed: 0xc0000- */
+		m.e[n].index = i;
+		m.e[n++].data = wb;
+	}
+	m.e[n].index = 0x200; /* variable range 0 base: the hole, UC */
+	m.e[n++].data = 3 * gib;
+	m.e[n].index = 0x201; /* its mask, valid */
+	m.e[n++].data = (~(gib - 1) & ((1ULL << bits) - 1)) | 1ULL << 11;
+	m.e[n].index = 0x2ff; /* MTRRdefType: enabled, fixed on, WB */
+	m.e[n++].data = 1ULL << 11 | 1ULL << 10 | 6;
+	m.hdr.nmsrs = n;
+	set = ioctl(vcpu->fd, KVM_SET_MSRS, &m);
+	if (set < 0)
+		return kemari_err(-errno, "vCPU %u MTRRs: %s", vcpu->id,
+				  strerror(errno));
+	if ((uint32_t)set != n)
+		return kemari_err(
+			-EINVAL, "vCPU %u MTRRs: KVM refused MSR 0x%x = 0x%llx",
+			vcpu->id, m.e[set].index,
+			(unsigned long long)m.e[set].data);
+	return 0;
+}
+
 static int kvm_cpu__set_cpuid(struct kvm_vcpu *vcpu)
 {
 	int n = 128, err;
 	struct kvm_cpuid2 *c;
+	uint64_t xcr0;
+	bool deadline =
+		vcpu->vm->pc && ioctl(vcpu->vm->sys_fd, KVM_CHECK_EXTENSION,
+				      KVM_CAP_TSC_DEADLINE_TIMER) > 0;
 
 	for (;;) {
 		c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
@@ -75,14 +220,29 @@ static int kvm_cpu__set_cpuid(struct kvm_vcpu *vcpu)
 			/* "Running on a hypervisor": without it a kernel
 			 * never looks at KVM's leaves (no kvmclock). */
 			en->ecx |= 1U << 31;
+			/* The in-kernel LAPIC's TSC-deadline mode, which KVM
+			 * leaves out of the supported CPUID (it needs the
+			 * irqchip). Without it Linux calibrates the LAPIC
+			 * timer against the PIT, which a loaded or nested
+			 * host can fail ("APIC timer disabled due to
+			 * verification failure"). */
+			if (deadline)
+				en->ecx |= 1U << 24;
 		} else if (en->function == 0xb || en->function == 0x1f)
 			en->edx = vcpu->id;
 	}
+	xcr0 = kvm_cpuid__xcr0(c);
 	err = ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
-	free(c);
-	if (err)
+	if (err) {
+		free(c);
 		return kemari_err(err, "KVM_SET_CPUID2: %s", strerror(-err));
-	return 0;
+	}
+	/* After the CPUID: KVM checks XCR0 and MTRRs against it. */
+	err = kvm_cpu__set_xcr0(vcpu, xcr0);
+	if (!err && vcpu->vm->pc)
+		err = kvm_cpu__set_mtrrs(vcpu, c);
+	free(c);
+	return err;
 }
 
 int kvm_cpu__create(struct kvm_vm *vm, unsigned int id)
