@@ -79,8 +79,9 @@ static int primary__restore_own(struct kemari_engine *e)
 	int err = e->hv->ops->load_cpu(e->hv, e->cpu_state.data,
 				       e->cpu_state.len);
 
-	err = err ?: e->hv->ops->load_dev(e->hv, e->dev_state.data,
-					  e->dev_state.len);
+	err = err
+		      ?: e->hv->ops->load_dev(e->hv, e->dev_state.data,
+					      e->dev_state.len);
 	if (err)
 		return kemari_err(
 			err,

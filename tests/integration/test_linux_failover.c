@@ -113,23 +113,24 @@ static int wait_serving(void)
 static void start_pair(const char *pextra)
 {
 	for (int attempt = 0;; attempt++) {
-		cr_assert(eq(int,
-			     h_spawn(&sec, slog,
-				     "@B/kemari-run --role=secondary --listen=%s %s --net=tap:%s,bridge=" LF_BRIDGE
-				     " --console-log=%s",
-				     peer, common, stap, scon),
-			     0));
+		cr_assert(eq(
+			int,
+			h_spawn(&sec, slog,
+				"@B/kemari-run --role=secondary --listen=%s %s --net=tap:%s,bridge=" LF_BRIDGE
+				" --console-log=%s",
+				peer, common, stap, scon),
+			0));
 		if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
 			h_dump(slog);
 			cr_fatal("secondary did not start");
 		}
-		cr_assert(eq(int,
-			     h_spawn(&pri, plog,
-				     "@B/kemari-run --role=primary --peer=%s %s --net=tap:%s,bridge=" LF_BRIDGE
-				     " --console-log=%s %s",
-				     peer, common, ptap, pcon,
-				     pextra ? pextra : ""),
-			     0));
+		cr_assert(eq(
+			int,
+			h_spawn(&pri, plog,
+				"@B/kemari-run --role=primary --peer=%s %s --net=tap:%s,bridge=" LF_BRIDGE
+				" --console-log=%s %s",
+				peer, common, ptap, pcon, pextra ? pextra : ""),
+			0));
 		if (!wait_serving())
 			return;
 		h_dump(plog);
@@ -199,8 +200,8 @@ static void check_taken_over(void)
 	int n0, n = 0;
 
 	snprintf(cmd, sizeof(cmd),
-		 "bridge fdb show br " LF_BRIDGE
-		 " | grep -qi '^" LF_MAC " dev %s '",
+		 "bridge fdb show br " LF_BRIDGE " | grep -qi '^" LF_MAC
+		 " dev %s '",
 		 stap);
 	if (system(cmd)) {
 		cr_log_info("exit %d", system("bridge fdb show br " LF_BRIDGE));
@@ -249,8 +250,7 @@ ParameterizedTest(int *run, linux_failover, kill9_at_random_moment)
 	h_load_start(&l, LF_SERVER, 2, 8, h_ms(60000));
 	usleep((useconds_t)h_ms((int)delay) * 1000);
 	h_kill(&pri, SIGKILL);
-	cr_log_info("run %d: primary killed after %u ms of load", *run,
-		    delay);
+	cr_log_info("run %d: primary killed after %u ms of load", *run, delay);
 	wait_takeover();
 	usleep((useconds_t)h_ms(1000) * 1000);
 	h_load_check(&l, plog, slog);
@@ -300,7 +300,8 @@ ParameterizedTest(struct lf_phase *pc, linux_failover, kill9_at_each_phase)
 		   : h_log_number(plog, " of epoch ");
 	cr_assert(gt(i64, at, 0));
 	/* A kill ends with SIGKILL; a guest that died, with an error. */
-	cr_assert(eq(int, h_wait(&pri, h_ms(20000)), crash ? 1 : 128 + SIGKILL));
+	cr_assert(
+		eq(int, h_wait(&pri, h_ms(20000)), crash ? 1 : 128 + SIGKILL));
 	wait_takeover();
 	cr_assert(eq(i64, h_log_number(slog, "resumed from epoch "),
 		     pc->committed ? at : at - 1),
@@ -363,7 +364,8 @@ Test(linux_failover, tcp_connection_survives_the_failover)
 	struct sockaddr_in sa = { .sin_family = AF_INET,
 				  .sin_port = htons(7500) };
 	struct timeval tv = { .tv_sec = h_ms(60000) / 1000 };
-	struct lf_killer k = { .victim = &pri, .after_ms = (unsigned int)h_ms(3000) };
+	struct lf_killer k = { .victim = &pri,
+			       .after_ms = (unsigned int)h_ms(3000) };
 	unsigned int seq, after = 0;
 	pthread_t killer;
 	char reply[128], want[64];
@@ -392,7 +394,8 @@ Test(linux_failover, tcp_connection_survives_the_failover)
 			if (!k.fired) {
 				h_dump(plog);
 				h_dump(slog);
-				cr_fatal("the secondary took over while the primary ran");
+				cr_fatal(
+					"the secondary took over while the primary ran");
 			}
 			after++;
 		}
@@ -429,11 +432,13 @@ Test(linux_failover, guest_runs_on_its_own_restored_state)
 	h_load_check(&l, plog, slog);
 	d1 = last_tick(pcon, &n);
 	cr_log_info("guest clock %lld -> %lld over 60 s", d0, d1);
-	cr_assert(ge(i64, d1 - d0, 30), "the guest's clock went from %lld to %lld",
-		  d0, d1);
+	cr_assert(ge(i64, d1 - d0, 30),
+		  "the guest's clock went from %lld to %lld", d0, d1);
 	h_kill(&pri, SIGTERM);
 	cr_assert(eq(int, h_wait(&pri, h_ms(30000)), 0));
-	cr_assert(h_log_has(plog, "restore check: the guest ran on its own restored state after each of "));
+	cr_assert(h_log_has(
+		plog,
+		"restore check: the guest ran on its own restored state after each of "));
 	cr_assert(gt(i64, h_log_number(plog, "after each of "), 100));
 	cr_assert(eq(int, h_wait(&sec, h_ms(30000)), 0));
 	cr_assert(not(h_log_has(slog, "takeover")));
