@@ -190,11 +190,11 @@ check-run: all tests linux-guest-test
 	$(Q)BUILD=$(BUILD) tests/linux-guest-qemu.sh; rc=$$?; \
 	if [ $$rc -eq 77 ]; then echo "linux-guest-qemu: SKIPPED"; exit 0; fi; exit $$rc
 	$(Q)echo "== KVM integration tests (tcp; the Linux guest)"
-	$(Q)tests/rerun-once.sh "KVM integration (tcp)" \
+	$(Q)tests/rerun-crashed.sh "KVM integration (tcp)" \
 		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
 ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
 	$(Q)echo "== failover over ofi (libfabric tcp provider)"
-	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-once.sh "failover over ofi-tcp" \
+	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "failover over ofi-tcp" \
 		tests/run-kvm.sh env "KEMARI_TEST_TRANSPORT=ofi --provider=tcp" \
 		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/*'
 endif

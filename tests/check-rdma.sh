@@ -40,7 +40,7 @@ inside() {
 		parts=$((parts + 1))
 		echo "check-rdma: ---- $name"
 		case $name in
-		*failover*) tests/rerun-once.sh "$name" "$@" ;;
+		*failover*) tests/rerun-crashed.sh "$name" "$@" ;;
 		*) "$@" ;;
 		esac
 		rc=$?

@@ -173,7 +173,7 @@ run() {
 	for ((attempt = 1; attempt <= attempts; attempt++)); do
 		: >"$log"
 		rm -f "$job/.alive" "$job/.ps"
-		timeout --kill-after=10 "$timeout" qemu-system-x86_64 -accel tcg -cpu max \
+		timeout --kill-after=10 "$timeout" qemu-system-x86_64 -accel "${KEMARI_VM_ACCEL:-tcg}" -cpu max \
 			-m "$mem" -smp 2 -nographic -no-reboot -net none \
 			-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" \
 			-append "console=ttyS0 loglevel=3 panic=-1 no_timer_check ${KEMARI_VM_APPEND:-}kemari.job=$job" \
