@@ -9,9 +9,11 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +28,45 @@ static void on_stop(int sig)
 	stop_flag = 1;
 }
 
+/* A number option, checked whole: one line naming it, and false, if not. */
+static bool parse_num(const char *opt, const char *s, unsigned long long min,
+		      unsigned long long max, unsigned long long *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v < min || v > max) {
+		fprintf(stderr,
+			"kemari-kv: error: --%s=%s: expected a number from %llu to %llu\n",
+			opt, s, min, max);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+/*
+ * 64 random bits in hex: a client id (or load prefix) that no other
+ * process picks again, even one that gets the same pid later (the kvstore
+ * would answer a reused id's seq 1 from its cache, not apply it).
+ */
+static void random_tag(char *buf, size_t cap, const char *head)
+{
+	uint64_t r = 0;
+
+	if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		r = ((uint64_t)ts.tv_sec * 1000000000ULL +
+		     (uint64_t)ts.tv_nsec) ^
+		    ((uint64_t)getpid() << 40);
+	}
+	snprintf(buf, cap, "%s%016" PRIx64, head, r);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -35,7 +76,8 @@ static void usage(FILE *f)
 		"\n"
 		"CMD is PING, GET KEY, SET KEY VALUE, INCR KEY or DEL KEY (docs/kvstore.md).\n"
 		"Requests are re-sent with the same seq until answered (exactly-once).\n"
-		"--server defaults to 127.0.0.1:7500; --client to kv-PID; --seq to a\n"
+		"--server defaults to 127.0.0.1:7500; --client to kv- and 16 random hex\n"
+		"digits (never reused, unlike a pid); --seq to a\n"
 		"clock-based start so that repeated runs with one --client stay fresh.\n"
 		"load: N clients INCR random keys until M each (or D ms or SIGINT), then\n"
 		"checks every key: exit 0 only if no acknowledged update was lost or\n"
@@ -56,29 +98,37 @@ static int run_load(const char *server, int timeout_ms, int argc, char **argv)
 				   .clients = 4,
 				   .keys = 8,
 				   .timeout_ms = timeout_ms };
+	struct sigaction sa = { .sa_handler = on_stop };
 	struct kv_load_result r;
 	char prefix[64];
 	unsigned long duration = 0;
+	unsigned long long v;
 	int c, err;
 
-	snprintf(prefix, sizeof(prefix), "L%lx",
-		 (unsigned long)time(NULL) ^ (unsigned long)getpid());
+	random_tag(prefix, sizeof(prefix), "L");
 	cfg.prefix = prefix;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			cfg.clients = (unsigned int)strtoul(optarg, NULL, 10);
+			if (!parse_num("clients", optarg, 1, 256, &v))
+				return 2;
+			cfg.clients = (unsigned int)v;
 			break;
 		case 'k':
-			cfg.keys = (unsigned int)strtoul(optarg, NULL, 10);
+			if (!parse_num("keys", optarg, 1, 1000000, &v))
+				return 2;
+			cfg.keys = (unsigned int)v;
 			break;
 		case 'o':
-			cfg.ops_per_client =
-				(unsigned int)strtoul(optarg, NULL, 10);
+			if (!parse_num("ops", optarg, 1, 1000000000, &v))
+				return 2;
+			cfg.ops_per_client = (unsigned int)v;
 			break;
 		case 'd':
-			duration = strtoul(optarg, NULL, 10);
+			if (!parse_num("duration-ms", optarg, 1, 86400000, &v))
+				return 2;
+			duration = (unsigned long)v;
 			break;
 		case 'p':
 			cfg.prefix = optarg;
@@ -94,9 +144,9 @@ static int run_load(const char *server, int timeout_ms, int argc, char **argv)
 		return 2;
 	}
 	cfg.stop_flag = &stop_flag;
+	/* SIGINT ends the load like --duration-ms: the keys are checked. */
+	sigaction(SIGINT, &sa, NULL);
 	if (duration) {
-		struct sigaction sa = { .sa_handler = on_stop };
-
 		sigaction(SIGALRM, &sa, NULL);
 		ualarm((useconds_t)KEMARI_MIN(duration * 1000, 999999UL), 0);
 		if (duration >= 1000)
@@ -154,6 +204,7 @@ int main(int argc, char **argv)
 	const char *id = NULL;
 	struct kv_client c;
 	uint64_t seq = 0;
+	unsigned long long v;
 	int timeout_ms = 10000, ch, err, ret = 0;
 
 	while ((ch = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
@@ -165,10 +216,14 @@ int main(int argc, char **argv)
 			id = optarg;
 			break;
 		case 'n':
-			seq = strtoull(optarg, NULL, 10);
+			if (!parse_num("seq", optarg, 1, UINT64_MAX / 2, &v))
+				return 2;
+			seq = v;
 			break;
 		case 't':
-			timeout_ms = atoi(optarg);
+			if (!parse_num("timeout-ms", optarg, 1, 3600000, &v))
+				return 2;
+			timeout_ms = (int)v;
 			break;
 		case 'h':
 			usage(stdout);
@@ -185,7 +240,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[optind], "load"))
 		return run_load(server, timeout_ms, argc - optind,
 				argv + optind);
-	snprintf(defid, sizeof(defid), "kv-%d", (int)getpid());
+	random_tag(defid, sizeof(defid), "kv-");
 	err = kv_client__open(&c, server, id ? id : defid);
 	if (err) {
 		fprintf(stderr,

@@ -102,6 +102,30 @@ check "udp SET for later" "OK" "$(udp u2 2 SET s hello)"
 check "udp SET text" "OK" "$(udp u3 1 SET a.txt hello)"
 check "udp INCR text" "ERR not-integer" "$(udp u3 2 INCR a.txt)"
 
+# kemari-kv without --client: a random id per run. Two runs in fresh pid
+# namespaces have the same pid (1); with ids made of the pid the second
+# INCR was answered from the first one's cached reply, never applied.
+if unshare -fp true 2>/dev/null; then
+	a=$(unshare -fp "$KV" --server="127.0.0.1:$port" --timeout-ms=5000 INCR pidreuse)
+	b=$(unshare -fp "$KV" --server="127.0.0.1:$port" --timeout-ms=5000 INCR pidreuse)
+	check "default client ids survive pid reuse (INCR twice as pid 1)" "OK 1/OK 2" "$a/$b"
+else
+	check "unshare -fp (util-linux, root) for the pid-reuse check" ok missing
+fi
+# Numbers on kemari-kv's command line are checked whole: exit 2, one line.
+for bad in "--timeout-ms=abc" "--timeout-ms=0" "--seq=-1" "--seq=12x"; do
+	rc=0
+	"$KV" --server="127.0.0.1:$port" "$bad" GET a >"$tmp/bad.out" 2>&1 || rc=$?
+	check "kemari-kv $bad: exit 2 with one line" "2 1 ${bad%%=*}" \
+		"$rc $(wc -l <"$tmp/bad.out") $(grep -o -- "${bad%%=*}" "$tmp/bad.out" | head -1)"
+done
+for bad in "--clients=0" "--clients=x" "--keys=-3" "--ops=1e3" "--duration-ms=five"; do
+	rc=0
+	"$KV" --server="127.0.0.1:$port" load "$bad" >"$tmp/bad.out" 2>&1 || rc=$?
+	check "kemari-kv load $bad: exit 2 with one line" "2 1 ${bad%%=*}" \
+		"$rc $(wc -l <"$tmp/bad.out") $(grep -o -- "${bad%%=*}" "$tmp/bad.out" | head -1)"
+done
+
 # --- TCP --------------------------------------------------------------------
 check "tcp pipelined lines, replies in order" \
 	"$(printf 't1 1 OK\nt1 2 OK world\nt1 3 OK 7\nt2 1 OK hello')" \
