@@ -6,6 +6,8 @@
 #   make demo       deps + build + the primary/secondary/failover demo
 #   make demo-soak  the demo N=10 times in a row (one emulated VM), verdicts
 #   make linux-guest  Debian's kernel + an initramfs with kemari-kvstore
+#   make man        the manual pages (docs/man/*.scd) into $(BUILD)/man/
+#   make install    PREFIX=/usr/local DESTDIR=: programs, man pages, guests, systemd units
 #   make check-rdma soft-RoCE tests inside an emulated VM
 #   make perf       pause-time benchmark matrix (perf/) into $(BUILD)/perf/
 #   make perf-quick a reduced matrix (tcp, 64M, 0/256/4096 pages)
@@ -31,7 +33,8 @@ ifneq ($(SAN),)
 override CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 override LDFLAGS += -fsanitize=$(SAN)
 endif
-LDLIBS += -pthread -lrt
+# libcrypto (OpenSSL): HMAC-SHA256 and random bytes for --auth-key; required.
+LDLIBS += -pthread -lrt -lcrypto
 
 # Optional backends: detected, never assumed.
 have = $(shell $(PKG_CONFIG) --exists $(1) 2>/dev/null && echo 1)
@@ -39,8 +42,13 @@ HAVE_RDMA := $(call have,libibverbs librdmacm)
 HAVE_OFI := $(call have,libfabric)
 HAVE_CRITERION := $(call have,criterion)
 HAVE_XEN := $(call have,xencontrol)
+HAVE_MHD := $(call have,libmicrohttpd)
+HAVE_CRYPTO := $(call have,libcrypto)
 
 ifneq ($(MAKECMDGOALS),deps)
+ifeq ($(HAVE_CRYPTO),)
+$(info kemari: libcrypto not found (OpenSSL, Debian's libssl-dev): the build will fail; run 'make deps')
+endif
 ifeq ($(HAVE_RDMA),)
 $(info kemari: rdma transport disabled (libibverbs/librdmacm not found; run 'make deps'))
 endif
@@ -49,6 +57,9 @@ $(info kemari: ofi transport disabled (libfabric not found; run 'make deps'))
 endif
 ifeq ($(HAVE_CRITERION),)
 $(info kemari: tests disabled (criterion not found; run 'make deps'))
+endif
+ifeq ($(HAVE_MHD),)
+$(info kemari: --metrics disabled (libmicrohttpd not found; run 'make deps'))
 endif
 endif
 
@@ -79,9 +90,22 @@ LIB_SRCS := $(CORE_SRCS) $(HV_SRCS) $(XPORT_SRCS) backends/backends.c
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB := $(BUILD)/libkemari.a
 
-CMDS := $(BUILD)/kemari-run $(BUILD)/kemari-kv $(BUILD)/kemari-perf
+CMDS := $(BUILD)/kemari-run $(BUILD)/kemari-kv $(BUILD)/kemari-perf $(BUILD)/kemari-ctl
 
-all: $(CMDS) guests
+# Manual pages: written once in scdoc (docs/man/*.scd), built when scdoc is
+# here (make deps installs it); `make man` insists.
+SCDOC ?= scdoc
+HAVE_SCDOC := $(shell command -v $(SCDOC) >/dev/null 2>&1 && echo 1)
+MAN_PAGES := $(patsubst docs/man/%.scd,$(BUILD)/man/%,$(wildcard docs/man/*.scd))
+
+all: $(CMDS) guests $(if $(HAVE_SCDOC),man)
+
+man: $(MAN_PAGES)
+
+$(BUILD)/man/%: docs/man/%.scd
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  SCDOC   $<")
+	$(Q)$(SCDOC) < $< > $@.tmp && mv $@.tmp $@
 
 include guest/guest.mk
 
@@ -112,15 +136,30 @@ $(LIB): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/kemari-run: $(BUILD)/obj/cmd/kemari-run.o $(LIB)
+# --metrics (cmd/metrics-http.c): libmicrohttpd when detected, else a stub
+# that says how to get it; rebuilt when that changes.
+MHD_DEFS := $(if $(HAVE_MHD),-DHAVE_MICROHTTPD)
+MHD_LIBS := $(if $(HAVE_MHD),$(shell $(PKG_CONFIG) --libs libmicrohttpd))
+$(BUILD)/obj/cmd/metrics-http.o: override CFLAGS += $(MHD_DEFS)
+$(BUILD)/obj/cmd/metrics-http.o: $(BUILD)/mhd.flags
+$(BUILD)/mhd.flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(MHD_DEFS)' | cmp -s - $@ || echo '$(MHD_DEFS)' > $@
+
+$(BUILD)/kemari-run: $(BUILD)/obj/cmd/kemari-run.o $(BUILD)/obj/cmd/metrics-http.o \
+		$(BUILD)/obj/cmd/control.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(MHD_LIBS) $(LDLIBS)
 
 $(BUILD)/kemari-kv: $(BUILD)/obj/cmd/kemari-kv.o $(BUILD)/obj/cmd/kvclient.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/kemari-perf: $(BUILD)/obj/cmd/kemari-perf.o $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/kemari-ctl: $(BUILD)/obj/cmd/kemari-ctl.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -174,10 +213,14 @@ deps:
 check: deps
 	$(Q)scripts/check.sh
 
-check-run: all tests linux-guest-test
+check-run: all tests man linux-guest-test
 	$(Q)guest/check-nosse.sh $(GUEST_ELFS)
 	$(Q)echo "== unit tests"
 	$(Q)$(UNIT_BIN) --jobs 2 --short-filename
+	$(Q)echo "== manual pages: render without warnings, every option documented"
+	$(Q)BUILD=$(BUILD) tests/man.sh
+	$(Q)echo "== make install into a temporary DESTDIR"
+	$(Q)BUILD=$(BUILD) MAKE="$(MAKE)" tests/install.sh
 	$(Q)echo "== fuzz: replication stream over tcp, kvstore datagrams"
 	$(Q)$(FUZZ_BIN) --jobs 2 --short-filename
 	$(Q)echo "== transport conformance (every transport usable here)"
@@ -252,12 +295,36 @@ linux-guest-test: linux-guest
 	$(Q)BUILD=$(BUILD) scripts/linux-guest.sh --overlay=tests/guests/linux-overlay \
 		--modules=ext4,crc32c_generic --out=$(BUILD)/guests/linux-test
 
+# make install PREFIX=/usr/local DESTDIR=: the programs, the manual pages,
+# the freestanding guests and the systemd unit templates (dist/systemd/,
+# ExecStart pointed at $(BINDIR)). The test guests stay in $(BUILD).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share/kemari
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSTEMD_UNITS := $(wildcard dist/systemd/*.service)
+
+install: $(CMDS) $(GUEST_ELFS) man
+	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/guests \
+		$(DESTDIR)$(SYSTEMD_UNITDIR)
+	$(Q)install -m 0755 $(CMDS) $(DESTDIR)$(BINDIR)/
+	$(Q)for p in $(MAN_PAGES); do \
+		install -D -m 0644 $$p $(DESTDIR)$(MANDIR)/man$${p##*.}/$${p##*/} || exit 1; \
+	done
+	$(Q)install -m 0644 $(GUEST_ELFS) $(DESTDIR)$(DATADIR)/guests/
+	$(Q)for u in $(SYSTEMD_UNITS); do \
+		sed 's|@BINDIR@|$(BINDIR)|g' $$u > $(DESTDIR)$(SYSTEMD_UNITDIR)/$${u##*/} && \
+		chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/$${u##*/} || exit 1; \
+	done
+	@echo "kemari: installed into $(DESTDIR)$(PREFIX)"
+
 format:
 	$(Q)clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all guests tests deps check check-run check-rdma check-patches check-xen-tap demo demo-soak perf perf-quick linux-guest linux-guest-test format clean
+.PHONY: all man install guests tests deps check check-run check-rdma check-patches check-xen-tap demo demo-soak perf perf-quick linux-guest linux-guest-test format clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -5,16 +5,25 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "control.h"
+#include "kemari/auth.h"
+#include "kemari/config.h"
 #include "kemari/engine.h"
 #include "kemari/kemari.h"
+#include "metrics-http.h"
 
 static struct kemari_engine *g_engine;
+static const char *g_metrics; /* --metrics=HOST:PORT */
+static const char *g_control; /* --control=PATH */
+static const char *g_gen_key; /* --gen-key=FILE: only that */
 
 static void usage(FILE *f)
 {
@@ -29,6 +38,11 @@ static void usage(FILE *f)
 		"  --peer=HOST:PORT      primary: the secondary to replicate to\n"
 		"  --listen=HOST:PORT    secondary: where to wait for the primary\n"
 		"  --provider=NAME       ofi: libfabric provider (default: best offered)\n"
+		"  --auth-key=FILE       both sides: the shared 32-byte key; each side proves\n"
+		"                        it holds it (HMAC-SHA256) before anything else\n"
+		"  --gen-key=FILE        write a new random key to FILE (mode 0600) and exit\n"
+		"  --insecure            secondary: listen on a non-loopback address without\n"
+		"                        --auth-key (refused otherwise)\n"
 		"\n"
 		"Guest:\n"
 		"  --guest=ELF           guest image (both sides name the same file)\n"
@@ -81,6 +95,10 @@ static void usage(FILE *f)
 		"  -q, --quiet           warnings and errors only\n"
 		"  -v, --verbose         debug messages\n"
 		"  --list-transports     transports compiled in\n"
+		"  --metrics=HOST:PORT   serve Prometheus metrics on http://HOST:PORT/metrics\n"
+		"  --control=PATH        a control socket (mode 0600) for kemari-ctl\n"
+		"  --config=FILE         settings from FILE, one KEY = VALUE per line, the\n"
+		"                        keys the long options (the command line wins)\n"
 		"  -h, --help            this text\n"
 		"  --version\n"
 		"\n"
@@ -123,6 +141,9 @@ enum {
 	OPT_PEER,
 	OPT_LISTEN,
 	OPT_PROVIDER,
+	OPT_AUTH_KEY,
+	OPT_GEN_KEY,
+	OPT_INSECURE,
 	OPT_GUEST,
 	OPT_KERNEL,
 	OPT_INITRD,
@@ -151,6 +172,9 @@ enum {
 	OPT_NO_PROGRESS,
 	OPT_LIST_TRANSPORTS,
 	OPT_VERSION,
+	OPT_CONFIG,
+	OPT_METRICS,
+	OPT_CONTROL,
 };
 
 static const struct option long_opts[] = {
@@ -159,6 +183,9 @@ static const struct option long_opts[] = {
 	{ "peer", required_argument, NULL, OPT_PEER },
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "provider", required_argument, NULL, OPT_PROVIDER },
+	{ "auth-key", required_argument, NULL, OPT_AUTH_KEY },
+	{ "gen-key", required_argument, NULL, OPT_GEN_KEY },
+	{ "insecure", no_argument, NULL, OPT_INSECURE },
 	{ "guest", required_argument, NULL, OPT_GUEST },
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
 	{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -190,8 +217,81 @@ static const struct option long_opts[] = {
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "metrics", required_argument, NULL, OPT_METRICS },
+	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ NULL, 0, NULL, 0 },
 };
+
+/* --config=FILE: its settings, and where the option being parsed came from
+ * ("" or "FILE:LINE: ") for the error lines. */
+static struct kemari_conf g_conf;
+static char g_where[300];
+
+static void opt_error(const char *fmt, ...) KEMARI_PRINTF(1, 2);
+static void opt_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "kemari-run: error: %s", g_where);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+}
+
+/* Word i of the merged arguments: from the file, or the command line. */
+static void opt_where(int i)
+{
+	unsigned int line = kemari_conf__line(&g_conf, i);
+
+	g_where[0] = 0;
+	if (line)
+		snprintf(g_where, sizeof(g_where), "%s:%u: ", g_conf.path,
+			 line);
+}
+
+/*
+ * With --config=FILE, the file's settings go through getopt_long ahead of
+ * the command line's options (which thereby win): *argc and *argv become
+ * the merged vector. The keys are every long option but the actions.
+ */
+static int load_config(int *argc, char ***argv)
+{
+	static const char *const actions[] = { "config", "help", "version",
+					       "list-transports", "gen-key" };
+	struct option conf_opts[KEMARI_ARRAY_SIZE(long_opts)];
+	const char *path = NULL;
+	unsigned int n = 0;
+	int c, err;
+
+	opterr = 0;
+	while ((c = getopt_long(*argc, *argv, "qvh", long_opts, NULL)) != -1)
+		if (c == OPT_CONFIG)
+			path = optarg;
+	opterr = 1;
+	optind = 0; /* glibc: start over, fully */
+	if (!path)
+		return 0;
+	for (unsigned int i = 0; long_opts[i].name; i++) {
+		bool action = false;
+
+		for (unsigned int j = 0; j < KEMARI_ARRAY_SIZE(actions); j++)
+			action |= !strcmp(long_opts[i].name, actions[j]);
+		if (!action)
+			conf_opts[n++] = long_opts[i];
+	}
+	conf_opts[n] = (struct option){ 0 };
+	err = kemari_conf__load(&g_conf, path, conf_opts);
+	err = err ?: kemari_conf__argv(&g_conf, *argc, *argv);
+	if (err) {
+		fprintf(stderr, "kemari-run: error: %s\n",
+			kemari_last_error(err));
+		return err;
+	}
+	*argc = g_conf.argc;
+	*argv = g_conf.argv;
+	return 0;
+}
 
 static int parse_uint(const char *opt, const char *s, unsigned int min,
 		      unsigned int max, unsigned int *out)
@@ -202,9 +302,8 @@ static int parse_uint(const char *opt, const char *s, unsigned int min,
 	errno = 0;
 	v = strtoul(s, &end, 10);
 	if (errno || *end || end == s || v < min || v > max) {
-		fprintf(stderr,
-			"kemari-run: error: --%s=%s: expected a number from %u to %u\n",
-			opt, s, min, max);
+		opt_error("--%s=%s: expected a number from %u to %u\n", opt, s,
+			  min, max);
 		return -EINVAL;
 	}
 	*out = (unsigned int)v;
@@ -214,9 +313,8 @@ static int parse_uint(const char *opt, const char *s, unsigned int min,
 static int parse_size_opt(const char *opt, const char *s, uint64_t *out)
 {
 	if (kemari_parse_size(s, out)) {
-		fprintf(stderr,
-			"kemari-run: error: --%s=%s: expected a size like 64M, 1G or 4096\n",
-			opt, s);
+		opt_error("--%s=%s: expected a size like 64M, 1G or 4096\n",
+			  opt, s);
 		return -EINVAL;
 	}
 	return 0;
@@ -246,8 +344,28 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 	cfg->progress = true;
 	cfg->fault_hook = fault_kill;
 
+	if (load_config(&argc, &argv))
+		return -EINVAL;
 	while ((c = getopt_long(argc, argv, "qvh", long_opts, NULL)) != -1) {
+		opt_where(optind - 1);
 		switch (c) {
+		case OPT_CONFIG:
+			break;
+		case OPT_METRICS: {
+			struct sockaddr_in sa;
+
+			if (kemari_parse_sockaddr(optarg, &sa)) {
+				opt_error(
+					"--metrics=%s: expected IPV4:PORT, e.g. 127.0.0.1:9460\n",
+					optarg);
+				return -EINVAL;
+			}
+			g_metrics = optarg;
+			break;
+		}
+		case OPT_CONTROL:
+			g_control = optarg;
+			break;
 		case OPT_ROLE:
 			if (!strcmp(optarg, "standalone"))
 				cfg->role = KEMARI_ROLE_STANDALONE;
@@ -256,8 +374,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			else if (!strcmp(optarg, "secondary"))
 				cfg->role = KEMARI_ROLE_SECONDARY;
 			else {
-				fprintf(stderr,
-					"kemari-run: error: --role=%s: use standalone, primary or secondary\n",
+				opt_error(
+					"--role=%s: use standalone, primary or secondary\n",
 					optarg);
 				return -EINVAL;
 			}
@@ -273,6 +391,15 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			break;
 		case OPT_PROVIDER:
 			cfg->xport_opts.provider = optarg;
+			break;
+		case OPT_AUTH_KEY:
+			cfg->auth_key_path = optarg;
+			break;
+		case OPT_GEN_KEY:
+			g_gen_key = optarg;
+			break;
+		case OPT_INSECURE:
+			cfg->insecure = true;
 			break;
 		case OPT_GUEST:
 			cfg->guest_path = optarg;
@@ -292,9 +419,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 		case OPT_HV:
 			cfg->hv = kemari_hv_find(optarg);
 			if (!cfg->hv) {
-				fprintf(stderr,
-					"kemari-run: error: --hv=%s: use kvm or synth\n",
-					optarg);
+				opt_error("--hv=%s: use kvm or synth\n",
+					  optarg);
 				return -EINVAL;
 			}
 			break;
@@ -321,9 +447,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			break;
 		case OPT_GUEST_ARG:
 			if (cfg->hv_cfg.nguest_args >= KEMARI_MAX_GUEST_ARGS) {
-				fprintf(stderr,
-					"kemari-run: error: at most %d --guest-arg options\n",
-					KEMARI_MAX_GUEST_ARGS);
+				opt_error("at most %d --guest-arg options\n",
+					  KEMARI_MAX_GUEST_ARGS);
 				return -EINVAL;
 			}
 			cfg->hv_cfg.guest_args[cfg->hv_cfg.nguest_args++] =
@@ -340,8 +465,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			else if (!strcmp(optarg, "bitmap"))
 				cfg->hv_cfg.dirty_track = KEMARI_DIRTY_BITMAP;
 			else {
-				fprintf(stderr,
-					"kemari-run: error: --dirty-track=%s: use auto, ring or bitmap\n",
+				opt_error(
+					"--dirty-track=%s: use auto, ring or bitmap\n",
 					optarg);
 				return -EINVAL;
 			}
@@ -367,8 +492,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			else if (!strcmp(optarg, "pause"))
 				cfg->on_secondary_loss = KEMARI_LOSS_PAUSE;
 			else {
-				fprintf(stderr,
-					"kemari-run: error: --on-secondary-loss=%s: use continue or pause\n",
+				opt_error(
+					"--on-secondary-loss=%s: use continue or pause\n",
 					optarg);
 				return -EINVAL;
 			}
@@ -387,8 +512,8 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 		case OPT_FAULT:
 			if (kemari_fault__parse(optarg, &cfg->fault,
 						&cfg->fault_epoch)) {
-				fprintf(stderr,
-					"kemari-run: error: --fault=%s: use PHASE[:EPOCH|:SIGUSR2] with PHASE one of sync, before-push, mid-push, after-push, after-commit, after-ack, guest-crash\n",
+				opt_error(
+					"--fault=%s: use PHASE[:EPOCH|:SIGUSR2] with PHASE one of sync, before-push, mid-push, after-push, after-commit, after-ack, guest-crash\n",
 					optarg);
 				return -EINVAL;
 			}
@@ -443,12 +568,15 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			return -EINVAL;
 		}
 	}
+	g_where[0] = 0;
 	if (optind < argc) {
 		fprintf(stderr,
 			"kemari-run: error: unexpected argument '%s' (see --help)\n",
 			argv[optind]);
 		return -EINVAL;
 	}
+	if (g_gen_key)
+		return 0; /* nothing else applies */
 	if (cfg->guest_path && cfg->hv_cfg.kernel) {
 		fprintf(stderr,
 			"kemari-run: error: --guest=ELF and --kernel=BZIMAGE exclude each other: pick a freestanding image or a Linux kernel\n");
@@ -508,14 +636,33 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 	return 0;
 }
 
+/* --gen-key=FILE: a new key, one line either way. */
+static int gen_key(const char *path)
+{
+	int err = kemari_auth__gen_key(path);
+
+	if (err) {
+		fprintf(stderr, "kemari-run: error: %s\n",
+			kemari_last_error(err));
+		return 1;
+	}
+	printf("kemari-run: wrote a new %d-byte key to %s (mode 0600): give both sides --auth-key=%s\n",
+	       KEMARI_AUTH_KEY_LEN, path, path);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	struct metrics_http *metrics = NULL;
+	struct control *control = NULL;
 	struct kemari_engine_cfg cfg;
 	struct sigaction sa;
 	char prefix[64];
 	int ret;
 
 	ret = parse_args(argc, argv, &cfg);
+	if (!ret && g_gen_key)
+		return gen_key(g_gen_key);
 	if (ret)
 		return ret > 0 ? 0 : 2;
 	snprintf(prefix, sizeof(prefix), "kemari-run[%s]", role_name(cfg.role));
@@ -541,7 +688,28 @@ int main(int argc, char **argv)
 			kemari_last_error(ret));
 		return 1;
 	}
+	if (g_metrics) {
+		ret = metrics_http__start(&metrics, g_metrics, g_engine);
+		if (ret) {
+			fprintf(stderr, "%s: error: %s\n", prefix,
+				kemari_last_error(ret));
+			kemari_engine__destroy(g_engine);
+			return 1;
+		}
+	}
+	if (g_control) {
+		ret = control__start(&control, g_control, g_engine);
+		if (ret) {
+			fprintf(stderr, "%s: error: %s\n", prefix,
+				kemari_last_error(ret));
+			metrics_http__stop(metrics);
+			kemari_engine__destroy(g_engine);
+			return 1;
+		}
+	}
 	ret = kemari_engine__run(g_engine);
+	control__stop(control);
+	metrics_http__stop(metrics);
 	if (cfg.role == KEMARI_ROLE_PRIMARY)
 		kemari_engine__summary(g_engine, stderr);
 	kemari_engine__destroy(g_engine);

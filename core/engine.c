@@ -188,6 +188,10 @@ int kemari_engine__create(struct kemari_engine **out,
 		return -ENOMEM;
 	e->cfg = *cfg;
 	pthread_mutex_init(&e->xlock, NULL);
+	e->start_ns = kemari_now_ns();
+	atomic_init(&e->state, cfg->role == KEMARI_ROLE_STANDALONE
+				       ? KEMARI_STATE_UNPROTECTED
+				       : KEMARI_STATE_SYNCING);
 	e->cfg.hv_cfg.hooks.ctx = e;
 	e->cfg.hv_cfg.hooks.tick_ms =
 		cfg->heartbeat_ms ? cfg->heartbeat_ms : 20;
@@ -196,6 +200,19 @@ int kemari_engine__create(struct kemari_engine **out,
 	/* The secondary binds the service address only at takeover. */
 	e->cfg.hv_cfg.defer_net = cfg->role == KEMARI_ROLE_SECONDARY;
 
+	/* Before anything is set up: a refused address or key costs nothing. */
+	if (cfg->role != KEMARI_ROLE_STANDALONE && cfg->auth_key_path) {
+		err = kemari_auth__load_key(&e->key, cfg->auth_key_path);
+		if (err)
+			goto err_free;
+		e->have_key = true;
+	}
+	if (cfg->role == KEMARI_ROLE_SECONDARY) {
+		err = kemari_auth__check_listen(cfg->listen, e->have_key,
+						cfg->insecure);
+		if (err)
+			goto err_free;
+	}
 	err = metrics__open(&e->metrics, cfg->stats_path);
 	if (err)
 		goto err_free;
@@ -227,6 +244,7 @@ err_hv:
 err_metrics:
 	metrics__close(&e->metrics);
 err_free:
+	kemari_auth__forget(&e->key);
 	free(e);
 	return err;
 }
@@ -291,5 +309,6 @@ void kemari_engine__destroy(struct kemari_engine *e)
 	kemari_buf__fini(&e->dev_committed);
 	verify__fini(e);
 	metrics__close(&e->metrics);
+	kemari_auth__forget(&e->key);
 	free(e);
 }

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 
+#include "kemari/auth.h"
 #include "kemari/buf.h"
 #include "kemari/dirty.h"
 #include "kemari/engine.h"
@@ -27,9 +28,19 @@ struct kemari_epoch_stats {
 };
 
 struct kemari_metrics {
+	/* Everything below is read by other threads (--metrics, --control)
+	 * through kemari_engine__stats(): under lock. */
+	pthread_mutex_t lock;
 	uint32_t *pause_us; /* every epoch's pause, for quantiles */
 	size_t n, cap;
 	FILE *stats;
+	uint64_t epoch;	 /* last committed */
+	uint64_t epochs; /* completed here (secondary: committed) */
+	uint64_t bytes, pages;
+	uint64_t heartbeats_missed, takeovers;
+	struct kemari_hist pause, phase[KEMARI_NPHASES], dirty;
+	uint64_t silence_rx_ns;	 /* the silence being counted began then */
+	uint64_t silence_missed; /* ... and has missed this many so far */
 };
 
 struct kemari_engine {
@@ -42,6 +53,8 @@ struct kemari_engine {
 
 	struct kemari_xport *listener;
 	struct kemari_xport *conn;
+	struct kemari_auth_key key; /* valid when have_key */
+	bool have_key;
 
 	/* Primary */
 	pthread_mutex_t xlock;	 /* the connection and the epoch's page sets */
@@ -55,8 +68,10 @@ struct kemari_engine {
 	struct kemari_run *runs;
 	size_t runs_cap;
 	struct kemari_buf cpu_state, dev_state;
-	uint64_t epoch; /* last committed (primary: last acknowledged) */
-	bool protected; /* a secondary holds our last epoch */
+	uint64_t epoch;	       /* last committed (primary: last acknowledged) */
+	atomic_bool protected; /* a secondary holds our last epoch */
+	atomic_int state;      /* enum kemari_state */
+	uint64_t start_ns;
 	bool paused_for_loss;
 	bool crash_injected; /* --fault=guest-crash done */
 	uint64_t restores;   /* --verify-restore: own state loaded back */
@@ -109,7 +124,14 @@ int metrics__open(struct kemari_metrics *m, const char *path);
 void metrics__close(struct kemari_metrics *m);
 void metrics__record(struct kemari_metrics *m,
 		     const struct kemari_epoch_stats *s);
-void metrics__summary(const struct kemari_metrics *m, FILE *f);
-int metrics__quantile(const struct kemari_metrics *m, double q, uint64_t *out);
+void metrics__summary(struct kemari_metrics *m, FILE *f);
+int metrics__quantile(struct kemari_metrics *m, double q, uint64_t *out);
+/* Secondary: epoch committed here. */
+void metrics__committed(struct kemari_engine *e, uint64_t epoch);
+/* Secondary: the guest resumed here from the last committed epoch. */
+void metrics__takeover(struct kemari_engine *e);
+/* At a tick: count heartbeat periods the peer has been silent beyond the
+ * first (its last message arrived at e->last_rx_ns). */
+void metrics__silence(struct kemari_engine *e, uint64_t now_ns);
 
 #endif

@@ -191,6 +191,7 @@ static void primary__lose_secondary(struct kemari_engine *e, int err)
 	}
 	kemari_err_clear();
 	e->protected = false;
+	atomic_store(&e->state, KEMARI_STATE_UNPROTECTED);
 	if (e->conn) {
 		e->conn->ops->close(e->conn);
 		e->conn = NULL;
@@ -224,6 +225,20 @@ static int primary__handshake(struct kemari_engine *e)
 	struct kemari_msg m;
 	int err;
 
+	/* The secondary proves the key before it hears about our guest. */
+	if (e->have_key) {
+		err = kemari_auth__primary(e->conn, &e->key, HANDSHAKE_MS);
+		if (err) {
+			char why[512];
+
+			snprintf(why, sizeof(why), "%s",
+				 kemari_last_error(err));
+			return kemari_err_override(
+				err,
+				"authentication with the secondary at %s failed: %s",
+				e->cfg.peer, why);
+		}
+	}
 	err = engine__handshake_hello(e, &h);
 	err = err ?: primary__send(e, KEMARI_MSG_HELLO, 0, &h, sizeof(h));
 	if (err)
@@ -306,6 +321,7 @@ static int primary__initial_sync(struct kemari_engine *e)
 		return err;
 	e->epoch = 0;
 	e->protected = true;
+	atomic_store(&e->state, KEMARI_STATE_PROTECTED);
 	e->last_rx_ns = kemari_now_ns();
 	kemari_info(
 		"initial sync: %llu MiB to %s in %llu ms; the guest starts protected",
@@ -616,6 +632,7 @@ int primary__tick(void *ctx)
 					 "unexpected %s from the secondary",
 					 kemari_wire__type_name(m.type));
 	}
+	metrics__silence(e, kemari_now_ns());
 	if (!err && kemari_now_ns() - e->last_rx_ns >
 			    (uint64_t)e->cfg.heartbeat_timeout_ms * 1000000ULL)
 		err = kemari_err(-ETIMEDOUT,

@@ -43,10 +43,11 @@ static int secondary__send(struct kemari_engine *e, uint16_t type,
 	return err;
 }
 
-static void secondary__refuse(struct kemari_engine *e, const char *why)
+/* Tell the primary why; the one line in our log is the returned error's. */
+static int secondary__refuse(struct kemari_engine *e, int err, const char *why)
 {
-	kemari_error("refusing the primary: %s", why);
 	secondary__send(e, KEMARI_MSG_REFUSE, 0, why, (uint32_t)strlen(why));
+	return kemari_err_override(err, "refusing the primary: %s", why);
 }
 
 /*
@@ -66,6 +67,59 @@ static bool secondary__tsc_differs(const struct kemari_hello *p,
 	return diff * 4000 > mine->tsc_khz;
 }
 
+/*
+ * With a key, the primary must prove it before its HELLO is read (m holds
+ * the first message, and the HELLO on return); without one, a primary that
+ * offers a proof is refused as well: a key on one side only is a
+ * configuration error that both sides name.
+ */
+static int secondary__authenticate(struct kemari_engine *e,
+				   struct kemari_msg *m)
+{
+	int err;
+
+	if (!e->have_key) {
+		if (m->type != KEMARI_MSG_AUTH)
+			return 0;
+		return secondary__refuse(
+			e, -EACCES,
+			"the primary authenticates with --auth-key but this secondary has none: give both sides the same --auth-key=FILE");
+	}
+	if (m->type != KEMARI_MSG_AUTH) {
+		/* The path is for our log, not for a peer we do not know. */
+		secondary__refuse(
+			e, -EACCES,
+			"the primary sent no key proof but this secondary requires one: start the primary with the same --auth-key=FILE");
+		return kemari_err_override(
+			-EACCES,
+			"refusing the primary: it sent no key proof but this secondary requires one (--auth-key=%s): start the primary with the same --auth-key=FILE",
+			e->key.path);
+	}
+	err = kemari_auth__secondary(e->conn, &e->key, m, HANDSHAKE_MS);
+	if (err) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s", kemari_last_error(err));
+		return kemari_err_override(err, "refusing the primary: %s",
+					   why);
+	}
+	err = e->conn->ops->recv(e->conn, m, HANDSHAKE_MS);
+	if (err)
+		return kemari_err(err, "handshake: %s", kemari_last_error(err));
+	return 0;
+}
+
+/* The protocol version that starts a HELLO or an AUTH message, or 0. */
+static uint32_t secondary__peer_version(const struct kemari_msg *m)
+{
+	uint32_t v = 0;
+
+	if ((m->type == KEMARI_MSG_HELLO || m->type == KEMARI_MSG_AUTH) &&
+	    m->len >= sizeof(v))
+		memcpy(&v, m->payload, sizeof(v));
+	return v;
+}
+
 static int secondary__handshake(struct kemari_engine *e)
 {
 	struct kemari_hello h, mine;
@@ -79,7 +133,21 @@ static int secondary__handshake(struct kemari_engine *e)
 	err = engine__handshake_hello(e, &mine);
 	if (err)
 		return err;
-	/* The version first: another version's HELLO may have another size. */
+	/*
+	 * The version first: another version's HELLO may have another size,
+	 * and its key exchange (or its lack of one) another meaning.
+	 */
+	if (secondary__peer_version(&m) &&
+	    secondary__peer_version(&m) != mine.proto_version) {
+		snprintf(
+			why, sizeof(why),
+			"protocol version %u on the primary but %u here: run the same kemari-run version on both sides",
+			secondary__peer_version(&m), mine.proto_version);
+		return secondary__refuse(e, -EPROTO, why);
+	}
+	err = secondary__authenticate(e, &m);
+	if (err)
+		return err;
 	memset(&h, 0, sizeof(h));
 	if (m.type == KEMARI_MSG_HELLO && m.len >= sizeof(h.proto_version))
 		memcpy(&h.proto_version, m.payload, sizeof(h.proto_version));
@@ -123,10 +191,8 @@ static int secondary__handshake(struct kemari_engine *e)
 			why, sizeof(why),
 			"the guest's TSC runs at %u kHz on the primary but %u kHz here (more than 250 ppm apart) and this host cannot scale it: its clock would drift after a takeover; pair hosts with the same TSC frequency",
 			h.tsc_khz, mine.tsc_khz);
-	if (why[0]) {
-		secondary__refuse(e, why);
-		return kemari_err(-EPROTO, "%s", why);
-	}
+	if (why[0])
+		return secondary__refuse(e, -EPROTO, why);
 	err = e->conn->ops->reg_dst(e->conn, e->shadow, e->ram_size);
 	return err
 		       ?: secondary__send(e, KEMARI_MSG_WELCOME, 0, &mine,
@@ -182,6 +248,7 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	ack.applied_next = e->have_commit ? e->epoch + 1 : 0;
 	e->epoch = m->epoch;
 	e->have_commit = true;
+	metrics__committed(e, e->epoch);
 	err = secondary__send(e, KEMARI_MSG_ACK, e->epoch, &ack, sizeof(ack));
 	/* Even if the ack was lost, the epoch is complete: apply it. */
 	for (size_t i = 0; i < n; i++) {
@@ -265,6 +332,7 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 	int err;
 
 	e->have_commit = false;
+	atomic_store(&e->state, KEMARI_STATE_SYNCING);
 	kemari_buf__reset(&e->pend_runs);
 	kemari_buf__reset(&e->pend_cpu);
 	kemari_buf__reset(&e->pend_dev);
@@ -293,6 +361,7 @@ static enum serve_end secondary__serve(struct kemari_engine *e)
 						  e->cfg.heartbeat_timeout_ms,
 						  SYNC_SILENCE_MS);
 
+			metrics__silence(e, now);
 			if (now - e->last_rx_ns > (uint64_t)limit * 1000000ULL)
 				return secondary__lost(
 					e,
@@ -383,6 +452,7 @@ static int secondary__takeover(struct kemari_engine *e, uint64_t t_detect)
 	if (err)
 		return kemari_err(err, "takeover failed: %s",
 				  kemari_last_error(err));
+	metrics__takeover(e);
 	kemari_info(
 		"takeover: resumed from epoch %llu, %.1f ms from detection to running",
 		(unsigned long long)e->epoch,
@@ -406,6 +476,10 @@ int secondary__run(struct kemari_engine *e)
 				   &e->cfg.xport_opts);
 	if (err)
 		return err;
+	if (!e->have_key && !kemari_auth__loopback(e->cfg.listen))
+		kemari_warn(
+			"listening on %s without --auth-key (--insecure): any host that reaches it can connect as the primary",
+			e->cfg.listen);
 	kemari_info("waiting for the primary on %s (%s)", e->cfg.listen,
 		    e->cfg.xport->name);
 	while (!atomic_load(&e->stop)) {

@@ -78,6 +78,8 @@ const char *kemari_wire__type_name(uint16_t type)
 		return "FAILED";
 	case KEMARI_MSG_VERIFY:
 		return "VERIFY";
+	case KEMARI_MSG_AUTH:
+		return "AUTH";
 	case KEMARI_MSG_PAGES:
 		return "PAGES";
 	case KEMARI_MSG_XPORT:

@@ -318,7 +318,11 @@ netns="" # the Linux cells' network namespace while it exists
 cleanup() {
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	if [ -n "$netns" ]; then ip netns del "$netns" 2>/dev/null || true; fi
-	if [ -n "$remote" ]; then remote_stop secondary; remote_stop floor; fi
+	if [ -n "$remote" ]; then
+		remote_stop secondary
+		remote_stop floor
+		rsh "rm -f /tmp/kemari-perf.auth.key" 2>/dev/null || true
+	fi
 }
 trap cleanup EXIT
 
@@ -457,6 +461,17 @@ fi
 main_track=ring
 work=$(mktemp -d /tmp/kemari-perf.XXXXXX)
 trap 'cleanup; rm -rf "$work"' EXIT
+# One key for every replicated pair of the run: rdma and ofi-verbs
+# secondaries listen on an RDMA interface's address, a remote one on
+# --remote-addr, neither loopback, where kemari-run wants a key (the
+# exchange is once per connection: no epoch pays for it).
+"$K" --gen-key="$work/auth.key" >/dev/null
+auth=(--auth-key="$work/auth.key")
+rauth=("${auth[@]}")
+if [ -n "$remote" ]; then
+	rsh "umask 077 && rm -f /tmp/kemari-perf.auth.key && cat >/tmp/kemari-perf.auth.key" <"$work/auth.key"
+	rauth=(--auth-key=/tmp/kemari-perf.auth.key)
+fi
 if [ $kvm_cells = 1 ] && ! "$K" -q --guest="$B/guests/dirtier.elf" --mem=64M --disk="$work/probe.img" \
 	--disk-size=1M --dirty-track=ring --guest-arg=rounds=1 >"$R/logs/ring-probe.log" 2>&1; then
 	main_track=bitmap
@@ -510,10 +525,10 @@ run_cell() {
 	pids+=($stp)
 	if [ -n "$remote" ]; then
 		remote_start secondary "$RB/kemari-run" --role=secondary --transport="$(xname "$l")" $(xprov "$l") \
-			--listen="$addr" "${rguest[@]}" --mem="$ram" --disk=/tmp/kemari-perf-disk.img \
+			--listen="$addr" "${rauth[@]}" "${rguest[@]}" --mem="$ram" --disk=/tmp/kemari-perf-disk.img \
 			--disk-size=1M $hbo --no-progress >"$cw/sec.log" 2>&1
 	else
-		"$K" --role=secondary --transport="$(xname "$l")" $(xprov "$l") --listen="$addr" \
+		"$K" --role=secondary --transport="$(xname "$l")" $(xprov "$l") --listen="$addr" "${auth[@]}" \
 			"${common[@]}" --disk="$cw/disk.img" >"$cw/sec.log" 2>&1 &
 	fi
 	spid=$!
@@ -524,7 +539,7 @@ run_cell() {
 	[ $slow = 1 ] && limit=$((240 + mib / 3 + n * (2 + k / 256)))
 	case $variant in full-copy) limit=$((limit + n * mib / 4)) ;; esac
 	run_bounded $limit "$K" --role=primary --transport="$(xname "$l")" $(xprov "$l") \
-		--peer="$addr" --connect-timeout-ms=60000 "${common[@]}" --disk="$cw/disk.img" \
+		--peer="$addr" "${auth[@]}" --connect-timeout-ms=60000 "${common[@]}" --disk="$cw/disk.img" \
 		--stats="$cw/stats.fifo" "${gargs[@]}" "$@" >"$cw/pri.log" 2>&1 || rc=$?
 	[ $rc = 124 ] && echo "kemari-perf: the primary did not finish within $limit s: stopped" >>"$cw/pri.log"
 	t1=$(now_us)
@@ -754,16 +769,16 @@ if has "$variants" kv; then
 	peer=${remote_addr:-127.0.0.1}:$port
 	printf '[%2d] kvstore    replicated tcp 64M load %s ms: ' $ncell "$kv_ms"
 	if [ -n "$remote" ]; then
-		remote_start secondary "$RB/kemari-run" --role=secondary --transport=tcp --listen="$peer" \
+		remote_start secondary "$RB/kemari-run" --role=secondary --transport=tcp --listen="$peer" "${rauth[@]}" \
 			--guest="$RB/guests/kvstore.elf" --mem=64M --disk=/tmp/kemari-perf-kv.img --disk-size=16M \
 			--net=udp:$svc --no-progress $hb >"$R/logs/kv-secondary.log" 2>&1
 	else
-		"$K" --role=secondary --transport=tcp --listen="$peer" "${kvg[@]}" $hb \
+		"$K" --role=secondary --transport=tcp --listen="$peer" "${auth[@]}" "${kvg[@]}" $hb \
 			--disk="$work/kv-rep.img" >"$R/logs/kv-secondary.log" 2>&1 &
 	fi
 	ks=$!
 	pids+=($ks)
-	"$K" --role=primary --transport=tcp --peer="$peer" --connect-timeout-ms=60000 "${kvg[@]}" $hb \
+	"$K" --role=primary --transport=tcp --peer="$peer" "${auth[@]}" --connect-timeout-ms=60000 "${kvg[@]}" $hb \
 		--disk="$work/kv-rep.img" --stats="$R/logs/kv-replicated.stats.json" >"$R/logs/kv-primary.log" 2>&1 &
 	kp=$!
 	pids+=($kp)

@@ -4,12 +4,13 @@
 set -euo pipefail
 
 PKGS=(
-	build-essential pkg-config clang-format
+	build-essential pkg-config clang-format libssl-dev
 	libcriterion-dev
 	libibverbs-dev librdmacm-dev libfabric-dev libxen-dev
 	rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest libfabric-bin
 	qemu-system-x86 busybox-static kmod cpio socat
 	iproute2 gnuplot-nox
+	scdoc man-db libmicrohttpd-dev python3-prometheus-client
 )
 
 missing=()

@@ -18,7 +18,9 @@
 #
 #   BUILD=dir (default build)       the build to test
 #   KEMARI_FAILOVER_RUNS (default 5) random-moment kills per transport
-#   KEMARI_TIME_SCALE, KEMARI_TEST_HB as tests/run-kvm.sh sets them
+#   KEMARI_TIME_SCALE, KEMARI_TEST_HB as tests/run-kvm.sh sets them (a
+#   fresh --auth-key is added to KEMARI_TEST_HB: the secondaries listen on
+#   169.254.77.1, where kemari-run wants one)
 #   KEMARI_VM_TIMEOUT (seconds, default 7200)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,6 +35,17 @@ inside() {
 	export KEMARI_TIME_SCALE=${KEMARI_TIME_SCALE:-4}
 	export KEMARI_TEST_HB=${KEMARI_TEST_HB:---heartbeat-ms=50 --heartbeat-timeout-ms=3000}
 	export KEMARI_FAILOVER_RUNS=${KEMARI_FAILOVER_RUNS:-5}
+	# Secondaries listen on $ADDR, not loopback: kemari-run wants a key
+	# there. One for the run, in the options the integration tests give
+	# both sides (KEMARI_TEST_HB), so that every pair authenticates over
+	# rdma and ofi-verbs (tests/synth makes its own keys).
+	rdma_key=$(mktemp -u /tmp/kemari-check-rdma.XXXXXX.key)
+	if ! "$BUILD/kemari-run" --gen-key="$rdma_key" >/dev/null; then
+		echo "check-rdma: FAIL cannot make a key with $BUILD/kemari-run --gen-key"
+		exit 1
+	fi
+	trap 'rm -f "$rdma_key"' EXIT
+	KEMARI_TEST_HB="$KEMARI_TEST_HB --auth-key=$rdma_key"
 
 	part() { # NAME CMD...: run one part, report it
 		local name=$1 rc

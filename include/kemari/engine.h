@@ -47,6 +47,11 @@ struct kemari_engine_cfg {
 	struct kemari_xport_opts xport_opts;
 	const char *peer;   /* primary: secondary's address */
 	const char *listen; /* secondary: address to listen on */
+	/* The shared key file (--auth-key): both sides prove they hold it
+	 * before anything else is exchanged (core/auth.c). NULL: no key. */
+	const char *auth_key_path;
+	/* Let a secondary without a key listen on a non-loopback address. */
+	bool insecure;
 	unsigned int heartbeat_ms;
 	unsigned int heartbeat_timeout_ms;
 	enum kemari_on_loss on_secondary_loss;
@@ -94,6 +99,58 @@ void kemari_engine__request_summary(struct kemari_engine *e);
 void kemari_engine__arm_fault(struct kemari_engine *e);
 /* Print "epochs N, pause p50 X us, p99 Y us, max Z us" to f. */
 void kemari_engine__summary(struct kemari_engine *e, FILE *f);
+
+/* Where the protection of the guest stands (--metrics, --control). */
+enum kemari_state {
+	KEMARI_STATE_SYNCING,	/* waiting for the peer, or the initial sync */
+	KEMARI_STATE_PROTECTED, /* a secondary holds the last epoch */
+	KEMARI_STATE_UNPROTECTED, /* standalone, or the secondary is lost */
+	KEMARI_STATE_TAKEN_OVER,  /* secondary: the guest runs here now */
+};
+const char *kemari_state__name(enum kemari_state s);
+
+/* A histogram: count per bucket (not cumulative), the last one +Inf. */
+#define KEMARI_HIST_BUCKETS 15
+struct kemari_hist {
+	uint64_t bucket[KEMARI_HIST_BUCKETS];
+	uint64_t count;
+	uint64_t sum; /* in the unit of the bounds */
+};
+/* Upper bounds of the buckets but the last: microseconds, pages. */
+extern const uint64_t kemari_hist_us_bounds[KEMARI_HIST_BUCKETS - 1];
+extern const uint64_t kemari_hist_pages_bounds[KEMARI_HIST_BUCKETS - 1];
+
+enum kemari_phase {
+	KEMARI_PHASE_HARVEST,	 /* collecting the dirty pages */
+	KEMARI_PHASE_STATE,	 /* saving vCPU and device state */
+	KEMARI_PHASE_PUSH,	 /* pushing pages and state */
+	KEMARI_PHASE_COMMIT_ACK, /* the commit round trip */
+	KEMARI_NPHASES,
+};
+const char *kemari_phase__name(enum kemari_phase p);
+
+/* A consistent snapshot of the engine's counters. */
+struct kemari_engine_stats {
+	enum kemari_role role;
+	enum kemari_state state;
+	const char *peer; /* --peer or --listen; NULL standalone */
+	bool peer_connected;
+	uint64_t epoch;		    /* last committed (primary: acknowledged) */
+	uint64_t epochs;	    /* epochs completed by this process */
+	uint64_t bytes, pages;	    /* pushed (primary) in those epochs */
+	uint64_t heartbeats_missed; /* heartbeat periods the peer was silent */
+	uint64_t takeovers;
+	uint64_t ram_bytes;
+	unsigned int ncpus;
+	uint64_t uptime_ms;
+	uint64_t last_pause_us, p50_pause_us, p99_pause_us; /* 0: no epoch */
+	struct kemari_hist pause_us;			    /* per epoch */
+	struct kemari_hist phase_us[KEMARI_NPHASES];
+	struct kemari_hist dirty_pages; /* per epoch */
+};
+/* Fill s; thread-safe (any thread, while e exists). 0 or -ENOMEM. */
+int kemari_engine__stats(struct kemari_engine *e,
+			 struct kemari_engine_stats *s);
 void kemari_engine__destroy(struct kemari_engine *e);
 
 int kemari_fault__parse(const char *s, enum kemari_fault *f, uint64_t *epoch);

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define KEMARI_WIRE_MAGIC 0x49524d4bU /* "KMRI" */
-#define KEMARI_PROTO_VERSION 3
+#define KEMARI_PROTO_VERSION 4
 #define KEMARI_MSG_MAX (256u * 1024)
 
 enum kemari_msg_type {
@@ -31,6 +31,9 @@ enum kemari_msg_type {
 	/* primary -> secondary, testing (--verify-replica): u64 first page,
 	 * then a 32-bit hash per page of guest RAM at this commit point */
 	KEMARI_MSG_VERIFY = 13,
+	/* both ways, before HELLO when the sides hold a key (--auth-key):
+	 * struct kemari_auth; version 4 */
+	KEMARI_MSG_AUTH = 14,
 	KEMARI_MSG_PAGES = 16, /* tcp: run descriptors, then page bytes */
 	KEMARI_MSG_XPORT = 17, /* transport-private setup (e.g. rkeys) */
 };
@@ -56,6 +59,28 @@ struct kemari_hello {
 	 * version 3. */
 	uint32_t tsc_khz;
 	uint32_t pad;
+};
+
+/*
+ * The key exchange (docs/protocol.md, "Authentication"): the primary's
+ * INIT carries its nonce, the secondary's CHALLENGE its nonce and proof,
+ * the primary's PROOF its proof. A proof is HMAC-SHA256 under the shared
+ * key of the role's label, the protocol version and both nonces.
+ */
+#define KEMARI_AUTH_NONCE_LEN 32
+#define KEMARI_AUTH_MAC_LEN 32
+
+enum kemari_auth_step {
+	KEMARI_AUTH_INIT = 1,	   /* primary -> secondary: nonce */
+	KEMARI_AUTH_CHALLENGE = 2, /* secondary -> primary: nonce, mac */
+	KEMARI_AUTH_PROOF = 3,	   /* primary -> secondary: mac */
+};
+
+struct kemari_auth {
+	uint32_t proto_version; /* first, as in struct kemari_hello */
+	uint32_t step;		/* enum kemari_auth_step */
+	uint8_t nonce[KEMARI_AUTH_NONCE_LEN];
+	uint8_t mac[KEMARI_AUTH_MAC_LEN];
 };
 
 /* This side's hypervisor can run the guest's TSC at another frequency. */

@@ -35,10 +35,11 @@ static void setup(void)
 	snprintf(log_b, sizeof(log_b), "%s/two.log", dir);
 	snprintf(addr, sizeof(addr), "%s:%u", ip && *ip ? ip : "169.254.77.1",
 		 h_port());
-	snprintf(common, sizeof(common),
-		 "--guest=@B/guests/kvstore.elf --mem=64M --disk=%s "
-		 "--net=udp:127.0.0.1:%u --no-progress --transport=rdma",
-		 disk, h_port());
+	snprintf(
+		common, sizeof(common),
+		"--guest=@B/guests/kvstore.elf --mem=64M --disk=%s "
+		"--net=udp:127.0.0.1:%u --no-progress --transport=rdma --insecure",
+		disk, h_port());
 }
 
 static void teardown(void)

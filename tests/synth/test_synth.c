@@ -13,7 +13,8 @@
  *
  * KEMARI_SYNTH_XPORTS="tcp;ofi --provider=tcp" picks the transports
  * (default: tcp, and ofi over its tcp provider when compiled in);
- * KEMARI_TEST_ADDR the address (169.254.77.1 for soft-RoCE).
+ * KEMARI_TEST_ADDR the address (169.254.77.1 for soft-RoCE; a secondary
+ * without a key then gets --insecure).
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "kemari/auth.h"
 #include "kemari/buf.h"
 #include "kemari/hv.h"
 #include "kemari/kemari.h"
@@ -38,6 +40,8 @@
 
 static char dir[256], out[300], plog[300], slog[300], peer[64];
 static struct hproc pri, sec;
+/* Every secondary's: --insecure when the test address is not loopback. */
+static char sec_extra[32];
 
 struct xspec {
 	char args[64]; /* "--transport=ofi --provider=tcp" */
@@ -70,6 +74,8 @@ static void setup(void)
 	snprintf(slog, sizeof(slog), "%s/secondary.log", dir);
 	snprintf(peer, sizeof(peer), "%s:%u",
 		 addr && *addr ? addr : "127.0.0.1", h_port());
+	snprintf(sec_extra, sizeof(sec_extra), "%s",
+		 kemari_auth__loopback(peer) ? "" : "--insecure");
 	pri.pid = sec.pid = 0;
 }
 
@@ -91,8 +97,9 @@ static void start_pair(const char *xport, const char *pextra, int rounds)
 	cr_assert(
 		eq(int,
 		   h_spawn(&sec, slog,
-			   "@B/kemari-run --role=secondary --listen=%s " COMMON,
-			   peer, h_ms(1000), out, xport),
+			   "@B/kemari-run --role=secondary --listen=%s " COMMON
+			   " %s",
+			   peer, h_ms(1000), out, xport, sec_extra),
 		   0));
 	if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
 		h_dump(slog);
@@ -296,8 +303,8 @@ ParameterizedTest(struct xspec *x, synth, guest_crash_is_taken_over)
 		eq(int,
 		   h_spawn(&sec, slog,
 			   "@B/kemari-run --role=secondary --listen=%s " COMMON
-			   " --verify-replica",
-			   peer, h_ms(60000), out, x->args),
+			   " --verify-replica %s",
+			   peer, h_ms(60000), out, x->args, sec_extra),
 		   0));
 	if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
 		h_dump(slog);
@@ -407,8 +414,9 @@ static void start_pair_at(const char *primary_khz, const char *secondary_khz)
 	cr_assert(
 		eq(int,
 		   h_spawn(&sec, slog,
-			   "@B/kemari-run --role=secondary --listen=%s " COMMON,
-			   peer, h_ms(1000), out, "--transport=tcp"),
+			   "@B/kemari-run --role=secondary --listen=%s " COMMON
+			   " %s",
+			   peer, h_ms(1000), out, "--transport=tcp", sec_extra),
 		   0));
 	cr_assert(eq(int,
 		     h_wait_log(slog, "waiting for the primary", h_ms(20000)),
@@ -442,5 +450,277 @@ Test(synth, tsc_frequency_within_250ppm_is_protected)
 	start_pair_at("2000400", "2000000");
 	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 0));
 	wait_secondary_done();
+	check_output(20);
+}
+
+/* --- authentication (--auth-key) ------------------------------------------ */
+
+/* kemari-run --gen-key=DIR/name: exit 0 and its one line. */
+static void gen_key(char *path, size_t n, const char *name)
+{
+	char log[320];
+	struct hproc g = { 0 };
+
+	snprintf(path, n, "%s/%s", dir, name);
+	snprintf(log, sizeof(log), "%s/gen-%s.log", dir, name);
+	cr_assert(eq(int, h_spawn(&g, log, "@B/kemari-run --gen-key=%s", path),
+		     0));
+	cr_assert(eq(int, h_wait(&g, h_ms(10000)), 0));
+	cr_assert(h_log_has(log, "wrote a new 32-byte key to "));
+}
+
+/* Lines of log that contain needle. */
+static int count_lines(const char *log, const char *needle)
+{
+	FILE *f = fopen(log, "r");
+	char line[4096];
+	int n = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* The log's only error line contains want. */
+static void expect_one_error(const char *log, const char *want)
+{
+	if (count_lines(log, "error") != 1 || !h_log_has(log, want)) {
+		h_dump(log);
+		cr_fail("not exactly one error line, with '%s', in %s", want,
+			log);
+	}
+}
+
+/* A secondary on peer with these options (xport and key), listening. */
+static void start_secondary(const char *opts)
+{
+	cr_assert(
+		eq(int,
+		   h_spawn(&sec, slog,
+			   "@B/kemari-run --role=secondary --listen=%s " COMMON
+			   " %s",
+			   peer, h_ms(1000), out, opts, sec_extra),
+		   0));
+	if (h_wait_log(slog, "waiting for the primary", h_ms(20000))) {
+		h_dump(slog);
+		cr_fatal("secondary did not start");
+	}
+}
+
+/* A primary to peer with these options, rounds rounds, its own log. */
+static void start_primary(const char *log, const char *opts, int rounds)
+{
+	pri.pid = 0;
+	cr_assert(eq(int,
+		     h_spawn(&pri, log,
+			     "@B/kemari-run --role=primary --peer=%s " COMMON
+			     " --guest-arg=pages=64 --guest-arg=rounds=%d",
+			     peer, h_ms(1000), out, opts, rounds),
+		     0));
+}
+
+ParameterizedTestParameters(synth, same_key_replicates_and_fails_over)
+{
+	static struct xspec xs[MAX_XPORTS];
+
+	return cr_make_param_array(struct xspec, xs, list_xports(xs));
+}
+
+/* As kill9_at_each_phase's after-commit case, both sides keyed. */
+ParameterizedTest(struct xspec *x, synth, same_key_replicates_and_fails_over)
+{
+	char key[300], opts[400];
+
+	gen_key(key, sizeof(key), "pair.key");
+	snprintf(opts, sizeof(opts), "%s --auth-key=%s", x->args, key);
+	start_pair(opts, "--fault=after-commit:40", ROUNDS);
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 128 + SIGKILL), "%s",
+		  x->args);
+	wait_secondary_done();
+	cr_assert(eq(i64, verified_round(), 39), "%s", x->args);
+	check_output(ROUNDS);
+}
+
+ParameterizedTestParameters(synth,
+			    wrong_key_is_refused_then_the_right_one_replicates)
+{
+	static struct xspec xs[MAX_XPORTS];
+
+	return cr_make_param_array(struct xspec, xs, list_xports(xs));
+}
+
+/*
+ * A primary with another key: it exits 1 with one line naming its key and
+ * does not retry; the secondary logs one line naming its own and keeps
+ * listening; the primary with the right key then replicates every round.
+ */
+ParameterizedTest(struct xspec *x, synth,
+		  wrong_key_is_refused_then_the_right_one_replicates)
+{
+	char good[300], bad[300], sopts[400], popts[400], plog1[320];
+	char want[700];
+
+	gen_key(good, sizeof(good), "good.key");
+	gen_key(bad, sizeof(bad), "bad.key");
+	snprintf(sopts, sizeof(sopts), "%s --auth-key=%s", x->args, good);
+	start_secondary(sopts);
+	snprintf(plog1, sizeof(plog1), "%s/primary-bad.log", dir);
+	snprintf(popts, sizeof(popts), "%s --auth-key=%s", x->args, bad);
+	start_primary(plog1, popts, 100);
+	cr_assert(eq(int, h_wait(&pri, h_ms(30000)), 1), "%s", x->args);
+	snprintf(want, sizeof(want),
+		 "error: authentication with the secondary at %s failed: the "
+		 "secondary does not hold the key in --auth-key=%s: give both "
+		 "sides the same key file",
+		 peer, bad);
+	expect_one_error(plog1, want);
+	snprintf(want, sizeof(want),
+		 "error: refusing the primary: authentication failed: the "
+		 "primary's key differs from the one in --auth-key=%s",
+		 good);
+	if (h_wait_log(slog, want, h_ms(10000))) {
+		h_dump(slog);
+		cr_fatal("no '%s'", want);
+	}
+	expect_one_error(slog, want);
+	cr_assert(eq(int, h_wait(&sec, 0), -ETIMEDOUT),
+		  "the secondary stopped listening");
+
+	snprintf(popts, sizeof(popts), "%s --auth-key=%s", x->args, good);
+	start_primary(plog, popts, 100);
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 0), "%s", x->args);
+	cr_assert(eq(int, h_wait(&sec, h_ms(20000)), 0));
+	cr_assert(h_log_has(slog, "shut down in order at epoch 100"));
+	check_output(100);
+}
+
+struct mixed_case {
+	char xport[64];
+	int keyed_primary; /* 1: only the primary has a key, 0: only the secondary */
+};
+
+ParameterizedTestParameters(synth, key_on_one_side_only_is_refused)
+{
+	static struct mixed_case cases[MAX_XPORTS * 2];
+	struct xspec xs[MAX_XPORTS];
+	size_t nx = list_xports(xs), n = 0;
+
+	for (size_t i = 0; i < nx; i++)
+		for (int k = 0; k < 2; k++, n++) {
+			memcpy(cases[n].xport, xs[i].args,
+			       sizeof(cases[n].xport));
+			cases[n].keyed_primary = k;
+		}
+	return cr_make_param_array(struct mixed_case, cases, n);
+}
+
+/* Both sides name the missing key in one line; the secondary listens on. */
+ParameterizedTest(struct mixed_case *mc, synth, key_on_one_side_only_is_refused)
+{
+	char key[300], keyed[400], want[700];
+
+	gen_key(key, sizeof(key), "one.key");
+	snprintf(keyed, sizeof(keyed), "%s --auth-key=%s", mc->xport, key);
+	start_secondary(mc->keyed_primary ? mc->xport : keyed);
+	start_primary(plog, mc->keyed_primary ? keyed : mc->xport, 20);
+	cr_assert(eq(int, h_wait(&pri, h_ms(30000)), 1), "%s", mc->xport);
+	if (mc->keyed_primary) {
+		snprintf(want, sizeof(want),
+			 "error: authentication with the secondary at %s "
+			 "failed: the secondary refused --auth-key=%s: the "
+			 "primary authenticates with --auth-key but this "
+			 "secondary has none",
+			 peer, key);
+		expect_one_error(plog, want);
+		snprintf(want, sizeof(want), "%s",
+			 "error: refusing the primary: the primary "
+			 "authenticates with --auth-key but this secondary has "
+			 "none: give both sides the same --auth-key=FILE");
+	} else {
+		expect_one_error(plog,
+				 "error: the secondary refused: the primary "
+				 "sent no key proof but this secondary "
+				 "requires one: start the primary with the "
+				 "same --auth-key=FILE");
+		snprintf(want, sizeof(want),
+			 "error: refusing the primary: it sent no key proof "
+			 "but this secondary requires one (--auth-key=%s)",
+			 key);
+	}
+	if (h_wait_log(slog, want, h_ms(10000))) {
+		h_dump(slog);
+		cr_fatal("no '%s'", want);
+	}
+	expect_one_error(slog, want);
+	cr_assert(eq(int, h_wait(&sec, 0), -ETIMEDOUT),
+		  "the secondary stopped listening");
+}
+
+/*
+ * Listening on a non-loopback address without a key is refused, with one
+ * line, before anything is set up; --insecure (or a key) allows it, and a
+ * primary over loopback then replicates every round.
+ */
+Test(synth, non_loopback_listen_needs_a_key_or_insecure)
+{
+	char any[64], want[300], key[300];
+	uint16_t port = h_port();
+
+	snprintf(any, sizeof(any), "0.0.0.0:%u", port);
+	snprintf(peer, sizeof(peer), "127.0.0.1:%u", port);
+	cr_assert(
+		eq(int,
+		   h_spawn(&sec, slog,
+			   "@B/kemari-run --role=secondary --listen=%s " COMMON,
+			   any, h_ms(1000), out, "--transport=tcp"),
+		   0));
+	cr_assert(eq(int, h_wait(&sec, h_ms(10000)), 1));
+	snprintf(want, sizeof(want),
+		 "error: refusing to listen on %s without --auth-key: any host "
+		 "that reaches it could connect as the primary; give both "
+		 "sides --auth-key=FILE (kemari-run --gen-key=FILE makes one), "
+		 "or pass --insecure on a network you trust",
+		 any);
+	expect_one_error(slog, want);
+
+	/* With a key: it listens. */
+	gen_key(key, sizeof(key), "any.key");
+	unlink(slog);
+	sec.pid = 0;
+	cr_assert(
+		eq(int,
+		   h_spawn(&sec, slog,
+			   "@B/kemari-run --role=secondary --listen=%s " COMMON
+			   " --auth-key=%s",
+			   any, h_ms(1000), out, "--transport=tcp", key),
+		   0));
+	cr_assert(eq(int,
+		     h_wait_log(slog, "waiting for the primary", h_ms(20000)),
+		     0));
+	h_kill(&sec, SIGTERM);
+	cr_assert(eq(int, h_wait(&sec, h_ms(10000)), 0));
+
+	/* With --insecure: it listens, says so, and serves a primary. */
+	unlink(slog);
+	sec.pid = 0;
+	cr_assert(
+		eq(int,
+		   h_spawn(&sec, slog,
+			   "@B/kemari-run --role=secondary --listen=%s " COMMON
+			   " --insecure",
+			   any, h_ms(1000), out, "--transport=tcp"),
+		   0));
+	cr_assert(eq(int,
+		     h_wait_log(slog, "waiting for the primary", h_ms(20000)),
+		     0));
+	snprintf(want, sizeof(want),
+		 "warning: listening on %s without --auth-key (--insecure)",
+		 any);
+	cr_assert(h_log_has(slog, want));
+	start_primary(plog, "--transport=tcp", 20);
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 0));
+	cr_assert(eq(int, h_wait(&sec, h_ms(20000)), 0));
 	check_output(20);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kemari/auth.h"
 #include "kemari/buf.h"
 #include "kemari/engine.h"
 #include "kemari/kemari.h"
@@ -303,9 +304,13 @@ static int fx_connect(struct kemari_xport **out, const char *a,
 	return 0;
 }
 
+static unsigned int reg_dsts; /* receive buffers registered */
+static const char *auth_key;  /* --auth-key for the next engine */
+
 static int fx_reg(struct kemari_xport *x, void *b, uint64_t n)
 {
 	(void)n;
+	reg_dsts++;
 	kemari_container_of(x, struct fake_x, x)->dst = b;
 	return 0;
 }
@@ -521,7 +526,8 @@ static void reset(void)
 {
 	if (!getenv("KEMARI_TEST_STDERR"))
 		cr_redirect_stderr(); /* the expected error lines are not news */
-	nscript = pos = accepts = nsent = heartbeats = 0;
+	nscript = pos = accepts = nsent = heartbeats = reg_dsts = 0;
+	auth_key = NULL;
 	hb_ms = 1;
 	memset(runs_pages, 0, sizeof(runs_pages));
 	auto_ack = false;
@@ -542,7 +548,8 @@ static int run_engine(enum kemari_role role)
 		.hv_cfg = { .mem_size = RAM, .ncpus = 1 },
 		.xport = &fake_x_ops,
 		.peer = "peer",
-		.listen = "here",
+		.listen = "127.0.0.1:7400",
+		.auth_key_path = auth_key,
 		.heartbeat_ms = hb_ms,
 		.heartbeat_timeout_ms = hb_ms * 1000,
 	};
@@ -598,6 +605,32 @@ Test(engine, secondary_sends_no_heartbeat_right_after_an_ack)
 	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
 	cr_assert(eq(u32, nsent, 4), "WELCOME and three ACKs");
 	cr_assert(eq(u32, heartbeats, 0));
+}
+
+/*
+ * With --auth-key, a primary that offers no proof is refused before its
+ * HELLO is acted on: no receive buffers registered, no WELCOME, nothing of
+ * its state taken, nothing to take over.
+ */
+Test(engine, keyed_secondary_exposes_nothing_to_an_unproven_primary)
+{
+	char dir[] = "/tmp/kemari-engine.XXXXXX", key[64];
+
+	cr_assert(not(eq(ptr, mkdtemp(dir), NULL)));
+	snprintf(key, sizeof(key), "%s/key", dir);
+	cr_assert(eq(int, kemari_auth__gen_key(key), 0));
+	auth_key = key;
+	add_hello();
+	add_initial(0xaa);
+	add(ST_EOF);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	unlink(key);
+	rmdir(dir);
+	cr_assert(eq(u32, reg_dsts, 0), "receive buffers registered");
+	cr_assert(eq(u32, nsent, 1));
+	cr_assert(eq(u16, sent[0].type, KEMARI_MSG_REFUSE));
+	cr_assert(eq(u32, pos, 1), "read past the HELLO");
+	cr_assert(eq(int, fhv->runs, 0), "took over");
 }
 
 Test(engine, secondary_never_takes_over_on_garbage)

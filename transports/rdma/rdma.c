@@ -31,8 +31,8 @@
  * at once), so a primary busy pushing still takes the secondary's heartbeats.
  *
  * Commit. A COMMIT is one WRITE_WITH_IMM: its frame lands in a commit slot
- * the receiver advertised at connection time (slot = message number modulo
- * the receive slots, so credits also guard the slot), the immediate carries
+ * the receiver advertised (slot = message number modulo the receive
+ * slots, so credits also guard the slot), the immediate carries
  * the epoch's low 32 bits and consumes a posted receive; the receiver checks
  * frame and immediate and hands the engine an ordinary KEMARI_MSG_COMMIT.
  * Devices without immediate data (iWARP) send it as a plain SEND; so does
@@ -46,6 +46,14 @@
  * resumes the guest only after the ack, which implies the pages were read),
  * but an engine that resumes earlier would not; the wait overlaps the
  * RUNS/state sends posted before it, so it costs little.
+ *
+ * Nothing remote-writable before the engine trusts the peer. The CM
+ * handshake carries no address or rkey: the commit slots and the credit
+ * word are registered for remote writes, and advertised in an XPORT
+ * message, only by reg_src or reg_dst, which the engine calls once the
+ * peer has proven the key (core/auth.c). Until then control messages are
+ * plain SENDs and credits return only in their immediates, enough for
+ * the handshake's few messages each way.
  *
  * Failure. A completion error or a CM DISCONNECTED/DEVICE_REMOVAL event is
  * the peer's failure: -ECONNRESET, after the messages that arrived before it
@@ -92,8 +100,9 @@
 #define RDMA_RECV_TAG (1ULL << 63)
 
 #define RDMA_HS_MAGIC 0x524d4b52U /* "RKMR" */
-#define RDMA_HS_VERSION 1
+#define RDMA_HS_VERSION 2
 #define RDMA_XPORT_DST 1 /* KEMARI_MSG_XPORT kind: receive buffers */
+#define RDMA_XPORT_RW 2	 /* ... kind: commit slots and credit word */
 
 enum rdma_refuse {
 	RDMA_REFUSE_NONE,
@@ -101,16 +110,24 @@ enum rdma_refuse {
 	RDMA_REFUSE_RESOURCES, /* could not set the connection up */
 };
 
-/* CM private data, both ways (fits the 56 bytes of a REQ). */
+/*
+ * CM private data, both ways (fits the 56 bytes of a REQ). No address or
+ * key: the peer is not yet authenticated (struct rdma_rw_info).
+ */
 struct rdma_hs {
 	uint32_t magic;
 	uint16_t version;
 	uint16_t slots;	      /* receives posted: the peer's initial credits */
 	uint32_t max_msg;     /* payload bytes a receive slot takes */
 	uint32_t commit_size; /* bytes per commit slot */
-	uint64_t rw_addr;     /* commit slots, then the credit word */
-	uint32_t rw_rkey;
-	uint32_t refuse; /* in a rejection: enum rdma_refuse */
+	uint32_t refuse;      /* in a rejection: enum rdma_refuse */
+};
+
+/* KEMARI_MSG_XPORT payload from reg_src/reg_dst: our remote-writable area. */
+struct rdma_rw_info {
+	uint32_t kind; /* RDMA_XPORT_RW */
+	uint32_t rkey;
+	uint64_t addr; /* commit slots, then the credit word */
 };
 
 /* KEMARI_MSG_XPORT payload: where pushes land. */
@@ -183,11 +200,12 @@ struct rdma_xport {
 	struct rdma_send_slot sslot[RDMA_SEND_SLOTS];
 	unsigned int snext;
 
-	/* The peer, from the CM handshake. */
+	/* The peer, from the CM handshake (and its RW message: peer_rw_known). */
 	uint32_t peer_slots;
 	uint32_t peer_commit;
 	uint64_t peer_rw;
 	uint32_t peer_rkey;
+	bool peer_rw_known;
 
 	/* Credits (wrapping counters) and the receive order. */
 	uint32_t sent;	      /* messages that consumed a peer receive */
@@ -518,7 +536,7 @@ static void rdma__advertise(struct rdma_xport *t, bool force)
 	struct ibv_send_wr wr, *bad;
 	struct ibv_sge sge;
 
-	if (!t->connected || t->dead || !owed ||
+	if (!t->connected || t->dead || !t->peer_rw_known || !owed ||
 	    (!force && owed < RDMA_SLOTS / 2) || !rdma_sq__room(&t->sq))
 		return;
 	atomic_store_explicit((_Atomic uint32_t *)rdma__credit_src(t),
@@ -549,8 +567,22 @@ static void rdma__absorb_xport(struct rdma_xport *t,
 			       const struct kemari_wire_hdr *h, const void *p)
 {
 	struct rdma_dst_info di;
+	struct rdma_rw_info rw;
 	struct rdma_remote *mr;
+	uint32_t kind = 0;
 
+	if (h->len >= sizeof(kind))
+		memcpy(&kind, p, sizeof(kind));
+	if (kind == RDMA_XPORT_RW) {
+		/* Once: a second one would move the peer's slots under us. */
+		if (h->len != sizeof(rw) || t->peer_rw_known)
+			goto bad;
+		memcpy(&rw, p, sizeof(rw));
+		t->peer_rw = rw.addr;
+		t->peer_rkey = rw.rkey;
+		t->peer_rw_known = true;
+		return;
+	}
 	if (h->len < sizeof(di))
 		goto bad;
 	memcpy(&di, p, sizeof(di));
@@ -949,12 +981,6 @@ static int rdma__conn_init(struct rdma_xport *t)
 			     "control buffers", true, &err);
 	if (!t->ctrl_mr)
 		goto err_fini;
-	t->rw_mr =
-		rdma__reg_mr(t, t->rw, t->rw_len,
-			     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
-			     "commit slots", true, &err);
-	if (!t->rw_mr)
-		goto err_fini;
 	t->qcap = RDMA_SLOTS + RDMA_BACKLOG;
 	t->q = calloc(t->qcap, sizeof(*t->q));
 	if (!t->q) {
@@ -992,8 +1018,6 @@ static void rdma__hs_fill(struct rdma_xport *t, struct rdma_hs *hs,
 	hs->slots = RDMA_SLOTS;
 	hs->max_msg = t->max_msg;
 	hs->commit_size = RDMA_COMMIT_SLOT;
-	hs->rw_addr = (uintptr_t)t->rw;
-	hs->rw_rkey = t->rw_mr->rkey;
 }
 
 /* Take the peer's half of the handshake; false if it is not one of ours. */
@@ -1012,8 +1036,6 @@ static bool rdma__hs_take(struct rdma_xport *t, const void *pd, uint8_t len)
 	t->peer_posted = hs.slots;
 	t->max_msg = KEMARI_MIN(t->max_msg, hs.max_msg);
 	t->peer_commit = hs.commit_size;
-	t->peer_rw = hs.rw_addr;
-	t->peer_rkey = hs.rw_rkey;
 	return true;
 }
 
@@ -1414,16 +1436,42 @@ static int rdma__connect(struct kemari_xport **out, const char *addr,
 
 /* ---- data path --------------------------------------------------------- */
 
+static int rdma__send_frame(struct rdma_xport *t, uint16_t type, uint64_t epoch,
+			    const void *payload, uint32_t len);
+
+/*
+ * The commit slots and credit word, registered for remote writes and
+ * advertised once: from reg_src or reg_dst, i.e. after the engine has
+ * authenticated the peer, never at connection time.
+ */
+static int rdma__open_rw(struct rdma_xport *t)
+{
+	struct rdma_rw_info rw = { .kind = RDMA_XPORT_RW };
+	int err;
+
+	if (t->rw_mr)
+		return 0;
+	t->rw_mr =
+		rdma__reg_mr(t, t->rw, t->rw_len,
+			     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+			     "commit slots", true, &err);
+	if (!t->rw_mr)
+		return err;
+	rw.rkey = t->rw_mr->rkey;
+	rw.addr = (uintptr_t)t->rw;
+	return rdma__send_frame(t, KEMARI_MSG_XPORT, 0, &rw, sizeof(rw));
+}
+
 static int rdma__reg_src(struct kemari_xport *x, void *base, uint64_t len)
 {
 	struct rdma_xport *t = to_rdma(x);
+	int err = rdma__open_rw(t);
 
 	/* Read by the NIC only: no write access, no copy-on-write break. */
-	return rdma__region_init(t, &t->src, base, len, 0, false, "guest RAM");
+	return err
+		       ?: rdma__region_init(t, &t->src, base, len, 0, false,
+					    "guest RAM");
 }
-
-static int rdma__send_frame(struct rdma_xport *t, uint16_t type, uint64_t epoch,
-			    const void *payload, uint32_t len);
 
 static int rdma__reg_dst(struct kemari_xport *x, void *base, uint64_t len)
 {
@@ -1433,10 +1481,12 @@ static int rdma__reg_dst(struct kemari_xport *x, void *base, uint64_t len)
 	size_t mlen;
 	int err;
 
-	err = rdma__region_init(t, &t->dst, base, len,
-				IBV_ACCESS_LOCAL_WRITE |
-					IBV_ACCESS_REMOTE_WRITE,
-				true, "receive buffers");
+	err = rdma__open_rw(t);
+	err = err
+		      ?: rdma__region_init(t, &t->dst, base, len,
+					   IBV_ACCESS_LOCAL_WRITE |
+						   IBV_ACCESS_REMOTE_WRITE,
+					   true, "receive buffers");
 	if (err)
 		return err;
 	mlen = sizeof(di) + (size_t)t->dst.n * sizeof(struct rdma_remote);
@@ -1630,7 +1680,8 @@ static int rdma__send_frame(struct rdma_xport *t, uint16_t type, uint64_t epoch,
 	wr.wr_id = t->sq.posted;
 	wr.sg_list = &sge;
 	wr.num_sge = 1;
-	commit = type == KEMARI_MSG_COMMIT && t->use_imm &&
+	/* Before the peer advertised its commit slots: a plain SEND. */
+	commit = type == KEMARI_MSG_COMMIT && t->use_imm && t->peer_rw_known &&
 		 sge.length <= t->peer_commit;
 	if (commit) {
 		/* Into commit slot (message number mod slots), imm = epoch. */
