@@ -33,8 +33,9 @@ ifneq ($(SAN),)
 override CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 override LDFLAGS += -fsanitize=$(SAN)
 endif
-# libcrypto (OpenSSL): HMAC-SHA256 and random bytes for --auth-key; required.
-LDLIBS += -pthread -lrt -lcrypto
+# OpenSSL: libcrypto for --auth-key (HMAC-SHA256, random bytes), libssl for
+# --tls (TCP in TLS 1.3 with a pre-shared key); required.
+LDLIBS += -pthread -lrt -lssl -lcrypto
 
 # Optional backends: detected, never assumed.
 have = $(shell $(PKG_CONFIG) --exists $(1) 2>/dev/null && echo 1)

@@ -43,6 +43,8 @@ static void usage(FILE *f)
 		"  --gen-key=FILE        write a new random key to FILE (mode 0600) and exit\n"
 		"  --insecure            secondary: listen on a non-loopback address without\n"
 		"                        --auth-key (refused otherwise)\n"
+		"  --tls                 both sides, tcp: encrypt the link (TLS 1.3, its key\n"
+		"                        derived from --auth-key; no certificates)\n"
 		"\n"
 		"Guest:\n"
 		"  --guest=ELF           guest image (both sides name the same file)\n"
@@ -144,6 +146,7 @@ enum {
 	OPT_AUTH_KEY,
 	OPT_GEN_KEY,
 	OPT_INSECURE,
+	OPT_TLS,
 	OPT_GUEST,
 	OPT_KERNEL,
 	OPT_INITRD,
@@ -186,6 +189,7 @@ static const struct option long_opts[] = {
 	{ "auth-key", required_argument, NULL, OPT_AUTH_KEY },
 	{ "gen-key", required_argument, NULL, OPT_GEN_KEY },
 	{ "insecure", no_argument, NULL, OPT_INSECURE },
+	{ "tls", no_argument, NULL, OPT_TLS },
 	{ "guest", required_argument, NULL, OPT_GUEST },
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
 	{ "initrd", required_argument, NULL, OPT_INITRD },
@@ -400,6 +404,9 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			break;
 		case OPT_INSECURE:
 			cfg->insecure = true;
+			break;
+		case OPT_TLS:
+			cfg->tls = true;
 			break;
 		case OPT_GUEST:
 			cfg->guest_path = optarg;

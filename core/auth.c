@@ -206,6 +206,18 @@ static int auth__mac(const struct kemari_auth_key *k, const char *label,
 	return 0;
 }
 
+int kemari_auth__derive(const struct kemari_auth_key *k, const char *label,
+			uint8_t out[KEMARI_AUTH_KEY_LEN])
+{
+	unsigned int len = 0;
+
+	if (!HMAC(EVP_sha256(), k->bytes, KEMARI_AUTH_KEY_LEN,
+		  (const uint8_t *)label, strlen(label), out, &len) ||
+	    len != KEMARI_AUTH_KEY_LEN)
+		return kemari_err(-EIO, "HMAC-SHA256 failed (libcrypto)");
+	return 0;
+}
+
 static bool auth__mac_ok(const uint8_t *a, const uint8_t *b)
 {
 	return CRYPTO_memcmp(a, b, KEMARI_AUTH_MAC_LEN) == 0;

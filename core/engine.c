@@ -147,6 +147,31 @@ int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h)
  * handshake: the guest image, or a Linux kernel with its initrd and
  * command line.
  */
+/*
+ * --tls: the transport must encrypt (KEMARI_XPORT_CAP_TLS) and both sides
+ * hold the key; the TLS pre-shared key is derived from it.
+ */
+static int engine__tls_setup(struct kemari_engine *e)
+{
+	int err;
+
+	if (!(e->cfg.xport->caps & KEMARI_XPORT_CAP_TLS))
+		return kemari_err(
+			-ENOTSUP,
+			"--tls: the %s transport does not encrypt; use --transport=tcp (rdma and ofi links stay inside the cluster fabric)",
+			e->cfg.xport->name);
+	if (!e->have_key)
+		return kemari_err(
+			-EINVAL,
+			"--tls needs --auth-key=FILE on both sides (the TLS key is derived from it; make one with --gen-key=FILE)");
+	err = kemari_auth__derive(&e->key, "kemari tls 1.3 psk", e->tls_psk);
+	if (err)
+		return err;
+	e->cfg.xport_opts.tls_psk = e->tls_psk;
+	e->cfg.xport_opts.tls_psk_len = sizeof(e->tls_psk);
+	return 0;
+}
+
 static int engine__hash_guest(struct kemari_engine *e)
 {
 	const struct kemari_hv_cfg *h = &e->cfg.hv_cfg;
@@ -207,6 +232,11 @@ int kemari_engine__create(struct kemari_engine **out,
 			goto err_free;
 		e->have_key = true;
 	}
+	if (cfg->role != KEMARI_ROLE_STANDALONE && cfg->tls) {
+		err = engine__tls_setup(e);
+		if (err)
+			goto err_free;
+	}
 	if (cfg->role == KEMARI_ROLE_SECONDARY) {
 		err = kemari_auth__check_listen(cfg->listen, e->have_key,
 						cfg->insecure);
@@ -245,6 +275,7 @@ err_metrics:
 	metrics__close(&e->metrics);
 err_free:
 	kemari_auth__forget(&e->key);
+	explicit_bzero(e->tls_psk, sizeof(e->tls_psk));
 	free(e);
 	return err;
 }
@@ -310,5 +341,6 @@ void kemari_engine__destroy(struct kemari_engine *e)
 	verify__fini(e);
 	metrics__close(&e->metrics);
 	kemari_auth__forget(&e->key);
+	explicit_bzero(e->tls_psk, sizeof(e->tls_psk));
 	free(e);
 }

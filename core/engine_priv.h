@@ -54,6 +54,7 @@ struct kemari_engine {
 	struct kemari_xport *listener;
 	struct kemari_xport *conn;
 	struct kemari_auth_key key; /* valid when have_key */
+	uint8_t tls_psk[KEMARI_AUTH_KEY_LEN]; /* --tls: derived from key */
 	bool have_key;
 
 	/* Primary */

@@ -233,10 +233,15 @@ static int primary__handshake(struct kemari_engine *e)
 
 			snprintf(why, sizeof(why), "%s",
 				 kemari_last_error(err));
+			/* A secondary with --tls hangs up on a frame in the
+			 * clear: say so, it is the likely cause. */
 			return kemari_err_override(
 				err,
-				"authentication with the secondary at %s failed: %s",
-				e->cfg.peer, why);
+				"authentication with the secondary at %s failed: %s%s",
+				e->cfg.peer, why,
+				err == -ECONNRESET && !e->cfg.tls
+					? " (does the secondary use --tls? then give it here too)"
+					: "");
 		}
 	}
 	err = engine__handshake_hello(e, &h);

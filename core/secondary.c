@@ -489,6 +489,12 @@ int secondary__run(struct kemari_engine *e)
 		err = e->listener->ops->accept(e->listener, &e->conn, 200);
 		if (err == -ETIMEDOUT)
 			continue;
+		if (err == -EACCES) {
+			/* A peer the transport refused (--tls: no TLS, or
+			 * another key): said in one line; keep listening. */
+			kemari_error("%s", kemari_last_error(err));
+			continue;
+		}
 		if (err)
 			return kemari_err(err, "accept: %s",
 					  kemari_last_error(err));

@@ -393,6 +393,11 @@ for t in ${want//,/ }; do
 	tcp)
 		xlabels+=(tcp)
 		xhost[tcp]=$host
+		# The same link encrypted (--tls): its own row, "tcp:tls".
+		if "$K" --help 2>&1 | grep -q -- '--tls'; then
+			xlabels+=(tcp:tls)
+			xhost[tcp:tls]=$host
+		fi
 		;;
 	rdma)
 		if [ -z "$(rdma_devices)" ]; then
@@ -426,6 +431,9 @@ done
 
 xname() { echo "${1%%:*}"; }
 xprov() { case $1 in *:*) echo "--provider=${1#*:}" ;; esac; }
+# kemari-run's options for a label: tcp:tls is tcp with --tls (the floor
+# stays plain tcp's: the row shows what encryption adds to it).
+xrun() { case $1 in tcp:tls) echo "--tls" ;; *) xprov "$1" ;; esac; }
 
 # The round trip of each transport, once (the memcpy part of the floor is
 # measured per cell, for the bytes that cell's epochs actually carried).
@@ -524,11 +532,11 @@ run_cell() {
 	stp=$!
 	pids+=($stp)
 	if [ -n "$remote" ]; then
-		remote_start secondary "$RB/kemari-run" --role=secondary --transport="$(xname "$l")" $(xprov "$l") \
+		remote_start secondary "$RB/kemari-run" --role=secondary --transport="$(xname "$l")" $(xrun "$l") \
 			--listen="$addr" "${rauth[@]}" "${rguest[@]}" --mem="$ram" --disk=/tmp/kemari-perf-disk.img \
 			--disk-size=1M $hbo --no-progress >"$cw/sec.log" 2>&1
 	else
-		"$K" --role=secondary --transport="$(xname "$l")" $(xprov "$l") --listen="$addr" "${auth[@]}" \
+		"$K" --role=secondary --transport="$(xname "$l")" $(xrun "$l") --listen="$addr" "${auth[@]}" \
 			"${common[@]}" --disk="$cw/disk.img" >"$cw/sec.log" 2>&1 &
 	fi
 	spid=$!
@@ -538,7 +546,7 @@ run_cell() {
 	# In the emulated VM: a base, the initial sync, the epochs.
 	[ $slow = 1 ] && limit=$((240 + mib / 3 + n * (2 + k / 256)))
 	case $variant in full-copy) limit=$((limit + n * mib / 4)) ;; esac
-	run_bounded $limit "$K" --role=primary --transport="$(xname "$l")" $(xprov "$l") \
+	run_bounded $limit "$K" --role=primary --transport="$(xname "$l")" $(xrun "$l") \
 		--peer="$addr" "${auth[@]}" --connect-timeout-ms=60000 "${common[@]}" --disk="$cw/disk.img" \
 		--stats="$cw/stats.fifo" "${gargs[@]}" "$@" >"$cw/pri.log" 2>&1 || rc=$?
 	[ $rc = 124 ] && echo "kemari-perf: the primary did not finish within $limit s: stopped" >>"$cw/pri.log"

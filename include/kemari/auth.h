@@ -45,6 +45,14 @@ int kemari_auth__check_listen(const char *addr, bool have_key, bool insecure);
 bool kemari_auth__loopback(const char *addr);
 
 /*
+ * A 32-byte key for another purpose, derived from the shared key:
+ * HMAC-SHA256(key, label), so that e.g. the TLS pre-shared key (--tls) is
+ * never the key the challenge-response uses. 0 or -EIO.
+ */
+int kemari_auth__derive(const struct kemari_auth_key *k, const char *label,
+			uint8_t out[KEMARI_AUTH_KEY_LEN]);
+
+/*
  * The exchange, on a fresh connection, each side waiting up to timeout_ms
  * per message. The primary sends its nonce, checks the secondary's proof,
  * then proves itself; the secondary answers with its nonce and proof and

@@ -52,6 +52,9 @@ struct kemari_engine_cfg {
 	const char *auth_key_path;
 	/* Let a secondary without a key listen on a non-loopback address. */
 	bool insecure;
+	/* Encrypt the replication link (--tls: TLS 1.3, its pre-shared key
+	 * derived from the --auth-key; transports with KEMARI_XPORT_CAP_TLS). */
+	bool tls;
 	unsigned int heartbeat_ms;
 	unsigned int heartbeat_timeout_ms;
 	enum kemari_on_loss on_secondary_loss;

@@ -29,6 +29,13 @@ struct kemari_xport {
 struct kemari_xport_opts {
 	const char *provider; /* ofi: provider name, NULL = best */
 	unsigned int connect_timeout_ms;
+	/*
+	 * Encrypt the connection (transports with KEMARI_XPORT_CAP_TLS):
+	 * TLS 1.3 keyed by this external pre-shared key, both sides the
+	 * same; NULL: in the clear.
+	 */
+	const uint8_t *tls_psk;
+	unsigned int tls_psk_len;
 };
 
 /* A received control message; payload stays valid until the next recv. */
@@ -46,6 +53,8 @@ struct kemari_msg {
  * behind earlier messages and need no such care.
  */
 #define KEMARI_XPORT_CAP_ONESIDED 0x1
+/* Can encrypt its connections (kemari_xport_opts.tls_psk). */
+#define KEMARI_XPORT_CAP_TLS 0x2
 
 struct kemari_xport_ops {
 	const char *name;

@@ -724,3 +724,80 @@ Test(synth, non_loopback_listen_needs_a_key_or_insecure)
 	cr_assert(eq(int, h_wait(&sec, h_ms(20000)), 0));
 	check_output(20);
 }
+
+/* --tls (tcp): the same failover as above through TLS 1.3. */
+Test(synth, tls_pair_replicates_and_fails_over)
+{
+	char key[300], opts[400];
+
+	gen_key(key, sizeof(key), "tls.key");
+	snprintf(opts, sizeof(opts), "--transport=tcp --auth-key=%s --tls",
+		 key);
+	start_pair(opts, "--fault=after-commit:40", ROUNDS);
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 128 + SIGKILL));
+	wait_secondary_done();
+	cr_assert(eq(i64, verified_round(), 39));
+	check_output(ROUNDS);
+	cr_assert(eq(int, count_lines(slog, "error"), 0));
+}
+
+/*
+ * --tls on the secondary only: the primary's first frame is refused by the
+ * TLS handshake (one line on each side), the secondary keeps listening and
+ * then replicates a primary with --tls; --tls without a key, or over a
+ * transport that does not encrypt, is refused at start with one line.
+ */
+Test(synth, tls_on_one_side_only_is_refused)
+{
+	char key[300], sopts[400], popts[400], plog1[320];
+
+	gen_key(key, sizeof(key), "tls1.key");
+	snprintf(sopts, sizeof(sopts), "--transport=tcp --auth-key=%s --tls",
+		 key);
+	start_secondary(sopts);
+	snprintf(plog1, sizeof(plog1), "%s/primary-clear.log", dir);
+	snprintf(popts, sizeof(popts), "--transport=tcp --auth-key=%s", key);
+	start_primary(plog1, popts, 100);
+	cr_assert(eq(int, h_wait(&pri, h_ms(30000)), 1));
+	expect_one_error(plog1, "(does the secondary use --tls? then give it "
+				"here too)");
+	if (h_wait_log(slog, "both sides need --tls and the same --auth-key",
+		       h_ms(10000))) {
+		h_dump(slog);
+		cr_fatal("no TLS refusal on the secondary");
+	}
+	expect_one_error(slog, "TLS handshake with 127.0.0.1:");
+	cr_assert(eq(int, h_wait(&sec, 0), -ETIMEDOUT),
+		  "the secondary stopped listening");
+	snprintf(popts, sizeof(popts), "--transport=tcp --auth-key=%s --tls",
+		 key);
+	start_primary(plog, popts, 100);
+	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 0));
+	cr_assert(eq(int, h_wait(&sec, h_ms(30000)), 0));
+	check_output(100);
+}
+
+Test(synth, tls_needs_a_key_and_tcp)
+{
+	char key[300], plog1[320];
+
+	snprintf(plog1, sizeof(plog1), "%s/primary-nokey.log", dir);
+	snprintf(peer, sizeof(peer), "127.0.0.1:%u", h_port());
+	start_primary(plog1, "--transport=tcp --tls", 10);
+	cr_assert(not(eq(int, h_wait(&pri, h_ms(20000)), 0)));
+	expect_one_error(plog1, "--tls needs --auth-key=FILE on both sides");
+	if (!kemari_xport_find("ofi"))
+		return;
+	gen_key(key, sizeof(key), "tls2.key");
+	snprintf(plog1, sizeof(plog1), "%s/primary-ofi.log", dir);
+	{
+		char o[400];
+
+		snprintf(o, sizeof(o),
+			 "--transport=ofi --provider=tcp --auth-key=%s --tls",
+			 key);
+		start_primary(plog1, o, 10);
+	}
+	cr_assert(not(eq(int, h_wait(&pri, h_ms(20000)), 0)));
+	expect_one_error(plog1, "--tls: the ofi transport does not encrypt");
+}

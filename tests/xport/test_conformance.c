@@ -6,7 +6,9 @@
  * plays the primary (connect, register the source, push, flush, send).
  *
  * KEMARI_XPORTS=tcp,ofi limits the list; KEMARI_TEST_ADDR picks the address
- * (169.254.77.1 for soft-RoCE); KEMARI_OFI_PROVIDER picks a provider.
+ * (169.254.77.1 for soft-RoCE); KEMARI_OFI_PROVIDER picks a provider. A
+ * transport that can encrypt (KEMARI_XPORT_CAP_TLS) also runs the suite
+ * encrypted, as "NAME+tls" (--tls).
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -16,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "kemari/dirty.h"
@@ -72,8 +76,29 @@ static size_t list_xports(struct xname *out, size_t max)
 			continue; /* needs an RDMA device: soft-RoCE VM only */
 		}
 		snprintf(out[n++].name, sizeof(out[0].name), "%s", nm);
+		if ((kemari_xport_backends[i]->caps & KEMARI_XPORT_CAP_TLS) &&
+		    n < max)
+			snprintf(out[n++].name, sizeof(out[0].name), "%s+tls",
+				 nm);
 	}
 	return n;
+}
+
+/* The pre-shared key of the "+tls" variants; "NAME+tls" -> NAME. */
+static const uint8_t test_psk[32] = "kemari conformance test key 1234";
+
+static const char *base_name(const char *name, char *buf, size_t cap,
+			     bool *tls)
+{
+	const char *plus = strstr(name, "+tls");
+
+	size_t n = plus ? (size_t)(plus - name) : strlen(name);
+
+	*tls = plus != NULL;
+	n = n < cap ? n : cap - 1;
+	memcpy(buf, name, n);
+	buf[n] = 0;
+	return buf;
 }
 
 static void *accept_thread(void *arg)
@@ -97,9 +122,16 @@ static void open_pair(struct side *s, const char *name, uint64_t dst_len)
 				       .provider =
 					       getenv("KEMARI_OFI_PROVIDER") };
 	struct kemari_msg m;
+	char base[16];
+	bool tls;
 	int err;
 
 	memset(s, 0, sizeof(*s));
+	name = base_name(name, base, sizeof(base), &tls);
+	if (tls) {
+		o.tls_psk = test_psk;
+		o.tls_psk_len = sizeof(test_psk);
+	}
 	s->ops = kemari_xport_find(name);
 	cr_assert(not(eq(ptr, (void *)s->ops, NULL)), "no transport %s", name);
 	s->src = mmap(NULL, REGION, PROT_READ | PROT_WRITE,
@@ -518,4 +550,138 @@ XPORT_TEST(control_burst_arrives_in_order)
 	cr_assert(eq(int, b.err, 0), "recv: %s", kemari_last_error(b.err));
 	cr_assert(eq(str, b.what, ""));
 	cr_assert(eq(u32, b.got, BURST + 1));
+}
+
+/* ---- tls: what --tls promises beyond the suite above ------------------- */
+
+struct tls_side {
+	const struct kemari_xport_ops *ops;
+	struct kemari_xport *l, *conn;
+	int err;
+};
+
+static void *tls_accept(void *arg)
+{
+	struct tls_side *s = arg;
+
+	s->err = s->ops->accept(s->l, &s->conn, 20000);
+	return NULL;
+}
+
+static void tls_addr(char *addr, size_t cap, unsigned int k)
+{
+	snprintf(addr, cap, "%s:%u", env_or("KEMARI_TEST_ADDR", "127.0.0.1"),
+		 XPORT_PORT_BASE + 10400 + (unsigned int)(getpid() % 1000) * 4 +
+			 k);
+}
+
+/* Listener with key a, client with key b (NULL: in the clear). */
+static void tls_pair(const uint8_t *a, const uint8_t *b, unsigned int k,
+		     int *srv_err, int *cli_err)
+{
+	struct kemari_xport_opts lo = { .connect_timeout_ms = 10000 };
+	struct kemari_xport_opts co = { .connect_timeout_ms = 10000 };
+	struct tls_side s = { .ops = kemari_xport_find("tcp") };
+	struct kemari_xport *cli = NULL;
+	pthread_t tid;
+	char addr[64];
+	int err;
+
+	lo.tls_psk = a;
+	lo.tls_psk_len = a ? 32 : 0;
+	co.tls_psk = b;
+	co.tls_psk_len = b ? 32 : 0;
+	tls_addr(addr, sizeof(addr), k);
+	err = s.ops->listen(&s.l, addr, &lo);
+	cr_assert(eq(int, err, 0), "listen: %s", kemari_last_error(err));
+	pthread_create(&tid, NULL, tls_accept, &s);
+	*cli_err = s.ops->connect(&cli, addr, &co);
+	/* A client in the clear is through at once: it speaks first. */
+	if (!*cli_err && !b) {
+		struct kemari_msg m;
+
+		s.ops->send(cli, KEMARI_MSG_HELLO, 0, "hello", 5);
+		*cli_err = s.ops->recv(cli, &m, 5000);
+	}
+	pthread_join(tid, NULL);
+	*srv_err = s.err;
+	if (cli)
+		s.ops->close(cli);
+	if (s.conn)
+		s.ops->close(s.conn);
+	s.ops->close(s.l);
+}
+
+Test(tls, another_key_fails_on_both_sides)
+{
+	static const uint8_t other[32] = "another key, not the test key!!";
+	int se, ce;
+
+	tls_pair(test_psk, other, 0, &se, &ce);
+	cr_assert(eq(int, se, -EACCES), "server: %d", se);
+	cr_assert(eq(int, ce, -EACCES), "client: %d", ce);
+	cr_assert(not(eq(ptr, strstr(kemari_last_error(ce), "same --auth-key"),
+			 NULL)),
+		  "%s", kemari_last_error(ce));
+}
+
+Test(tls, a_peer_in_the_clear_is_refused)
+{
+	int se, ce;
+
+	tls_pair(test_psk, NULL, 1, &se, &ce);
+	cr_assert(eq(int, se, -EACCES), "server: %d", se);
+	cr_assert(eq(int, ce, -ECONNRESET), "client: %d", ce);
+}
+
+static void *tls_raw_server(void *arg)
+{
+	int *fd = arg;
+	uint8_t head[5] = { 0 };
+	int c = accept(*fd, NULL, NULL);
+	ssize_t got = 0;
+
+	while (c >= 0 && got < (ssize_t)sizeof(head)) {
+		ssize_t r = read(c, head + got, sizeof(head) - (size_t)got);
+
+		if (r <= 0)
+			break;
+		got += r;
+	}
+	if (c >= 0)
+		close(c);
+	/* The first record: type 22 (handshake), version 3.x. */
+	*fd = got == 5 && head[0] == 22 && head[1] == 3 ? 1 : -1;
+	return NULL;
+}
+
+/* What leaves the client first is a TLS record, not a Kemari frame. */
+Test(tls, the_wire_carries_tls_records)
+{
+	struct kemari_xport_opts co = { .connect_timeout_ms = 10000,
+					.tls_psk = test_psk,
+					.tls_psk_len = 32 };
+	const struct kemari_xport_ops *ops = kemari_xport_find("tcp");
+	struct kemari_xport *cli = NULL;
+	struct sockaddr_in sa;
+	pthread_t tid;
+	char addr[64];
+	int fd, one = 1, err;
+
+	tls_addr(addr, sizeof(addr), 2);
+	cr_assert(eq(int, kemari_parse_sockaddr(addr, &sa), 0));
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert(eq(int, bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0));
+	cr_assert(eq(int, listen(fd, 1), 0));
+	{
+		int lfd = fd;
+
+		pthread_create(&tid, NULL, tls_raw_server, &fd);
+		err = ops->connect(&cli, addr, &co);
+		pthread_join(tid, NULL);
+		close(lfd);
+	}
+	cr_assert(eq(int, fd, 1), "the first bytes were not a TLS record");
+	cr_assert(eq(int, err, -EACCES), "connect: %d", err);
 }

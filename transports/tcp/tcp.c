@@ -6,6 +6,12 @@
  * on either side. Every run is bounds-checked against the registered
  * receive region before a byte of it is read. TCP_NODELAY, since every
  * epoch ends with a small commit whose latency is the pause time.
+ *
+ * With a pre-shared key (--tls) the connection is TLS 1.3 through OpenSSL
+ * (external PSK with (EC)DHE, so past epochs stay secret even if the key
+ * leaks later; no certificates). The socket is then non-blocking and every
+ * byte goes through SSL_read/SSL_write: small pieces are gathered into one
+ * record, page runs are written from guest RAM as they are.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,12 +28,17 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "kemari/kemari.h"
 #include "kemari/wire.h"
 #include "kemari/xport.h"
 
 #define TCP_IOV_BATCH 512 /* runs per PAGES frame, below IOV_MAX */
 #define TCP_STALL_MS 5000 /* a frame half-sent for this long: peer gone */
+#define TCP_TLS_STAGE 16384 /* small pieces gathered into one TLS record */
+#define TCP_TLS_HANDSHAKE_MS 10000
 
 struct tcp_xport {
 	struct kemari_xport x;
@@ -40,6 +51,13 @@ struct tcp_xport {
 	uint64_t dst_len;
 	uint8_t *rbuf; /* control payloads and run descriptors */
 	struct iovec *iov;
+	/* TLS: the key (listeners hand it to what they accept) and state. */
+	uint8_t psk[64];
+	unsigned int psk_len;
+	SSL_CTX *ctx;
+	SSL *ssl;
+	uint8_t *stage;
+	size_t staged;
 };
 
 extern const struct kemari_xport_ops kemari_xport_tcp;
@@ -48,6 +66,10 @@ static struct tcp_xport *to_tcp(struct kemari_xport *x)
 {
 	return kemari_container_of(x, struct tcp_xport, x);
 }
+
+static void tcp__close(struct kemari_xport *x);
+static int tcp__tls_start(struct tcp_xport *t, bool client, const uint8_t *psk,
+			  unsigned int psk_len);
 
 static int tcp__new(struct tcp_xport **out, int fd, const char *addr)
 {
@@ -112,6 +134,15 @@ static int tcp__listen(struct kemari_xport **out, const char *addr,
 		return err;
 	}
 	t->listener = true;
+	if (opts && opts->tls_psk) {
+		if (opts->tls_psk_len == 0 || opts->tls_psk_len > sizeof(t->psk)) {
+			tcp__close(&t->x);
+			return kemari_err(-EINVAL, "internal: %u-byte TLS key",
+					  opts->tls_psk_len);
+		}
+		memcpy(t->psk, opts->tls_psk, opts->tls_psk_len);
+		t->psk_len = opts->tls_psk_len;
+	}
 	*out = &t->x;
 	return 0;
 }
@@ -141,6 +172,13 @@ static int tcp__accept(struct kemari_xport *lx, struct kemari_xport **conn,
 	if (err) {
 		close(fd);
 		return err;
+	}
+	if (l->psk_len) {
+		err = tcp__tls_start(t, false, l->psk, l->psk_len);
+		if (err) {
+			tcp__close(&t->x);
+			return err;
+		}
 	}
 	*conn = &t->x;
 	return 0;
@@ -183,6 +221,13 @@ static int tcp__connect(struct kemari_xport **out, const char *addr,
 		close(fd);
 		return err;
 	}
+	if (opts->tls_psk) {
+		err = tcp__tls_start(t, true, opts->tls_psk, opts->tls_psk_len);
+		if (err) {
+			tcp__close(&t->x);
+			return err;
+		}
+	}
 	*out = &t->x;
 	return 0;
 }
@@ -211,6 +256,238 @@ static int tcp__lost(struct tcp_xport *t, int err)
 			  err ? strerror(-err) : "closed by the peer");
 }
 
+/* ---- TLS (--tls) --------------------------------------------------- */
+
+/* OpenSSL's reason for the last failure, for one line. */
+static const char *tcp__tls_why(void)
+{
+	static __thread char buf[160];
+	unsigned long e = ERR_get_error();
+
+	if (!e)
+		return "connection closed";
+	ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	return buf;
+}
+
+/* Wait for the socket to allow what OpenSSL asked for; 0 or -ETIMEDOUT. */
+static int tcp__tls_wait(struct tcp_xport *t, int ssl_err, int timeout_ms)
+{
+	struct pollfd p = { .fd = t->fd,
+			    .events = ssl_err == SSL_ERROR_WANT_WRITE ? POLLOUT
+								       : POLLIN };
+	int r;
+
+	do
+		r = poll(&p, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	return r > 0 ? 0 : -ETIMEDOUT;
+}
+
+static const unsigned char tcp__tls_id[] = "kemari";
+/* TLS_AES_128_GCM_SHA256: the PSK's hash must match its suite. */
+static const unsigned char tcp__tls_suite[2] = { 0x13, 0x01 };
+
+static SSL_SESSION *tcp__tls_session(SSL *ssl)
+{
+	struct tcp_xport *t = SSL_get_app_data(ssl);
+	const SSL_CIPHER *c = SSL_CIPHER_find(ssl, tcp__tls_suite);
+	SSL_SESSION *s = SSL_SESSION_new();
+
+	if (!s || !c || !SSL_SESSION_set1_master_key(s, t->psk, t->psk_len) ||
+	    !SSL_SESSION_set_cipher(s, c) ||
+	    !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
+		SSL_SESSION_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+static int tcp__tls_use_psk(SSL *ssl, const EVP_MD *md,
+			    const unsigned char **id, size_t *idlen,
+			    SSL_SESSION **sess)
+{
+	(void)md;
+	*sess = tcp__tls_session(ssl);
+	*id = tcp__tls_id;
+	*idlen = sizeof(tcp__tls_id) - 1;
+	return *sess != NULL;
+}
+
+static int tcp__tls_find_psk(SSL *ssl, const unsigned char *id, size_t idlen,
+			     SSL_SESSION **sess)
+{
+	*sess = NULL;
+	if (idlen != sizeof(tcp__tls_id) - 1 ||
+	    memcmp(id, tcp__tls_id, idlen) != 0)
+		return 1; /* not ours: the handshake fails without a PSK */
+	*sess = tcp__tls_session(ssl);
+	return *sess != NULL;
+}
+
+/*
+ * Turn a fresh connection into TLS 1.3 with the pre-shared key; the
+ * handshake may take TCP_TLS_HANDSHAKE_MS. A peer in the clear, or with
+ * another key, fails here with one line.
+ */
+static int tcp__tls_start(struct tcp_xport *t, bool client, const uint8_t *psk,
+			  unsigned int psk_len)
+{
+	uint64_t deadline =
+		kemari_now_ns() + (uint64_t)TCP_TLS_HANDSHAKE_MS * 1000000ULL;
+	int fl;
+
+	if (psk_len == 0 || psk_len > sizeof(t->psk))
+		return kemari_err(-EINVAL, "internal: %u-byte TLS key",
+				  psk_len);
+	memcpy(t->psk, psk, psk_len);
+	t->psk_len = psk_len;
+	t->stage = malloc(TCP_TLS_STAGE);
+	t->ctx = SSL_CTX_new(client ? TLS_client_method() : TLS_server_method());
+	if (!t->stage || !t->ctx)
+		return -ENOMEM;
+	SSL_CTX_set_min_proto_version(t->ctx, TLS1_3_VERSION);
+	SSL_CTX_set_max_proto_version(t->ctx, TLS1_3_VERSION);
+	SSL_CTX_set_ciphersuites(t->ctx, "TLS_AES_128_GCM_SHA256");
+	/* One connection, no resumption: no tickets to send or keep. */
+	SSL_CTX_set_num_tickets(t->ctx, 0);
+	SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
+	if (client)
+		SSL_CTX_set_psk_use_session_callback(t->ctx, tcp__tls_use_psk);
+	else
+		SSL_CTX_set_psk_find_session_callback(t->ctx,
+						      tcp__tls_find_psk);
+	t->ssl = SSL_new(t->ctx);
+	if (!t->ssl)
+		return -ENOMEM;
+	SSL_set_app_data(t->ssl, t);
+	fl = fcntl(t->fd, F_GETFL);
+	if (fl < 0 || fcntl(t->fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+	    !SSL_set_fd(t->ssl, t->fd))
+		return kemari_err(-errno ? -errno : -EIO,
+				  "TLS with %s: cannot set up the socket",
+				  t->addr);
+	for (;;) {
+		int r = client ? SSL_connect(t->ssl) : SSL_accept(t->ssl);
+		int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+		uint64_t now = kemari_now_ns();
+
+		if (r == 1)
+			return 0;
+		if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) &&
+		    now < deadline &&
+		    !tcp__tls_wait(t, e,
+				   (int)((deadline - now) / 1000000ULL) + 1))
+			continue;
+		return kemari_err(
+			-EACCES,
+			"TLS handshake with %s failed (%s): both sides need --tls and the same --auth-key",
+			t->addr,
+			e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE
+				? "timed out"
+				: tcp__tls_why());
+	}
+}
+
+/* SSL_write all of buf, waiting on the socket as OpenSSL asks. */
+static int tcp__tls_write(struct tcp_xport *t, const void *buf, size_t len)
+{
+	while (len) {
+		size_t w = 0;
+		int r = SSL_write_ex(t->ssl, buf, len, &w);
+
+		if (r == 1) {
+			buf = (const uint8_t *)buf + w;
+			len -= w;
+			continue;
+		}
+		r = SSL_get_error(t->ssl, r);
+		if (r == SSL_ERROR_WANT_WRITE || r == SSL_ERROR_WANT_READ) {
+			if (tcp__tls_wait(t, r, TCP_STALL_MS))
+				return tcp__lost(t, -ETIMEDOUT);
+			continue;
+		}
+		kemari_err(-ECONNRESET, "TLS write to %s: %s", t->addr,
+			   tcp__tls_why());
+		return tcp__lost(t, -ECONNRESET);
+	}
+	return 0;
+}
+
+static int tcp__tls_flush_stage(struct tcp_xport *t)
+{
+	int err = t->staged ? tcp__tls_write(t, t->stage, t->staged) : 0;
+
+	t->staged = 0;
+	return err;
+}
+
+/*
+ * Frame headers, run lists and control payloads are gathered into one
+ * record; page runs (4 KiB and more) go out from guest RAM directly. The
+ * gathered bytes leave at the latest with the next frame sent without
+ * more, e.g. an epoch's COMMIT, so order is kept.
+ */
+static int tcp__tls_writev(struct tcp_xport *t, struct iovec *iov, int n,
+			   bool more)
+{
+	for (int i = 0; i < n; i++) {
+		const uint8_t *p = iov[i].iov_base;
+		size_t len = iov[i].iov_len;
+		int err;
+
+		if (len >= KEMARI_PAGE_SIZE) {
+			err = tcp__tls_flush_stage(t);
+			err = err ?: tcp__tls_write(t, p, len);
+			if (err)
+				return err;
+			continue;
+		}
+		if (t->staged + len > TCP_TLS_STAGE) {
+			err = tcp__tls_flush_stage(t);
+			if (err)
+				return err;
+		}
+		memcpy(t->stage + t->staged, p, len);
+		t->staged += len;
+	}
+	return more ? 0 : tcp__tls_flush_stage(t);
+}
+
+static int tcp__tls_readv(struct tcp_xport *t, struct iovec *iov, int n)
+{
+	for (int i = 0; i < n; i++) {
+		uint8_t *p = iov[i].iov_base;
+		size_t len = iov[i].iov_len;
+
+		while (len) {
+			size_t got = 0;
+			int r = SSL_read_ex(t->ssl, p, len, &got);
+
+			if (r == 1) {
+				p += got;
+				len -= got;
+				continue;
+			}
+			r = SSL_get_error(t->ssl, r);
+			if (r == SSL_ERROR_WANT_READ ||
+			    r == SSL_ERROR_WANT_WRITE) {
+				if (tcp__tls_wait(t, r, TCP_STALL_MS))
+					return tcp__lost(t, -ETIMEDOUT);
+				continue;
+			}
+			if (r == SSL_ERROR_ZERO_RETURN ||
+			    (r == SSL_ERROR_SYSCALL && !ERR_peek_error()))
+				return tcp__lost(t, 0);
+			kemari_err(-EBADMSG, "TLS read from %s: %s", t->addr,
+				   tcp__tls_why());
+			return tcp__lost(t, -EBADMSG);
+		}
+	}
+	return 0;
+}
+
 /*
  * Write all of iov[0..n), advancing through partial writes. more: another
  * frame follows at once (MSG_MORE), so an epoch's pages, run list and
@@ -220,6 +497,8 @@ static int tcp__lost(struct tcp_xport *t, int err)
 static int tcp__writev_all(struct tcp_xport *t, struct iovec *iov, int n,
 			   bool more)
 {
+	if (t->ssl)
+		return tcp__tls_writev(t, iov, n, more);
 	while (n > 0) {
 		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
 		ssize_t w = sendmsg(t->fd, &mh,
@@ -315,7 +594,12 @@ static int tcp__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 static int tcp__wait(struct tcp_xport *t, int timeout_ms)
 {
 	struct pollfd p = { .fd = t->fd, .events = POLLIN };
-	int r = poll(&p, 1, timeout_ms);
+	int r;
+
+	/* TLS: bytes OpenSSL already holds are readable too. */
+	if (t->ssl && SSL_has_pending(t->ssl))
+		return 0;
+	r = poll(&p, 1, timeout_ms);
 
 	if (r < 0)
 		return errno == EINTR ? -ETIMEDOUT : -errno;
@@ -325,6 +609,8 @@ static int tcp__wait(struct tcp_xport *t, int timeout_ms)
 /* Read all of iov[0..n) (frame bodies: the peer sends them whole). */
 static int tcp__readv_all(struct tcp_xport *t, struct iovec *iov, int n)
 {
+	if (t->ssl)
+		return tcp__tls_readv(t, iov, n);
 	for (;;) {
 		ssize_t r;
 
@@ -455,6 +741,12 @@ static void tcp__close(struct kemari_xport *x)
 {
 	struct tcp_xport *t = to_tcp(x);
 
+	if (t->ssl)
+		SSL_free(t->ssl);
+	if (t->ctx)
+		SSL_CTX_free(t->ctx);
+	free(t->stage);
+	OPENSSL_cleanse(t->psk, sizeof(t->psk));
 	if (t->fd >= 0)
 		close(t->fd);
 	free(t->rbuf);
@@ -464,6 +756,7 @@ static void tcp__close(struct kemari_xport *x)
 
 const struct kemari_xport_ops kemari_xport_tcp = {
 	.name = "tcp",
+	.caps = KEMARI_XPORT_CAP_TLS,
 	.listen = tcp__listen,
 	.accept = tcp__accept,
 	.connect = tcp__connect,
