@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,9 @@
 #include "kemari/kemari.h"
 #include "metrics-http.h"
 
-static struct kemari_engine *g_engine;
+/* What the signal handlers act on: set once created, cleared before the
+ * engine is destroyed (a SIGTERM during the teardown used it freed). */
+static struct kemari_engine *_Atomic g_engine;
 static const char *g_metrics; /* --metrics=HOST:PORT */
 static const char *g_control; /* --control=PATH */
 static const char *g_gen_key; /* --gen-key=FILE: only that */
@@ -60,6 +63,11 @@ static void usage(FILE *f)
 		"  --cpus=N              vCPUs (default 1)\n"
 		"  --disk=PATH           block device backing file (shared by both sides)\n"
 		"  --disk-size=SIZE      size when --disk is created (default 64M)\n"
+		"  --fence=PATH          the fence record of the shared disk (default\n"
+		"                        DISK.kemari with --disk; none without): its\n"
+		"                        identity and generation; after losing its peer a\n"
+		"                        side serves only once it has won it; none: no\n"
+		"                        fencing (both sides; disks not shared)\n"
 		"  --net=udp:HOST:PORT   net device service address (both sides; the\n"
 		"                        secondary binds it only when it takes over)\n"
 		"  --guest-arg=KEY=VAL   workload parameter for the guest (repeatable)\n"
@@ -81,6 +89,9 @@ static void usage(FILE *f)
 		"                              mid-push, after-push, after-commit or after-ack;\n"
 		"                              guest-crash: the primary's guest triple-faults\n"
 		"                              after the ack of EPOCH (the VMM lives on);\n"
+		"                              freeze-after-ack: the primary stops itself\n"
+		"                              (SIGSTOP) after the ack of EPOCH, before its\n"
+		"                              output (SIGCONT resumes it);\n"
 		"                              EPOCH SIGUSR2: the first epoch begun after a\n"
 		"                              SIGUSR2 (e.g. once a Linux guest serves)\n"
 		"  --stretch-pause=MS[:EVERY]  testing: sleep MS ms inside the paused window of\n"
@@ -111,28 +122,38 @@ static void usage(FILE *f)
 static void on_stop(int sig)
 {
 	(void)sig;
-	if (g_engine)
-		kemari_engine__stop(g_engine);
+	struct kemari_engine *e = atomic_load(&g_engine);
+
+	if (e)
+		kemari_engine__stop(e);
 }
 
 static void on_summary(int sig)
 {
 	(void)sig;
-	if (g_engine)
-		kemari_engine__request_summary(g_engine);
+	struct kemari_engine *e = atomic_load(&g_engine);
+
+	if (e)
+		kemari_engine__request_summary(e);
 }
 
 static void on_arm_fault(int sig)
 {
 	(void)sig;
-	if (g_engine)
-		kemari_engine__arm_fault(g_engine);
+	struct kemari_engine *e = atomic_load(&g_engine);
+
+	if (e)
+		kemari_engine__arm_fault(e);
 }
 
 static void fault_kill(enum kemari_fault f, uint64_t epoch)
 {
-	(void)f;
 	(void)epoch;
+	/* A host frozen between the ack and the output: SIGCONT resumes it. */
+	if (f == KEMARI_FAULT_FREEZE_AFTER_ACK) {
+		kill(getpid(), SIGSTOP);
+		return;
+	}
 	/* A crash, not an exit: nothing gets flushed or said to the peer. */
 	kill(getpid(), SIGKILL);
 }
@@ -178,6 +199,7 @@ enum {
 	OPT_CONFIG,
 	OPT_METRICS,
 	OPT_CONTROL,
+	OPT_FENCE,
 };
 
 static const struct option long_opts[] = {
@@ -200,6 +222,7 @@ static const struct option long_opts[] = {
 	{ "cpus", required_argument, NULL, OPT_CPUS },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "disk-size", required_argument, NULL, OPT_DISK_SIZE },
+	{ "fence", required_argument, NULL, OPT_FENCE },
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "guest-arg", required_argument, NULL, OPT_GUEST_ARG },
 	{ "tap-console", no_argument, NULL, OPT_TAP_CONSOLE },
@@ -324,6 +347,9 @@ static int parse_size_opt(const char *opt, const char *s, uint64_t *out)
 	return 0;
 }
 
+/* --fence=none: no fencing even with a --disk (disks not shared). */
+static bool g_no_fence;
+
 static const char *role_name(enum kemari_role r)
 {
 	return r == KEMARI_ROLE_PRIMARY	    ? "primary"
@@ -441,6 +467,10 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 				       &cfg->hv_cfg.ncpus))
 				return -EINVAL;
 			break;
+		case OPT_FENCE:
+			g_no_fence = !strcmp(optarg, "none");
+			cfg->fence_path = g_no_fence ? NULL : optarg;
+			break;
 		case OPT_DISK:
 			cfg->hv_cfg.disk_path = optarg;
 			break;
@@ -520,7 +550,7 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			if (kemari_fault__parse(optarg, &cfg->fault,
 						&cfg->fault_epoch)) {
 				opt_error(
-					"--fault=%s: use PHASE[:EPOCH|:SIGUSR2] with PHASE one of sync, before-push, mid-push, after-push, after-commit, after-ack, guest-crash\n",
+					"--fault=%s: use PHASE[:EPOCH|:SIGUSR2] with PHASE one of sync, before-push, mid-push, after-push, after-commit, after-ack, guest-crash, freeze-after-ack\n",
 					optarg);
 				return -EINVAL;
 			}
@@ -616,6 +646,23 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 			"kemari-run: error: --role=secondary needs --listen=HOST:PORT\n");
 		return -EINVAL;
 	}
+	/* The fence lives beside the shared disk unless moved (--fence);
+	 * a guest without a disk is fenced only with --fence. */
+	if (cfg->role != KEMARI_ROLE_STANDALONE && !cfg->fence_path &&
+	    !g_no_fence && cfg->hv_cfg.disk_path) {
+		static char fence[4096];
+
+		if ((size_t)snprintf(fence, sizeof(fence), "%s.kemari",
+				     cfg->hv_cfg.disk_path) >= sizeof(fence)) {
+			fprintf(stderr,
+				"kemari-run: error: --disk=%s: path too long\n",
+				cfg->hv_cfg.disk_path);
+			return -EINVAL;
+		}
+		cfg->fence_path = fence;
+	}
+	if (cfg->role == KEMARI_ROLE_STANDALONE)
+		cfg->fence_path = NULL;
 	if (cfg->heartbeat_timeout_ms <= cfg->heartbeat_ms) {
 		fprintf(stderr,
 			"kemari-run: error: --heartbeat-timeout-ms (%u) must exceed --heartbeat-ms (%u)\n",
@@ -662,6 +709,7 @@ int main(int argc, char **argv)
 {
 	struct metrics_http *metrics = NULL;
 	struct control *control = NULL;
+	struct kemari_engine *eng = NULL;
 	struct kemari_engine_cfg cfg;
 	struct sigaction sa;
 	char prefix[64];
@@ -689,38 +737,42 @@ int main(int argc, char **argv)
 	sigaction(SIGUSR2, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	ret = kemari_engine__create(&g_engine, &cfg);
+	ret = kemari_engine__create(&eng, &cfg);
+	if (!ret)
+		atomic_store(&g_engine, eng);
 	if (ret) {
 		fprintf(stderr, "%s: error: %s\n", prefix,
 			kemari_last_error(ret));
 		return 1;
 	}
 	if (g_metrics) {
-		ret = metrics_http__start(&metrics, g_metrics, g_engine);
+		ret = metrics_http__start(&metrics, g_metrics, eng);
 		if (ret) {
 			fprintf(stderr, "%s: error: %s\n", prefix,
 				kemari_last_error(ret));
-			kemari_engine__destroy(g_engine);
+			atomic_store(&g_engine, NULL);
+			kemari_engine__destroy(eng);
 			return 1;
 		}
 	}
 	if (g_control) {
-		ret = control__start(&control, g_control, g_engine);
+		ret = control__start(&control, g_control, eng);
 		if (ret) {
 			fprintf(stderr, "%s: error: %s\n", prefix,
 				kemari_last_error(ret));
 			metrics_http__stop(metrics);
-			kemari_engine__destroy(g_engine);
+			atomic_store(&g_engine, NULL);
+			kemari_engine__destroy(eng);
 			return 1;
 		}
 	}
-	ret = kemari_engine__run(g_engine);
+	ret = kemari_engine__run(eng);
 	control__stop(control);
 	metrics_http__stop(metrics);
 	if (cfg.role == KEMARI_ROLE_PRIMARY)
-		kemari_engine__summary(g_engine, stderr);
-	kemari_engine__destroy(g_engine);
-	g_engine = NULL;
+		kemari_engine__summary(eng, stderr);
+	atomic_store(&g_engine, NULL);
+	kemari_engine__destroy(eng);
 	if (ret < 0) {
 		fprintf(stderr, "%s: error: %s\n", prefix,
 			kemari_last_error(ret));

@@ -20,6 +20,7 @@ static const char *const fault_names[] = {
 	[KEMARI_FAULT_AFTER_COMMIT] = "after-commit",
 	[KEMARI_FAULT_AFTER_ACK] = "after-ack",
 	[KEMARI_FAULT_GUEST_CRASH] = "guest-crash",
+	[KEMARI_FAULT_FREEZE_AFTER_ACK] = "freeze-after-ack",
 };
 
 const char *kemari_fault__name(enum kemari_fault f)
@@ -90,10 +91,61 @@ int engine__tick_common(struct kemari_engine *e)
 	return 0;
 }
 
+/* Lost the fence: record why, stop the guest; nothing more is released. */
+static int engine__fenced_out(struct kemari_engine *e, int err)
+{
+	snprintf(e->fence_why, sizeof(e->fence_why),
+		 "%s; stopping at once, nothing more released",
+		 kemari_last_error(err));
+	atomic_store(&e->fenced_out, true);
+	if (e->hv)
+		e->hv->ops->stop(e->hv);
+	return kemari_err_override(err, "%s", e->fence_why);
+}
+
+int engine__fence_win(struct kemari_engine *e, const char *who)
+{
+	int err;
+
+	if (e->fence.fd < 0)
+		return 0;
+	if (atomic_load(&e->fenced_out))
+		return kemari_err_override(-ESTALE, "%s", e->fence_why);
+	err = kemari_fence__win(&e->fence, who);
+	if (err)
+		return engine__fenced_out(e, err);
+	e->fence_need_win = false;
+	kemari_info("won the fence %s at generation %llu: serving alone",
+		    e->fence.path, (unsigned long long)e->fence.gen);
+	return 0;
+}
+
+int engine__release(struct kemari_engine *e, struct kemari_event *ev)
+{
+	int err;
+
+	if (e->fence.fd < 0)
+		return kemari_event__release(ev);
+	if (atomic_load(&e->fenced_out))
+		return kemari_err_override(-ESTALE, "%s", e->fence_why);
+	if (e->fence_need_win) {
+		err = engine__fence_win(e, e->cfg.role == KEMARI_ROLE_PRIMARY
+						   ? "primary"
+						   : "secondary");
+		if (err)
+			return err;
+	}
+	err = kemari_fence__hold(&e->fence);
+	if (err)
+		return engine__fenced_out(e, err);
+	err = kemari_event__release(ev);
+	kemari_fence__release(&e->fence);
+	return err;
+}
+
 static int standalone__event(void *ctx, struct kemari_event *ev)
 {
-	(void)ctx;
-	return kemari_event__release(ev);
+	return engine__release(ctx, ev);
 }
 
 static int standalone__tick(void *ctx)
@@ -107,6 +159,8 @@ int engine__run_guest(struct kemari_engine *e)
 	int status, err;
 
 	status = e->hv->ops->run(e->hv);
+	if (atomic_load(&e->fenced_out))
+		return kemari_err_override(-ESTALE, "%s", e->fence_why);
 	err = e->hv->ops->flush(e->hv);
 	if (err && status >= 0)
 		status = kemari_err(err, "flushing the disk failed: %s",
@@ -127,6 +181,10 @@ int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h)
 	h->image_hash = e->image_hash;
 	h->ncpus = e->cfg.hv_cfg.ncpus;
 	snprintf(h->hv, sizeof(h->hv), "%s", e->cfg.hv->name);
+	if (e->fence.fd >= 0) {
+		memcpy(h->disk_id, e->fence.disk_id, sizeof(h->disk_id));
+		h->fence_gen = e->fence.gen;
+	}
 	if (e->hv && e->hv->ops->tsc_khz) {
 		bool scale = false;
 		int err = e->hv->ops->tsc_khz(e->hv, &h->tsc_khz, &scale);
@@ -224,6 +282,8 @@ int kemari_engine__create(struct kemari_engine **out,
 	e->cfg.hv_cfg.hooks.tick = standalone__tick;
 	/* The secondary binds the service address only at takeover. */
 	e->cfg.hv_cfg.defer_net = cfg->role == KEMARI_ROLE_SECONDARY;
+	e->cfg.hv_cfg.defer_disk = cfg->role == KEMARI_ROLE_SECONDARY;
+	e->fence.fd = -1;
 
 	/* Before anything is set up: a refused address or key costs nothing. */
 	if (cfg->role != KEMARI_ROLE_STANDALONE && cfg->auth_key_path) {
@@ -266,9 +326,23 @@ int kemari_engine__create(struct kemari_engine **out,
 		if (err)
 			goto err_hv;
 	}
+	/*
+	 * The primary creates the disk (above) and its fence record, and
+	 * claims the disk: a side that served from it before (a secondary
+	 * that took over) is fenced out from now on. The secondary opens the
+	 * record at the handshake (secondary.c).
+	 */
+	if (cfg->role == KEMARI_ROLE_PRIMARY && cfg->fence_path) {
+		err = kemari_fence__open(&e->fence, cfg->fence_path, true);
+		err = err ?: kemari_fence__win(&e->fence, "primary");
+		if (err)
+			goto err_fence;
+	}
 	*out = e;
 	return 0;
 
+err_fence:
+	kemari_fence__close(&e->fence);
 err_hv:
 	e->hv->ops->destroy(e->hv);
 err_metrics:
@@ -325,6 +399,7 @@ void kemari_engine__destroy(struct kemari_engine *e)
 		e->listener->ops->close(e->listener);
 	if (e->hv)
 		e->hv->ops->destroy(e->hv);
+	kemari_fence__close(&e->fence);
 	if (e->shadow)
 		munmap(e->shadow, e->ram_size);
 	kemari_dirty__fini(&e->dirty);

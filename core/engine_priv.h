@@ -11,6 +11,7 @@
 #include "kemari/buf.h"
 #include "kemari/dirty.h"
 #include "kemari/engine.h"
+#include "kemari/fence.h"
 #include "kemari/wire.h"
 
 struct kemari_epoch_stats {
@@ -56,6 +57,13 @@ struct kemari_engine {
 	struct kemari_auth_key key; /* valid when have_key */
 	uint8_t tls_psk[KEMARI_AUTH_KEY_LEN]; /* --tls: derived from key */
 	bool have_key;
+
+	/* Fencing: fence.fd >= 0 when this side fences its output. */
+	struct kemari_fence fence;
+	bool fence_need_win;	/* the peer is lost: win before any output */
+	atomic_bool fenced_out; /* lost the fence: release nothing more */
+	char fence_why[640];	/* ... and why, for the run's one line */
+	bool frozen;		/* --fault=freeze-after-ack done */
 
 	/* Primary */
 	pthread_mutex_t xlock;	 /* the connection and the epoch's page sets */
@@ -105,12 +113,31 @@ void engine__fault(struct kemari_engine *e, enum kemari_fault f,
 		   uint64_t epoch);
 int engine__run_guest(struct kemari_engine *e);
 int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h);
+/* Release ev's output under the fence: won first when the peer is lost,
+ * the generation re-checked and the lock held across the write. */
+int engine__release(struct kemari_engine *e, struct kemari_event *ev);
+/* Win the fence now (the peer is lost); on a loss, stop with nothing more
+ * released. 0 or a negative errno with the one line. */
+int engine__fence_win(struct kemari_engine *e, const char *who);
 
 /* primary.c / secondary.c */
 int primary__run(struct kemari_engine *e);
 int primary__event(void *ctx, struct kemari_event *ev);
 int primary__tick(void *ctx);
 int secondary__run(struct kemari_engine *e);
+
+/* How serving one primary on e->conn ended (secondary.c). */
+enum serve_end {
+	SERVE_DROPPED,	/* connection unusable; nothing to take over */
+	SERVE_TAKEOVER, /* primary failed after a commit */
+	SERVE_BYE,	/* primary shut down in order */
+	SERVE_STOP,	/* we were asked to stop */
+};
+/*
+ * Handshake with the primary on e->conn, then apply its epochs into e->ram
+ * until it goes (non-static for tests/fuzz/libfuzzer/fuzz_secondary.c).
+ */
+enum serve_end secondary__serve(struct kemari_engine *e);
 
 /* verify.c: --verify-replica */
 int verify__primary(struct kemari_engine *e, uint64_t epoch, bool initial);

@@ -14,6 +14,7 @@ static enum kemari_log_level log_level = KEMARI_LOG_INFO;
 static char log_prefix[64] = "kemari";
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
+KEMARI_PRINTF(3, 0)
 static int err_vset(int err, int override, const char *fmt, va_list ap)
 {
 	if (!err_set || override) {

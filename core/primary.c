@@ -196,6 +196,17 @@ static void primary__lose_secondary(struct kemari_engine *e, int err)
 		e->conn->ops->close(e->conn);
 		e->conn = NULL;
 	}
+	/*
+	 * Output from here on is covered by no acknowledged commit: only
+	 * after winning the fence, at once (a secondary that took over has
+	 * won it first, and this side then stops without releasing more).
+	 * A paused guest releases nothing and does not compete.
+	 */
+	if (e->fence.fd >= 0) {
+		e->fence_need_win = true;
+		if (!e->paused_for_loss)
+			engine__fence_win(e, "primary");
+	}
 }
 
 static void primary__progress(struct kemari_engine *e, uint64_t done,
@@ -266,7 +277,9 @@ static int primary__handshake(struct kemari_engine *e)
 			e->cfg.peer, kemari_wire__type_name(m.type));
 	memcpy(&w, m.payload, sizeof(w));
 	if (w.proto_version != h.proto_version || w.ram_size != h.ram_size ||
-	    w.image_hash != h.image_hash)
+	    w.image_hash != h.image_hash ||
+	    memcmp(w.disk_id, h.disk_id, sizeof(h.disk_id)) ||
+	    w.fence_gen != h.fence_gen)
 		return kemari_err(
 			-EPROTO,
 			"the secondary's handshake disagrees with ours");
@@ -467,7 +480,16 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	if (err)
 		return err;
 	engine__fault(e, KEMARI_FAULT_AFTER_COMMIT, epoch);
-	err = primary__wait_ack(e, epoch, e->cfg.heartbeat_timeout_ms);
+	/*
+	 * The first epoch's ack may still wait for the secondary to finish
+	 * applying the initial sync (all of RAM): as long as that one may
+	 * take. After it, an ack later than the heartbeat timeout is a lost
+	 * secondary.
+	 */
+	err = primary__wait_ack(
+		e, epoch,
+		epoch == 1 ? KEMARI_MAX(e->cfg.heartbeat_timeout_ms, 30000u)
+			   : e->cfg.heartbeat_timeout_ms);
 	if (err)
 		return err;
 	e->epoch = epoch;
@@ -478,6 +500,14 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	s->push_us = (t3 - t2) / 1000;
 	s->commit_ack_us = (kemari_now_ns() - t3) / 1000;
 	engine__fault(e, KEMARI_FAULT_AFTER_ACK, epoch);
+	if (!e->frozen && e->cfg.fault_hook &&
+	    engine__fault_due(e, KEMARI_FAULT_FREEZE_AFTER_ACK, epoch)) {
+		kemari_warn(
+			"fault injection: freezing (SIGSTOP) after the ack of epoch %llu, before its output",
+			(unsigned long long)epoch);
+		e->frozen = true;
+		e->cfg.fault_hook(KEMARI_FAULT_FREEZE_AFTER_ACK, epoch);
+	}
 	if (e->cfg.verify_restore) {
 		err = primary__restore_own(e);
 		if (err)
@@ -564,7 +594,7 @@ int primary__event(void *ctx, struct kemari_event *ev)
 	if (e->paused_for_loss)
 		return primary__hold(e);
 	if (!e->protected)
-		return kemari_event__release(ev);
+		return engine__release(e, ev);
 	t0 = kemari_now_ns();
 	atomic_store(&e->tap_waiting, true);
 	pthread_mutex_lock(&e->xlock);
@@ -591,7 +621,7 @@ int primary__event(void *ctx, struct kemari_event *ev)
 		pthread_mutex_unlock(&e->xlock);
 		metrics__record(&e->metrics, &s);
 	}
-	err = kemari_event__release(ev);
+	err = engine__release(e, ev);
 	e->hv->ops->resume(e->hv);
 	return err;
 }
@@ -648,6 +678,8 @@ int primary__tick(void *ctx)
 	pthread_mutex_unlock(&e->xlock);
 	if (err && e->paused_for_loss)
 		return primary__hold(e);
+	if (atomic_load(&e->fenced_out))
+		return kemari_err_override(-ESTALE, "%s", e->fence_why);
 	return 0;
 }
 
@@ -659,10 +691,30 @@ int primary__tick(void *ctx)
  * secondary holds the last acknowledged state and must serve from it, even
  * if a deterministic guest bug then strikes there too.
  */
+/*
+ * The last word (BYE or FAILED), then wait up to a second for the
+ * secondary to hang up: it closes as soon as it has read it. Closing at
+ * once could overtake the message on a transport that sends in the
+ * background (ofi's tcp provider flushed it: the secondary then saw only
+ * a lost connection, not why).
+ */
+static void primary__last_word(struct kemari_engine *e, uint16_t type)
+{
+	uint64_t until = kemari_now_ns() + 1000000000ULL;
+	struct kemari_msg m;
+
+	if (!e->conn || primary__send(e, type, e->epoch, NULL, 0) ||
+	    e->conn->ops->flush(e->conn))
+		return;
+	while (kemari_now_ns() < until &&
+	       e->conn->ops->recv(e->conn, &m, 100) != -ECONNRESET)
+		;
+}
+
 static void primary__hand_over(struct kemari_engine *e, int status)
 {
 	if (atomic_load(&e->stop) || status == 0) {
-		primary__send(e, KEMARI_MSG_BYE, e->epoch, NULL, 0);
+		primary__last_word(e, KEMARI_MSG_BYE);
 		return;
 	}
 	/* The cause itself is the run's error, which cmd/ prints. */
@@ -675,7 +727,7 @@ static void primary__hand_over(struct kemari_engine *e, int status)
 			"the guest or the VMM failed: the secondary takes over from epoch %llu",
 			(unsigned long long)e->epoch);
 	/* If this does not arrive, the heartbeat timeout does the same. */
-	primary__send(e, KEMARI_MSG_FAILED, e->epoch, NULL, 0);
+	primary__last_word(e, KEMARI_MSG_FAILED);
 }
 
 int primary__run(struct kemari_engine *e)
@@ -707,7 +759,8 @@ int primary__run(struct kemari_engine *e)
 		e->spec_running = false;
 		pthread_join(e->spec_thread, NULL);
 	}
-	if (e->protected)
+	/* Fenced out: the secondary serves; say nothing to it. */
+	if (e->protected && !atomic_load(&e->fenced_out))
 		primary__hand_over(e, status);
 	verify__report(e);
 	if (e->cfg.verify_restore)

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "engine_priv.h"
 #include "kemari/kemari.h"
@@ -25,13 +26,6 @@
  * behind gigabytes of initial-sync writes on a slow link.
  */
 #define SYNC_SILENCE_MS 30000u
-
-enum serve_end {
-	SERVE_DROPPED,	/* connection unusable; nothing to take over */
-	SERVE_TAKEOVER, /* primary failed after a commit */
-	SERVE_BYE,	/* primary shut down in order */
-	SERVE_STOP,	/* we were asked to stop */
-};
 
 static int secondary__send(struct kemari_engine *e, uint16_t type,
 			   uint64_t epoch, const void *p, uint32_t len)
@@ -109,6 +103,67 @@ static int secondary__authenticate(struct kemari_engine *e,
 	return 0;
 }
 
+/*
+ * The shared disk (version 5): the secondary never creates it. It opens
+ * the fence record beside it only now, after the primary authenticated
+ * (the primary creates both at first use), and accepts the primary only
+ * if the disk is there and the record names the disk identity and the
+ * generation of its HELLO. Any difference is the refusal's one line (why).
+ */
+static void secondary__check_disk(struct kemari_engine *e,
+				  const struct kemari_hello *h, char *why,
+				  size_t n)
+{
+	static const uint8_t none[sizeof(h->disk_id)];
+	const char *disk = e->cfg.hv_cfg.disk_path;
+	bool theirs = memcmp(h->disk_id, none, sizeof(none)) != 0;
+	struct kemari_fence *f = &e->fence;
+	char a[33], b[33];
+	int err;
+
+	kemari_fence__close(f);
+	if (!e->cfg.fence_path || !theirs) {
+		if (theirs || e->cfg.fence_path)
+			snprintf(
+				why, n,
+				"the disk is fenced on %s but not on %s: give both sides the same --disk (and --fence)",
+				theirs ? "the primary" : "this secondary",
+				theirs ? "this secondary" : "the primary");
+		return;
+	}
+	if (disk && access(disk, F_OK)) {
+		snprintf(
+			why, n,
+			"disk %s does not exist here: a secondary never creates it; give it the primary's shared disk",
+			disk);
+		return;
+	}
+	err = kemari_fence__open(f, e->cfg.fence_path, false);
+	if (err) {
+		snprintf(
+			why, n,
+			"%s: a secondary never creates it; give it the primary's shared disk and fence",
+			kemari_last_error(err));
+		kemari_err_clear();
+		return;
+	}
+	kemari_fence__id_str(h->disk_id, a);
+	kemari_fence__id_str(f->disk_id, b);
+	if (strcmp(a, b))
+		snprintf(
+			why, n,
+			"disk identity %s on the primary but %s here (fence %s): both sides must use the same shared disk",
+			a, b, f->path);
+	else if (f->gen != h->fence_gen)
+		snprintf(
+			why, n,
+			"fence %s is at generation %llu but the primary holds %llu: another side has claimed the disk since",
+			f->path, (unsigned long long)f->gen,
+			(unsigned long long)h->fence_gen);
+	if (why[0])
+		kemari_fence__close(f);
+}
+
 /* The protocol version that starts a HELLO or an AUTH message, or 0. */
 static uint32_t secondary__peer_version(const struct kemari_msg *m)
 {
@@ -124,7 +179,7 @@ static int secondary__handshake(struct kemari_engine *e)
 {
 	struct kemari_hello h, mine;
 	struct kemari_msg m;
-	char why[256];
+	char why[768];
 	int err;
 
 	err = e->conn->ops->recv(e->conn, &m, HANDSHAKE_MS);
@@ -191,8 +246,14 @@ static int secondary__handshake(struct kemari_engine *e)
 			why, sizeof(why),
 			"the guest's TSC runs at %u kHz on the primary but %u kHz here (more than 250 ppm apart) and this host cannot scale it: its clock would drift after a takeover; pair hosts with the same TSC frequency",
 			h.tsc_khz, mine.tsc_khz);
+	if (!why[0])
+		secondary__check_disk(e, &h, why, sizeof(why));
 	if (why[0])
 		return secondary__refuse(e, -EPROTO, why);
+	if (e->fence.fd >= 0) {
+		memcpy(mine.disk_id, e->fence.disk_id, sizeof(mine.disk_id));
+		mine.fence_gen = e->fence.gen;
+	}
 	err = e->conn->ops->reg_dst(e->conn, e->shadow, e->ram_size);
 	return err
 		       ?: secondary__send(e, KEMARI_MSG_WELCOME, 0, &mine,
@@ -326,7 +387,7 @@ static enum serve_end secondary__lost(struct kemari_engine *e, int err)
 	return SERVE_TAKEOVER;
 }
 
-static enum serve_end secondary__serve(struct kemari_engine *e)
+enum serve_end secondary__serve(struct kemari_engine *e)
 {
 	uint64_t expect = 0;
 	int err;
@@ -443,6 +504,22 @@ static int secondary__takeover(struct kemari_engine *e, uint64_t t_detect)
 	int err;
 
 	verify__report(e);
+	/* Before anything of the guest runs or is re-issued here. */
+	if (e->fence.fd >= 0) {
+		err = kemari_fence__win(&e->fence, "secondary");
+		if (err) {
+			char why[640];
+
+			snprintf(why, sizeof(why), "%s",
+				 kemari_last_error(err));
+			return kemari_err_override(
+				err,
+				"not taking over: %s; the guest stays stopped here, nothing released",
+				why);
+		}
+		kemari_info("won the fence %s at generation %llu",
+			    e->fence.path, (unsigned long long)e->fence.gen);
+	}
 	err = hv->ops->load_cpu(hv, e->cpu_committed.data,
 				e->cpu_committed.len);
 	err = err

@@ -49,6 +49,29 @@ int kemari_wire__check_crc(const struct kemari_wire_hdr *h, const void *payload)
 	return 0;
 }
 
+int kemari_wire__check_frame(const void *buf, size_t len, uint32_t max,
+			     struct kemari_wire_hdr *h)
+{
+	int err;
+
+	if (len < sizeof(*h))
+		return kemari_err(
+			-EBADMSG,
+			"replication stream: %zu-byte control message, shorter than its header",
+			len);
+	memcpy(h, buf, sizeof(*h));
+	err = kemari_wire__check_hdr(h, max);
+	if (err)
+		return err;
+	if (len - sizeof(*h) != h->len)
+		return kemari_err(
+			-EBADMSG,
+			"replication stream: %s frame announces %u bytes but %zu arrived",
+			kemari_wire__type_name(h->type), h->len,
+			len - sizeof(*h));
+	return kemari_wire__check_crc(h, (const uint8_t *)buf + sizeof(*h));
+}
+
 const char *kemari_wire__type_name(uint16_t type)
 {
 	switch (type) {

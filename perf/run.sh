@@ -479,6 +479,10 @@ rauth=("${auth[@]}")
 if [ -n "$remote" ]; then
 	rsh "umask 077 && rm -f /tmp/kemari-perf.auth.key && cat >/tmp/kemari-perf.auth.key" <"$work/auth.key"
 	rauth=(--auth-key=/tmp/kemari-perf.auth.key)
+	# The two hosts' disks are not one shared disk: no fence record to
+	# agree on (--fence=none on both sides).
+	auth+=(--fence=none)
+	rauth+=(--fence=none)
 fi
 if [ $kvm_cells = 1 ] && ! "$K" -q --guest="$B/guests/dirtier.elf" --mem=64M --disk="$work/probe.img" \
 	--disk-size=1M --dirty-track=ring --guest-arg=rounds=1 >"$R/logs/ring-probe.log" 2>&1; then

@@ -18,7 +18,9 @@
  * must hold exactly what rounds 0..R wrote (reattach verifies every page),
  * and the event in flight is re-issued. Guest args: pages=K (16), ws=W
  * (max(4K, 1024), clamped to RAM), rounds=R (0: until stopped), think_us=T
- * (time the guest computes between events, 0).
+ * (time the guest computes between events, 0), writer=N (testing, 0:
+ * this side's records carry N in their top 16 bits, so that a test can
+ * tell which side wrote each; not part of the guest's state).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +56,7 @@ struct synth {
 	uint8_t *ram;
 	uint64_t ram_size, npages;
 	uint64_t pages, ws, rounds, think_ns;
+	uint64_t writer; /* tag in this side's records (testing) */
 	uint64_t round;
 	bool pending; /* the round's event is tapped, not yet released */
 	bool loaded;
@@ -106,7 +109,7 @@ static int synth__arg(const struct kemari_hv_cfg *cfg, const char *key,
 static int synth__parse(struct synth *s, const struct kemari_hv_cfg *cfg)
 {
 	static const char *const known[] = { "pages", "ws", "rounds",
-					     "think_us" };
+					     "think_us", "writer" };
 	uint64_t think_us, room = s->npages - SYNTH_BASE_PFN;
 	int err;
 
@@ -119,15 +122,20 @@ static int synth__parse(struct synth *s, const struct kemari_hv_cfg *cfg)
 		if (!ok)
 			return kemari_err(
 				-EINVAL,
-				"synthetic guest: unknown --guest-arg=%s (it takes pages, ws, rounds, think_us)",
+				"synthetic guest: unknown --guest-arg=%s (it takes pages, ws, rounds, think_us, writer)",
 				cfg->guest_args[i]);
 	}
 	err = synth__arg(cfg, "pages", 16, &s->pages);
 	err = err ?: synth__arg(cfg, "ws", 0, &s->ws);
 	err = err ?: synth__arg(cfg, "rounds", 0, &s->rounds);
 	err = err ?: synth__arg(cfg, "think_us", 0, &think_us);
+	err = err ?: synth__arg(cfg, "writer", 0, &s->writer);
 	if (err)
 		return err;
+	if (s->writer > 0xffff)
+		return kemari_err(-EINVAL,
+				  "synthetic guest: writer=%llu: at most 65535",
+				  (unsigned long long)s->writer);
 	if (!s->ws)
 		s->ws = KEMARI_MAX(4 * s->pages, 1024ULL);
 	s->ws = KEMARI_MIN(s->ws, room);
@@ -188,7 +196,8 @@ static int synth__create(struct kemari_hv **out,
 	err = kemari_dirty__init(&s->dirty, s->npages);
 	if (err)
 		goto err_unmap;
-	if (s->out_path) {
+	/* A secondary opens it at reattach and never creates it. */
+	if (s->out_path && !cfg->defer_disk) {
 		s->out_fd =
 			open(s->out_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 		if (s->out_fd < 0) {
@@ -280,7 +289,7 @@ static void synth__round(struct synth *s)
 static int synth__release(struct kemari_event *ev)
 {
 	struct synth *s = kemari_container_of(ev, struct synth, ev);
-	uint64_t rec = s->round + 1;
+	uint64_t rec = (s->round + 1) | s->writer << 48;
 
 	if (!s->pending)
 		return kemari_err(-EINVAL,
@@ -495,6 +504,14 @@ static int synth__reattach(struct kemari_hv *hv)
 {
 	struct synth *s = to_synth(hv);
 	uint64_t total = (s->round + (s->pending ? 1 : 0)) * s->pages;
+
+	if (s->out_path && s->out_fd < 0) {
+		s->out_fd = open(s->out_path, O_RDWR | O_CLOEXEC);
+		if (s->out_fd < 0)
+			return kemari_err(-errno,
+					  "synthetic guest: output file %s: %s",
+					  s->out_path, strerror(errno));
+	}
 
 	for (uint64_t j = 0; j < s->ws; j++) {
 		uint64_t pfn = SYNTH_BASE_PFN + j;

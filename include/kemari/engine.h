@@ -31,6 +31,9 @@ enum kemari_fault {
 	/* Not a kill: the primary's guest dies (triple fault) right after
 	 * the epoch's ack; the VMM lives on and must hand over. */
 	KEMARI_FAULT_GUEST_CRASH,
+	/* Not a kill: the primary stops itself (SIGSTOP) right after the
+	 * epoch's ack, before releasing its output; SIGCONT resumes it. */
+	KEMARI_FAULT_FREEZE_AFTER_ACK,
 };
 
 enum kemari_on_loss {
@@ -55,6 +58,9 @@ struct kemari_engine_cfg {
 	/* Encrypt the replication link (--tls: TLS 1.3, its pre-shared key
 	 * derived from the --auth-key; transports with KEMARI_XPORT_CAP_TLS). */
 	bool tls;
+	/* The fence record beside the shared disk (--fence, default
+	 * DISK.kemari; core/fence.c); NULL: no fencing. */
+	const char *fence_path;
 	unsigned int heartbeat_ms;
 	unsigned int heartbeat_timeout_ms;
 	enum kemari_on_loss on_secondary_loss;
@@ -63,7 +69,8 @@ struct kemari_engine_cfg {
 	/* The first epoch the fault may fire in, or KEMARI_FAULT_ON_SIGNAL:
 	 * the first epoch that begins after kemari_engine__arm_fault(). */
 	uint64_t fault_epoch;
-	/* Called at the fault point; expected not to return (cmd/ kills). */
+	/* Called at the fault point; expected not to return (cmd/ kills),
+	 * except for KEMARI_FAULT_FREEZE_AFTER_ACK (cmd/ stops itself). */
 	void (*fault_hook)(enum kemari_fault f, uint64_t epoch);
 	bool progress; /* progress bar for the initial sync */
 	/* Push dirty pages every N us while the guest runs (0: off). */

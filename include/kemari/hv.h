@@ -32,7 +32,11 @@ enum kemari_event_kind {
  * A guest->device event, caught at the kick before the backend sees it.
  * The engine must call kemari_event__release() exactly once, when the
  * event's output may leave (after the checkpoint that covers it is
- * acknowledged, or at once when nothing is replicated).
+ * acknowledged, or at once when nothing is replicated). release() must
+ * perform the output (the disk write, the packet's send) before it
+ * returns, not hand it to another thread: the engine holds the fence
+ * lock across the call (core/fence.c), so that no write of a side that
+ * lost the fence lands after the winner's.
  */
 struct kemari_event {
 	enum kemari_event_kind kind;
@@ -81,6 +85,10 @@ struct kemari_hv_cfg {
 		KEMARI_DIRTY_RING
 	} dirty_track;
 	int defer_net; /* do not bind the service address until attach */
+	/* The secondary: do not open the disk until reattach, and never
+	 * create it (the primary does, with its fence record). Honoured by
+	 * synth; hv/kvm still opens (and creates) it at create. */
+	int defer_disk;
 	const char *console_prefix;
 	/*
 	 * A Linux guest on a PC platform (in-kernel irqchip and PIT, UART,

@@ -6,10 +6,11 @@
 #ifndef KEMARI_WIRE_H
 #define KEMARI_WIRE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define KEMARI_WIRE_MAGIC 0x49524d4bU /* "KMRI" */
-#define KEMARI_PROTO_VERSION 4
+#define KEMARI_PROTO_VERSION 5
 #define KEMARI_MSG_MAX (256u * 1024)
 
 enum kemari_msg_type {
@@ -59,6 +60,10 @@ struct kemari_hello {
 	 * version 3. */
 	uint32_t tsc_khz;
 	uint32_t pad;
+	/* The shared disk's identity and the fence generation this side
+	 * holds, from its fence record (all zero: no fence); version 5. */
+	uint8_t disk_id[16];
+	uint64_t fence_gen;
 };
 
 /*
@@ -106,6 +111,14 @@ void kemari_wire__seal(struct kemari_wire_hdr *h, uint16_t type, uint64_t epoch,
 int kemari_wire__check_hdr(const struct kemari_wire_hdr *h, uint32_t max);
 int kemari_wire__check_crc(const struct kemari_wire_hdr *h,
 			   const void *payload);
+/*
+ * A whole frame as a message transport (rdma, ofi) receives it: len bytes
+ * at buf, a header and exactly the payload it announces, at most max
+ * bytes, checksum right. 0 with the header copied to *h (buf need not be
+ * aligned), or -EBADMSG with the reason recorded.
+ */
+int kemari_wire__check_frame(const void *buf, size_t len, uint32_t max,
+			     struct kemari_wire_hdr *h);
 const char *kemari_wire__type_name(uint16_t type);
 
 #endif

@@ -28,6 +28,7 @@
 #include "harness.h"
 #include "hload.h"
 #include "kemari/dirty.h"
+#include "kemari/fence.h"
 #include "kemari/kemari.h"
 #include "kemari/wire.h"
 #include "kvclient.h"
@@ -486,12 +487,19 @@ static void raw_hello(int fd)
 				  .page_size = 4096,
 				  .ram_size = 64ULL << 20,
 				  .ncpus = 1 };
-	char path[300];
+	char path[320];
 	struct kemari_wire_hdr w;
+	struct kemari_fence f;
 
 	snprintf(path, sizeof(path), "%s/guests/kvstore.elf", h_build());
 	cr_assert(eq(int, kemari_hash_file(path, &h.image_hash), 0));
 	snprintf(h.hv, sizeof(h.hv), "kvm");
+	/* The shared disk's identity, as a primary creates it (version 5). */
+	snprintf(path, sizeof(path), "%s.kemari", disk);
+	cr_assert(eq(int, kemari_fence__open(&f, path, true), 0));
+	memcpy(h.disk_id, f.disk_id, sizeof(h.disk_id));
+	h.fence_gen = f.gen;
+	kemari_fence__close(&f);
 	raw_frame(fd, KEMARI_MSG_HELLO, &h, sizeof(h));
 	/* WELCOME */
 	cr_assert(eq(long, read(fd, &w, sizeof(w)), (long)sizeof(w)));
