@@ -48,11 +48,13 @@ def main():
     if len(sys.argv) != 2:
         fail("usage: prom_scrape.py http://HOST:PORT/metrics")
     try:
-        with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
+        # Generous: inside the emulated test VM one scrape once failed
+        # with an error whose text was empty (repr names its type now).
+        with urllib.request.urlopen(sys.argv[1], timeout=30) as r:
             ctype = r.headers.get("Content-Type", "")
             text = r.read().decode("utf-8")
     except OSError as e:
-        fail("%s: %s" % (sys.argv[1], e))
+        fail("%s: %r" % (sys.argv[1], e))
     if not ctype.startswith("text/plain; version=0.0.4"):
         fail("Content-Type %r is not the text exposition format" % ctype)
     fams = {f.name: f for f in text_string_to_metric_families(text)}
