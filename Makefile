@@ -9,6 +9,7 @@
 #   make man        the manual pages (docs/man/*.scd) into $(BUILD)/man/
 #   make install    PREFIX=/usr/local DESTDIR=: programs, man pages, guests, systemd units
 #   make check-rdma soft-RoCE tests inside an emulated VM
+#   make fuzz       libFuzzer harnesses of every decoder, FUZZ_SECS=N each
 #   make perf       pause-time benchmark matrix (perf/) into $(BUILD)/perf/
 #   make perf-quick a reduced matrix (tcp, 64M, 0/256/4096 pages)
 #   make format     clang-format all C
@@ -73,9 +74,11 @@ HV_SRCS := $(wildcard hv/kvm/*.c) $(wildcard hv/kvm/boot/*.c) \
 	$(wildcard hv/kvm/hw/*.c) $(wildcard hv/kvm/virtio/*.c) \
 	$(wildcard hv/kvm/kemari/*.c) $(wildcard hv/synth/*.c)
 # transports/rdma/batch.c is pure arithmetic (no verbs): always built, so
-# its unit tests run everywhere.
-RDMA_PURE := $(wildcard transports/rdma/batch.c)
-XPORT_SRCS := $(wildcard transports/tcp/*.c) $(RDMA_PURE)
+# its unit tests run everywhere; the rdma and ofi control data checks
+# (ctrl.c, no verbs or libfabric) too, for the fuzz harnesses.
+RDMA_PURE := $(wildcard transports/rdma/batch.c transports/rdma/ctrl.c)
+OFI_PURE := $(wildcard transports/ofi/ctrl.c)
+XPORT_SRCS := $(wildcard transports/tcp/*.c) $(RDMA_PURE) $(OFI_PURE)
 BACKEND_DEFS :=
 ifneq ($(and $(HAVE_RDMA),$(wildcard transports/rdma/rdma.c)),)
 XPORT_SRCS += $(filter-out $(RDMA_PURE),$(wildcard transports/rdma/*.c))
@@ -83,7 +86,7 @@ BACKEND_DEFS += -DHAVE_RDMA
 LDLIBS += $(shell $(PKG_CONFIG) --libs libibverbs librdmacm)
 endif
 ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
-XPORT_SRCS += $(wildcard transports/ofi/*.c)
+XPORT_SRCS += $(filter-out $(OFI_PURE),$(wildcard transports/ofi/*.c))
 BACKEND_DEFS += -DHAVE_OFI
 LDLIBS += $(shell $(PKG_CONFIG) --libs libfabric)
 endif
@@ -206,6 +209,68 @@ $(SYNTH_BIN): $(SYNTH_SRCS:%.c=$(BUILD)/obj/%.o) $(TEST_LIB_SRCS:%.c=$(BUILD)/ob
 
 tests: $(UNIT_BIN) $(INTEG_BIN) $(XPORT_BIN) $(FUZZ_BIN) $(SYNTH_BIN)
 
+# ---- libFuzzer harnesses (tests/fuzz/libfuzzer/fuzz_*.c) -----------------
+# Coverage-guided, one binary per decoder, built with clang's libFuzzer and
+# ASan+UBSan against the library compiled the same way into
+# $(BUILD)/fuzz/obj/ (the gcc objects are untouched). `make fuzz
+# FUZZ_SECS=N` runs each for N seconds (FUZZ_RUNS=N: at most N executions;
+# FUZZ=a,b: only those) from its seeds in tests/fuzz/corpus/<name>/ and prints its
+# executions and crashes (tests/fuzz/libfuzzer/run.sh); `make fuzz-seeds`
+# regenerates the seeds (seed-*; the regression inputs, regress-*, stay).
+FUZZ_CC ?= clang
+FUZZ_SECS ?= 10
+# Per harness in check-run.
+FUZZ_CHECK_SECS ?= 15
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer
+# The kernel's variable-sized headers (struct kvm_msrs) lead fixed arrays
+# on purpose; clang warns where gcc accepts the GNU extension.
+FUZZ_CFLAGS := -O1 -g -std=gnu11 -D_GNU_SOURCE -Iinclude -MMD -MP -pthread \
+	$(WARN) -Wno-gnu-variable-sized-type-not-at-end $(if $(WERROR),-Werror) \
+	-fsanitize=fuzzer-no-link $(FUZZ_SAN)
+FUZZ_DIR := tests/fuzz/libfuzzer
+FUZZ_NAMES := $(patsubst $(FUZZ_DIR)/fuzz_%.c,%,$(wildcard $(FUZZ_DIR)/fuzz_*.c))
+FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/%)
+FUZZ_LIB := $(BUILD)/fuzz/libkemari.a
+# Expanded only by the recipes that ask: whether clang links a fuzzer.
+HAVE_LIBFUZZER = $(shell printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n);\nint LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d && n; }\n' | \
+	$(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null >/dev/null 2>&1 && echo 1)
+
+$(BUILD)/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+# The harnesses reach internals: the engine's, the VMM's, the kvstore's.
+$(BUILD)/fuzz/obj/$(FUZZ_DIR)/%.o: FUZZ_CFLAGS += -Iguest -Icore -Ihv/kvm
+
+$(FUZZ_LIB): $(LIB_SRCS:%.c=$(BUILD)/fuzz/obj/%.o) \
+		$(KV_HOST_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+# --as-needed: a harness without verbs or libfabric does not load them (the
+# PSM provider's SIGABRT handler would turn an abort into an exit).
+$(FUZZ_BINS): $(BUILD)/fuzz/%: $(BUILD)/fuzz/obj/$(FUZZ_DIR)/fuzz_%.o \
+		$(BUILD)/fuzz/obj/$(FUZZ_DIR)/harness.o $(FUZZ_LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ -Wl,--as-needed $(LDLIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz:
+	$(Q)if [ -z "$(HAVE_LIBFUZZER)" ]; then \
+		echo "fuzz: $(FUZZ_CC) cannot link -fsanitize=fuzzer (run 'make deps': clang, libclang-rt-14-dev)" >&2; exit 1; fi
+	$(Q)$(MAKE) --no-print-directory fuzz-build
+	$(Q)tests/fuzz/libfuzzer/run.sh $(BUILD)/fuzz $(FUZZ_SECS) $(FUZZ_NAMES)
+
+# Each harness writes its own seeds (fuzz_seeds() next to the code that
+# reads them) when FUZZ_WRITE_SEEDS names a directory.
+fuzz-seeds: fuzz-build
+	$(Q)for n in $(FUZZ_NAMES); do \
+		mkdir -p tests/fuzz/corpus/$$n && rm -f tests/fuzz/corpus/$$n/seed-* && \
+		FUZZ_WRITE_SEEDS=tests/fuzz/corpus/$$n $(BUILD)/fuzz/$$n || exit 1; \
+	done
+
 deps:
 	$(Q)scripts/deps.sh
 
@@ -224,6 +289,12 @@ check-run: all tests man linux-guest-test
 	$(Q)BUILD=$(BUILD) MAKE="$(MAKE)" tests/install.sh
 	$(Q)echo "== fuzz: replication stream over tcp, kvstore datagrams"
 	$(Q)$(FUZZ_BIN) --jobs 2 --short-filename
+	$(Q)if [ -n "$(HAVE_LIBFUZZER)" ]; then \
+		echo "== libFuzzer: every decoder's harness for $(FUZZ_CHECK_SECS) s"; \
+		$(MAKE) --no-print-directory fuzz FUZZ_SECS=$(FUZZ_CHECK_SECS); \
+	else \
+		echo "== libFuzzer: SKIPPED ($(FUZZ_CC) cannot link -fsanitize=fuzzer; 'make deps' installs clang and libclang-rt-14-dev)"; \
+	fi
 	$(Q)echo "== transport conformance (every transport usable here)"
 	$(Q)$(XPORT_BIN) --jobs 1 --short-filename
 	$(Q)echo "== engine failover with the synthetic guest, natively (every transport usable here)"
@@ -326,6 +397,6 @@ format:
 clean:
 	rm -rf build build-san
 
-.PHONY: all man install guests tests deps check check-run check-rdma check-patches check-xen-tap demo demo-soak perf perf-quick linux-guest linux-guest-test format clean
+.PHONY: all man install guests tests fuzz fuzz-build fuzz-seeds deps check check-run check-rdma check-patches check-xen-tap demo demo-soak perf perf-quick linux-guest linux-guest-test format clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -186,8 +186,11 @@ int kemari_buf__reserve(struct kemari_buf *b, size_t more)
 
 int kemari_buf__append(struct kemari_buf *b, const void *p, size_t n)
 {
-	int err = kemari_buf__reserve(b, n);
+	int err;
 
+	if (!n) /* b->data may still be NULL: no pointer arithmetic on it */
+		return 0;
+	err = kemari_buf__reserve(b, n);
 	if (err)
 		return err;
 	memcpy(b->data + b->len, p, n);

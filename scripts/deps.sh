@@ -11,6 +11,7 @@ PKGS=(
 	qemu-system-x86 busybox-static kmod cpio socat
 	iproute2 gnuplot-nox
 	scdoc man-db libmicrohttpd-dev python3-prometheus-client
+	clang libclang-rt-14-dev
 )
 
 missing=()

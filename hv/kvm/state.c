@@ -613,6 +613,10 @@ static int st__cpuid_mismatch(unsigned int id, const struct kvm_cpuid2 *here,
 	struct kvm_cpuid2 hdr;
 	struct kvm_cpuid_entry2 e;
 
+	if (len < sizeof(hdr))
+		return kemari_err(-EBADMSG,
+				  "vCPU state: vCPU %u CPUID is %u bytes", id,
+				  len);
 	memcpy(&hdr, val, sizeof(hdr));
 	if (hdr.nent != here->nent || len != sizeof(hdr) + hdr.nent * sizeof(e))
 		return kemari_err(

@@ -56,6 +56,7 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
+#include "ctrl.h"
 #include "kemari/kemari.h"
 #include "kemari/wire.h"
 #include "kemari/xport.h"
@@ -64,7 +65,6 @@
 #define OFI_API FI_VERSION(1, 10)
 #define OFI_MSG_MAX (64u * 1024)   /* control payload per message */
 #define OFI_WINDOW 32		   /* receive credits we lend the peer */
-#define OFI_WINDOW_MAX 4096	   /* more from a peer is nonsense */
 #define OFI_TX_SLOTS 16		   /* registered send buffers */
 #define OFI_TX_DEPTH_MAX 1024	   /* outstanding transmit operations */
 #define OFI_WRITE_MAX (4ULL << 20) /* bytes per RMA write */
@@ -83,29 +83,11 @@
 #define OFI_HOT_SPIN_NS 1000000 /* ... right after a send (a pause) */
 #define OFI_HOT_NS 2000000
 #define OFI_ACCEPT_MS 10000
-#define OFI_CLOSE_MS 1000	 /* close lets sent messages leave this long */
-#define OFI_CREDIT_WAIT_MS 2000	 /* a send waits this long for a credit */
-#define OFI_CM_MAGIC 0x4b4d4f46U /* "FOMK" */
+#define OFI_CLOSE_MS 1000	/* close lets sent messages leave this long */
+#define OFI_CREDIT_WAIT_MS 2000 /* a send waits this long for a credit */
 
 /* Our keys where the provider lets us pick (unique per domain). */
 enum { OFI_KEY_RX = 1, OFI_KEY_TX, OFI_KEY_SRC, OFI_KEY_DST };
-
-/* Transport-private messages (KEMARI_MSG_XPORT payload). */
-enum { OFI_XP_REGION = 1, OFI_XP_CREDIT = 2 };
-
-struct ofi_xp {
-	uint32_t op;
-	uint32_t credits; /* OFI_XP_CREDIT */
-	uint64_t base;	  /* OFI_XP_REGION: address of offset 0 */
-	uint64_t key;
-	uint64_t len;
-};
-
-/* Connection data: tells the peer how many messages it may send. */
-struct ofi_cm {
-	uint32_t magic;
-	uint32_t window;
-};
 
 /*
  * A listener and the connections it accepted share one fabric. It keeps
@@ -603,15 +585,14 @@ static int ofi__absorb(struct ofi_xport *t, uint32_t i,
 	struct ofi_xp xp;
 	int err;
 
-	if (h->len != sizeof(xp))
+	if (ofi_ctrl__xp(t->rx[i].data + sizeof(*h), h->len, &xp))
 		return ofi__die(
 			t, -EBADMSG,
-			"replication stream: transport message of %u bytes from %s",
+			"replication stream: malformed transport message of %u bytes from %s",
 			h->len, t->addr);
-	memcpy(&xp, t->rx[i].data + sizeof(*h), sizeof(xp));
 	switch (xp.op) {
 	case OFI_XP_CREDIT:
-		if (xp.credits == 0 || xp.credits > OFI_WINDOW_MAX - t->credits)
+		if (xp.credits > OFI_WINDOW_MAX - t->credits)
 			return ofi__die(t, -EBADMSG,
 					"replication stream: %s returned %u "
 					"credits on top of %u",
@@ -642,20 +623,7 @@ static int ofi__rx_one(struct ofi_xport *t, const struct fi_cq_data_entry *c)
 	struct kemari_wire_hdr h;
 	int err;
 
-	if (c->len < sizeof(h))
-		return ofi__die(t, -EBADMSG,
-				"replication stream: %zu-byte message from %s "
-				"(shorter than a frame header)",
-				c->len, t->addr);
-	memcpy(&h, b->data, sizeof(h));
-	err = kemari_wire__check_hdr(&h, t->max_msg);
-	if (!err && sizeof(h) + h.len != c->len)
-		err = kemari_err(-EBADMSG,
-				 "replication stream: %s frame says %u bytes, "
-				 "the message carried %zu",
-				 kemari_wire__type_name(h.type), h.len,
-				 c->len - sizeof(h));
-	err = err ?: kemari_wire__check_crc(&h, b->data + sizeof(h));
+	err = kemari_wire__check_frame(b->data, c->len, t->max_msg, &h);
 	if (err)
 		return ofi__die(t, err, "%s", kemari_last_error(err));
 	if (h.type == KEMARI_MSG_XPORT)
@@ -1173,9 +1141,7 @@ static int ofi__wait_connected(struct ofi_xport *t, int timeout_ms,
 	if ((size_t)r < sizeof(ev.e) + sizeof(cm))
 		return kemari_err(-EPROTO, "the peer sent no Kemari connection "
 					   "data (not a Kemari peer?)");
-	memcpy(&cm, ev.data, sizeof(cm));
-	if (cm.magic != OFI_CM_MAGIC || cm.window == 0 ||
-	    cm.window > OFI_WINDOW_MAX)
+	if (ofi_ctrl__cm(ev.data, (size_t)r - sizeof(ev.e), &cm))
 		return kemari_err(-EPROTO,
 				  "the peer's connection data is not Kemari's");
 	t->credits = cm.window;
@@ -1351,10 +1317,8 @@ static int ofi__accept(struct kemari_xport *lx, struct kemari_xport **conn,
 		if (type != FI_CONNREQ)
 			continue;
 		ofi__peer_name(name, sizeof(name), ev.e.info);
-		if ((size_t)r < sizeof(ev.e) + sizeof(peer) ||
-		    (memcpy(&peer, ev.data, sizeof(peer)),
-		     peer.magic != OFI_CM_MAGIC || peer.window == 0 ||
-			     peer.window > OFI_WINDOW_MAX)) {
+		if ((size_t)r < sizeof(ev.e) ||
+		    ofi_ctrl__cm(ev.data, (size_t)r - sizeof(ev.e), &peer)) {
 			kemari_warn("ofi: refusing a connection from %s: not a "
 				    "Kemari peer",
 				    name);

@@ -10,7 +10,8 @@
  * posted as chained lists, one ibv_post_send per list. Every run is checked
  * against the local region and the peer's advertised one before anything is
  * posted. The arithmetic (splitting at the message size and region bounds,
- * SGE limits, selective signalling) is in batch.c.
+ * SGE limits, selective signalling) is in batch.c, the checks of what the
+ * peer sends while connecting and setting up in ctrl.c.
  *
  * Signalling. A WRITE asks for a completion every RDMA_SIGNAL_EVERY
  * requests and at the end of each post list (at most RDMA_BATCH long and
@@ -78,6 +79,7 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "ctrl.h"
 #include "kemari/kemari.h"
 #include "kemari/wire.h"
 #include "kemari/xport.h"
@@ -98,51 +100,6 @@
 #define RDMA_ESTABLISH_MS 10000 /* accept: CM handshake completion */
 #define RDMA_RESOLVE_MS 2000
 #define RDMA_RECV_TAG (1ULL << 63)
-
-#define RDMA_HS_MAGIC 0x524d4b52U /* "RKMR" */
-#define RDMA_HS_VERSION 2
-#define RDMA_XPORT_DST 1 /* KEMARI_MSG_XPORT kind: receive buffers */
-#define RDMA_XPORT_RW 2	 /* ... kind: commit slots and credit word */
-
-enum rdma_refuse {
-	RDMA_REFUSE_NONE,
-	RDMA_REFUSE_HANDSHAKE, /* not a Kemari peer, or another version */
-	RDMA_REFUSE_RESOURCES, /* could not set the connection up */
-};
-
-/*
- * CM private data, both ways (fits the 56 bytes of a REQ). No address or
- * key: the peer is not yet authenticated (struct rdma_rw_info).
- */
-struct rdma_hs {
-	uint32_t magic;
-	uint16_t version;
-	uint16_t slots;	      /* receives posted: the peer's initial credits */
-	uint32_t max_msg;     /* payload bytes a receive slot takes */
-	uint32_t commit_size; /* bytes per commit slot */
-	uint32_t refuse;      /* in a rejection: enum rdma_refuse */
-};
-
-/* KEMARI_MSG_XPORT payload from reg_src/reg_dst: our remote-writable area. */
-struct rdma_rw_info {
-	uint32_t kind; /* RDMA_XPORT_RW */
-	uint32_t rkey;
-	uint64_t addr; /* commit slots, then the credit word */
-};
-
-/* KEMARI_MSG_XPORT payload: where pushes land. */
-struct rdma_dst_info {
-	uint32_t kind;
-	uint32_t n;	/* memory regions */
-	uint64_t len;	/* bytes registered */
-	uint64_t piece; /* bytes per region (the last may be shorter) */
-};
-
-struct rdma_remote {
-	uint64_t addr;
-	uint32_t rkey;
-	uint32_t pad;
-};
 
 struct rdma_region {
 	uint8_t *base;
@@ -566,40 +523,29 @@ static void rdma__advertise(struct rdma_xport *t, bool force)
 static void rdma__absorb_xport(struct rdma_xport *t,
 			       const struct kemari_wire_hdr *h, const void *p)
 {
-	struct rdma_dst_info di;
-	struct rdma_rw_info rw;
+	struct rdma_ctrl_xport m;
 	struct rdma_remote *mr;
-	uint32_t kind = 0;
 
-	if (h->len >= sizeof(kind))
-		memcpy(&kind, p, sizeof(kind));
-	if (kind == RDMA_XPORT_RW) {
+	if (rdma_ctrl__xport(p, h->len, &m))
+		goto bad;
+	if (m.kind == RDMA_XPORT_RW) {
 		/* Once: a second one would move the peer's slots under us. */
-		if (h->len != sizeof(rw) || t->peer_rw_known)
+		if (t->peer_rw_known)
 			goto bad;
-		memcpy(&rw, p, sizeof(rw));
-		t->peer_rw = rw.addr;
-		t->peer_rkey = rw.rkey;
+		t->peer_rw = m.rw.addr;
+		t->peer_rkey = m.rw.rkey;
 		t->peer_rw_known = true;
 		return;
 	}
-	if (h->len < sizeof(di))
-		goto bad;
-	memcpy(&di, p, sizeof(di));
-	if (di.kind != RDMA_XPORT_DST || !di.n ||
-	    h->len != sizeof(di) + (uint64_t)di.n * sizeof(*mr) || !di.piece ||
-	    di.piece % KEMARI_PAGE_SIZE || !di.len ||
-	    di.len / di.piece + (di.len % di.piece != 0) != di.n)
-		goto bad;
-	mr = malloc((size_t)di.n * sizeof(*mr));
+	mr = malloc((size_t)m.di.n * sizeof(*mr));
 	if (!mr) {
 		rdma__die(t, -ENOMEM, "out of memory");
 		return;
 	}
-	memcpy(mr, (const uint8_t *)p + sizeof(di), (size_t)di.n * sizeof(*mr));
+	memcpy(mr, m.mr, (size_t)m.di.n * sizeof(*mr));
 	free(t->pdst.mr);
 	t->pdst = (struct rdma_peer_region){
-		.len = di.len, .piece = di.piece, .n = di.n, .mr = mr
+		.len = m.di.len, .piece = m.di.piece, .n = m.di.n, .mr = mr
 	};
 	return;
 bad:
@@ -636,34 +582,12 @@ static void rdma__enqueue(struct rdma_xport *t, const struct kemari_wire_hdr *h,
 	t->qtail++;
 }
 
-/* Check a frame of up to max payload bytes, len bytes of it present. */
-static int rdma__check_frame(const struct kemari_wire_hdr *h, uint64_t len,
-			     uint32_t max)
-{
-	int err;
-
-	if (len < sizeof(*h))
-		return kemari_err(-EBADMSG,
-				  "replication stream: %llu-byte control "
-				  "message, shorter than its header",
-				  (unsigned long long)len);
-	err = kemari_wire__check_hdr(h, max);
-	if (err)
-		return err;
-	if (len != sizeof(*h) + h->len)
-		return kemari_err(-EBADMSG,
-				  "replication stream: %s frame announces %u "
-				  "bytes but %llu arrived",
-				  kemari_wire__type_name(h->type), h->len,
-				  (unsigned long long)(len - sizeof(*h)));
-	return kemari_wire__check_crc(h, h + 1);
-}
-
 static void rdma__on_recv(struct rdma_xport *t, const struct ibv_wc *wc)
 {
 	uint32_t slot = (uint32_t)(wc->wr_id & ~RDMA_RECV_TAG);
 	uint32_t idx = t->nrecv++ % RDMA_SLOTS;
 	const struct kemari_wire_hdr *h;
+	struct kemari_wire_hdr hdr;
 	int err;
 
 	if (slot >= RDMA_SLOTS)
@@ -700,7 +624,7 @@ static void rdma__on_recv(struct rdma_xport *t, const struct ibv_wc *wc)
 		t->peer_posted =
 			rdma_credit__later(t->peer_posted, ntohl(wc->imm_data));
 	h = (const struct kemari_wire_hdr *)rdma__rslot(t, slot);
-	err = rdma__check_frame(h, wc->byte_len, t->max_msg);
+	err = kemari_wire__check_frame(h, wc->byte_len, t->max_msg, &hdr);
 	if (err) {
 		rdma__malformed(t, err);
 		rdma__post_recv(t, slot);
@@ -1025,12 +949,7 @@ static bool rdma__hs_take(struct rdma_xport *t, const void *pd, uint8_t len)
 {
 	struct rdma_hs hs;
 
-	if (!pd || len < sizeof(hs))
-		return false;
-	memcpy(&hs, pd, sizeof(hs));
-	if (hs.magic != RDMA_HS_MAGIC || hs.version != RDMA_HS_VERSION ||
-	    hs.refuse || !hs.slots || hs.slots > 4096 || hs.max_msg < 4096 ||
-	    hs.commit_size < 64 || hs.commit_size > 65536)
+	if (rdma_ctrl__hs(pd, len, &hs))
 		return false;
 	t->peer_slots = hs.slots;
 	t->peer_posted = hs.slots;

@@ -23,6 +23,12 @@ _Static_assert(sizeof(struct kvm_rtc_state) == KVM_RTC_CMOS_SIZE + 24,
 #define RTC_DIV_MASK 0x70
 #define RTC_DIV_NORMAL 0x20 /* 32.768 kHz time base, divider running */
 #define RTC_HOUR_PM 0x80
+/*
+ * The registers set guest time within years 0-16599 (offset and set_time
+ * within 2^39 s of the epoch); a restored state beyond 2^40 s is no RTC's,
+ * and would overflow the arithmetic on it.
+ */
+#define RTC_TIME_MAX (1LL << 40)
 
 static uint64_t rtc__host_ns(const struct kvm_rtc *rtc)
 {
@@ -54,6 +60,8 @@ static bool rtc__binary(const struct kvm_rtc_state *st)
 
 static uint8_t rtc__enc(const struct kvm_rtc_state *st, int v)
 {
+	if (v < 0) /* a year before 0: no register holds it */
+		v = 0;
 	if (rtc__binary(st))
 		return (uint8_t)v;
 	return (uint8_t)(((v / 10) << 4) | (v % 10));
@@ -333,7 +341,9 @@ int kvm_rtc__load(struct kvm_rtc *rtc, const void *blob, size_t len)
 	if (len != sizeof(st))
 		return -EINVAL;
 	memcpy(&st, blob, sizeof(st));
-	if (st.index >= KVM_RTC_CMOS_SIZE || st.nmi_masked > 1)
+	if (st.index >= KVM_RTC_CMOS_SIZE || st.nmi_masked > 1 ||
+	    st.offset > RTC_TIME_MAX || st.offset < -RTC_TIME_MAX ||
+	    st.set_time > RTC_TIME_MAX || st.set_time < -RTC_TIME_MAX)
 		return -EINVAL;
 	rtc->st = st;
 	return 0;
