@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -262,4 +264,20 @@ int h_kv_ready(const char *server, int timeout_ms)
 		usleep(50000);
 	}
 	return -ETIMEDOUT;
+}
+
+void h_synth_check_output(const char *path, int n)
+{
+	int fd = open(path, O_RDONLY);
+	uint64_t *rec = calloc((size_t)n + 1, sizeof(*rec));
+	ssize_t got;
+
+	cr_assert(fd >= 0 && rec);
+	got = pread(fd, rec, ((size_t)n + 1) * sizeof(*rec), 0);
+	close(fd);
+	cr_assert(eq(sz, (size_t)got, (size_t)n * sizeof(*rec)),
+		  "output holds %zd bytes, expected %d records", got, n);
+	for (int i = 0; i < n; i++)
+		cr_assert(eq(u64, rec[i], (uint64_t)i + 1), "record %d", i);
+	free(rec);
 }

@@ -41,6 +41,9 @@ long long h_log_number(const char *log, const char *needle);
 int h_wait_log(const char *log, const char *needle, int timeout_ms);
 /* Print a log to stderr (for failing tests). */
 void h_dump(const char *log);
+/* The synthetic guest's output file holds exactly n records, record i ==
+ * i + 1 (tests/synth: every acknowledged round once, in place). */
+void h_synth_check_output(const char *path, int n);
 /* PING the kvstore until it answers; 0 or -ETIMEDOUT. */
 int h_kv_ready(const char *server, int timeout_ms);
 /* One kvstore request with the client's next seq, reply into buf. */

@@ -117,18 +117,7 @@ static void start_pair(const char *xport, const char *pextra, int rounds)
 /* The output file holds exactly n records, record i == i + 1. */
 static void check_output(int n)
 {
-	int fd = open(out, O_RDONLY);
-	uint64_t *rec = calloc((size_t)n + 1, sizeof(*rec));
-	ssize_t got;
-
-	cr_assert(fd >= 0 && rec);
-	got = pread(fd, rec, ((size_t)n + 1) * sizeof(*rec), 0);
-	close(fd);
-	cr_assert(eq(sz, (size_t)got, (size_t)n * sizeof(*rec)),
-		  "output holds %zd bytes, expected %d records", got, n);
-	for (int i = 0; i < n; i++)
-		cr_assert(eq(u64, rec[i], (uint64_t)i + 1), "record %d", i);
-	free(rec);
+	h_synth_check_output(out, n);
 }
 
 /* The round the secondary verified its replica at, from its log. */
