@@ -685,3 +685,37 @@ Test(tls, the_wire_carries_tls_records)
 	cr_assert(eq(int, fd, 1), "the first bytes were not a TLS record");
 	cr_assert(eq(int, err, -EACCES), "connect: %d", err);
 }
+
+/*
+ * A peer that stops in the middle of a frame (a partition, a frozen
+ * process, a stopped forwarder) is a lost peer within TCP_STALL_MS, not a
+ * receiver blocked for good (which neither takes over nor notices the
+ * silence): here half a HELLO, then silence with the socket left open.
+ */
+Test(tcp, a_frame_cut_off_midway_is_a_lost_peer, .timeout = 60)
+{
+	struct kemari_xport_opts lo = { .connect_timeout_ms = 10000 };
+	struct tls_side s = { .ops = kemari_xport_find("tcp") };
+	struct kemari_wire_hdr h;
+	struct sockaddr_in sa;
+	struct kemari_msg m;
+	char addr[64], body[100] = "hello";
+	int fd, err;
+
+	tls_addr(addr, sizeof(addr), 3);
+	cr_assert(eq(int, s.ops->listen(&s.l, addr, &lo), 0));
+	cr_assert(eq(int, kemari_parse_sockaddr(addr, &sa), 0));
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert(fd >= 0);
+	cr_assert(eq(int, connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0));
+	cr_assert(eq(int, s.ops->accept(s.l, &s.conn, 10000), 0));
+	kemari_wire__seal(&h, KEMARI_MSG_HELLO, 0, body, sizeof(body));
+	cr_assert(eq(sz, (size_t)write(fd, &h, sizeof(h)), sizeof(h)));
+	cr_assert(eq(sz, (size_t)write(fd, body, 10), (size_t)10));
+	err = s.ops->recv(s.conn, &m, 1000);
+	cr_assert(eq(int, err, -ECONNRESET), "%d: %s", err,
+		  kemari_last_error(err));
+	close(fd);
+	s.ops->close(s.conn);
+	s.ops->close(s.l);
+}

@@ -612,6 +612,7 @@ static int tcp__readv_all(struct tcp_xport *t, struct iovec *iov, int n)
 	if (t->ssl)
 		return tcp__tls_readv(t, iov, n);
 	for (;;) {
+		struct msghdr mh = { 0 };
 		ssize_t r;
 
 		/* A zero-length read would look like end of stream. */
@@ -621,7 +622,15 @@ static int tcp__readv_all(struct tcp_xport *t, struct iovec *iov, int n)
 		}
 		if (n == 0)
 			break;
-		r = readv(t->fd, iov, KEMARI_MIN(n, IOV_MAX));
+		/*
+		 * Never block inside a frame: a peer (or a link) that stops
+		 * mid-frame would hold this side here for good, neither
+		 * failing over nor noticing the silence. Wait at most
+		 * TCP_STALL_MS for each next piece.
+		 */
+		mh.msg_iov = iov;
+		mh.msg_iovlen = (size_t)KEMARI_MIN(n, IOV_MAX);
+		r = recvmsg(t->fd, &mh, MSG_DONTWAIT);
 
 		if (r < 0) {
 			if (errno == EINTR)
