@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,6 +155,56 @@ static void control__stats(struct reply *r, const struct kemari_engine_stats *s)
 		   (unsigned long long)s->dirty_pages.sum);
 }
 
+void control__note_stop(const char *fmt, ...)
+{
+	static atomic_flag said = ATOMIC_FLAG_INIT;
+	char line[512];
+	va_list ap;
+
+	if (atomic_flag_test_and_set(&said))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	kemari_info("%s", line);
+}
+
+void control__describe_pid(pid_t pid, char *out, size_t n)
+{
+	char path[64], comm[32] = "";
+	ssize_t len = -1;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		len = read(fd, comm, sizeof(comm) - 1);
+		close(fd);
+	}
+	while (len > 0 && (comm[len - 1] == '\n' || comm[len - 1] == 0))
+		len--;
+	if (len > 0) {
+		comm[len] = 0;
+		snprintf(out, n, "pid %d (%s)", (int)pid, comm);
+	} else {
+		/* Gone already, or another user's under hidepid. */
+		snprintf(out, n, "pid %d", (int)pid);
+	}
+}
+
+/* "stop" on the control socket: who asked, from the connection's peer. */
+static void control__note_peer_stop(struct control *c, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	char who[96] = "an unknown process";
+
+	if (!getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len))
+		control__describe_pid(cred.pid, who, sizeof(who));
+	control__note_stop("stopping on 'stop' from the control socket %s, %s",
+			   c->path, who);
+}
+
 static void control__error(struct reply *r, const char *cls, const char *desc)
 {
 	reply__add(r, "{\"error\":{\"class\":\"%s\",\"desc\":", cls);
@@ -162,7 +213,7 @@ static void control__error(struct reply *r, const char *cls, const char *desc)
 }
 
 /* One request line into its answer (without the newline). */
-static void control__handle(struct control *c, const char *line,
+static void control__handle(struct control *c, int fd, const char *line,
 			    struct reply *r)
 {
 	struct kemari_engine_stats s;
@@ -177,13 +228,26 @@ static void control__handle(struct control *c, const char *line,
 	} else if (q.bad_execute || !q.execute[0]) {
 		control__error(
 			r, "GenericError",
-			"a request needs \"execute\": status, stats or stop");
+			"a request needs \"execute\": status, stats, stop or switchover");
 	} else if (!strcmp(q.execute, "stop")) {
 		reply__add(r, "{\"return\":{}");
+		control__note_peer_stop(c, fd);
 		kemari_engine__stop(c->e);
+	} else if (!strcmp(q.execute, "switchover")) {
+		int err = kemari_engine__switchover(c->e);
+
+		if (err == -ENOTCONN)
+			control__error(
+				r, "DeviceNotActive",
+				"no switchover: no secondary holds the guest (only a protected primary hands it over)");
+		else if (err == -EALREADY)
+			control__error(r, "GenericError",
+				       "a switchover is under way already");
+		else
+			reply__add(r, "{\"return\":{}");
 	} else if (strcmp(q.execute, "status") && strcmp(q.execute, "stats")) {
 		snprintf(desc, sizeof(desc),
-			 "unknown command '%.64s': use status, stats or stop",
+			 "unknown command '%.64s': use status, stats, stop or switchover",
 			 q.execute);
 		control__error(r, "CommandNotFound", desc);
 	} else if (kemari_engine__stats(c->e, &s)) {
@@ -223,7 +287,7 @@ static bool client__serve(struct control *c, struct control_client *cl)
 		*nl = 0;
 		if (nl > cl->buf && nl[-1] == '\r')
 			nl[-1] = 0;
-		control__handle(c, cl->buf, &r);
+		control__handle(c, cl->fd, cl->buf, &r);
 		if (r.n >= sizeof(r.s))
 			r.n = sizeof(r.s) - 1;
 		r.s[r.n++] = '\n';

@@ -10,9 +10,21 @@
 #ifndef KEMARI_CMD_CONTROL_H
 #define KEMARI_CMD_CONTROL_H
 
+#include <sys/types.h>
+
 #include "kemari/engine.h"
+#include "kemari/kemari.h"
 
 struct control;
+
+/*
+ * Why this process stops, logged once: the first caller's line is printed
+ * (info), later ones are dropped (a second SIGTERM, a "stop" after a
+ * signal). Thread-safe; not async-signal-safe (a handler only records).
+ */
+void control__note_stop(const char *fmt, ...) KEMARI_PRINTF(1, 2);
+/* "pid 1234 (bash)" into out, the name from /proc/PID/comm when readable. */
+void control__describe_pid(pid_t pid, char *out, size_t n);
 
 /*
  * Listen on path (replacing a stale socket nobody listens on) and serve

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * kemari-ctl: ask a running kemari-run over its --control=PATH socket.
- *   kemari-ctl --control=PATH status|stats|stop [--json]
+ *   kemari-ctl --control=PATH status|stats|stop|switchover [--json]
  * One request line, one answer line (cmd/control.h); readable "key value"
  * lines by default, the answer as received with --json.
  */
@@ -24,7 +24,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kemari-ctl --control=PATH [--json] status|stats|stop\n"
+		"usage: kemari-ctl --control=PATH [--json] status|stats|stop|switchover\n"
 		"\n"
 		"Ask a kemari-run started with --control=PATH (options may also follow\n"
 		"the command):\n"
@@ -32,6 +32,9 @@ static void usage(FILE *f)
 		"  stats    counters: epochs, pages and bytes pushed, pause and phase\n"
 		"           totals, heartbeats missed, takeovers\n"
 		"  stop     an orderly stop, as SIGTERM\n"
+		"  switchover  primary: hand the guest to the secondary at the next\n"
+		"           epoch (nothing lost, no heartbeat wait); this side then\n"
+		"           waits as its secondary on its --listen, or ends\n"
 		"\n"
 		"  --control=PATH        the socket (default: $KEMARI_CONTROL)\n"
 		"  --json                print the answer as received (one JSON line)\n"
@@ -164,14 +167,14 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr,
-			"kemari-ctl: error: name one command: status, stats or stop (see --help)\n");
+			"kemari-ctl: error: name one command: status, stats, stop or switchover (see --help)\n");
 		return 2;
 	}
 	cmd = argv[optind];
 	if (strcmp(cmd, "status") && strcmp(cmd, "stats") &&
-	    strcmp(cmd, "stop")) {
+	    strcmp(cmd, "stop") && strcmp(cmd, "switchover")) {
 		fprintf(stderr,
-			"kemari-ctl: error: unknown command '%s': use status, stats or stop\n",
+			"kemari-ctl: error: unknown command '%s': use status, stats, stop or switchover\n",
 			cmd);
 		return 2;
 	}
@@ -204,6 +207,10 @@ int main(int argc, char **argv)
 	}
 	if (json) {
 		printf("%s\n", buf);
+		return 0;
+	}
+	if (a.empty_return && !strcmp(cmd, "switchover")) {
+		printf("switching over: the secondary takes the guest at the next epoch\n");
 		return 0;
 	}
 	if (a.empty_return) {

@@ -4,8 +4,10 @@
  * (primary/secondary). Only here may the program exit.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -38,8 +40,10 @@ static void usage(FILE *f)
 		"Roles:\n"
 		"  --role=standalone|primary|secondary  (default standalone)\n"
 		"  --transport=NAME      tcp, rdma or ofi (default tcp); see --list-transports\n"
-		"  --peer=HOST:PORT      primary: the secondary to replicate to\n"
-		"  --listen=HOST:PORT    secondary: where to wait for the primary\n"
+		"  --peer=HOST:PORT      primary: the secondary to replicate to; secondary:\n"
+		"                        where a new secondary listens once it took over\n"
+		"  --listen=HOST:PORT    secondary: where to wait for the primary; primary:\n"
+		"                        where to wait as the secondary after a switchover\n"
 		"  --provider=NAME       ofi: libfabric provider (default: best offered)\n"
 		"  --auth-key=FILE       both sides: the shared 32-byte key; each side proves\n"
 		"                        it holds it (HMAC-SHA256) before anything else\n"
@@ -79,6 +83,9 @@ static void usage(FILE *f)
 		"  --heartbeat-ms=N            heartbeat period (default 20)\n"
 		"  --heartbeat-timeout-ms=N    peer declared dead after N ms of silence (default 200)\n"
 		"  --connect-timeout-ms=N      primary: keep trying to reach the peer for N ms (default 10000)\n"
+		"  --reprotect-ms=N      serving alone (secondary lost, or taken over), try\n"
+		"                        --peer for a new secondary every N ms (default 1000;\n"
+		"                        0: never)\n"
 		"  --on-secondary-loss=continue|pause  primary's policy (default continue)\n"
 		"  --stats=PATH                per-epoch metrics as JSON lines\n"
 		"  --speculate-us=N            push dirty pages every N us while the guest\n"
@@ -115,17 +122,79 @@ static void usage(FILE *f)
 		"  -h, --help            this text\n"
 		"  --version\n"
 		"\n"
-		"Signals: SIGINT/SIGTERM stop cleanly (guest paused, disk flushed);\n"
-		"SIGUSR1 prints the pause-time summary; SIGUSR2 arms --fault=PHASE:SIGUSR2.\n");
+		"Signals: SIGINT/SIGTERM stop cleanly (guest paused, disk flushed; the\n"
+		"sender's pid logged); SIGUSR1 prints the pause-time summary; SIGUSR2\n"
+		"arms --fault=PHASE:SIGUSR2. SIGHUP is not handled (a crash: the\n"
+		"secondary takes over).\n");
 }
 
-static void on_stop(int sig)
-{
-	(void)sig;
-	struct kemari_engine *e = atomic_load(&g_engine);
+/*
+ * The first stop signal and its sender, as the handler found them. A
+ * handler may only record (async-signal-safe); the line is logged by the
+ * stop watcher (a thread, woken through g_sig_pipe) at once, or by main()
+ * once the run has ended, whichever comes first (control__note_stop()
+ * keeps it to one line).
+ */
+static atomic_int g_stop_signo;
+static atomic_int g_stop_pid;
+static atomic_uint g_stop_uid;
+static atomic_int g_stop_code;
+static int g_sig_pipe[2] = { -1, -1 };
 
+static void on_stop(int sig, siginfo_t *si, void *uctx)
+{
+	struct kemari_engine *e = atomic_load(&g_engine);
+	int none = 0, saved = errno;
+
+	(void)uctx;
+	if (atomic_compare_exchange_strong(&g_stop_signo, &none, sig)) {
+		atomic_store(&g_stop_pid, si ? (int)si->si_pid : 0);
+		atomic_store(&g_stop_uid, si ? (unsigned int)si->si_uid : 0);
+		atomic_store(&g_stop_code, si ? si->si_code : SI_KERNEL);
+		if (g_sig_pipe[1] >= 0 && write(g_sig_pipe[1], "s", 1) < 0) {
+			/* main() says it at the end instead */
+		}
+	}
 	if (e)
 		kemari_engine__stop(e);
+	errno = saved;
+}
+
+/* "stopping on SIGTERM from pid 1234 (bash)", once, outside the handler. */
+static void note_stop_signal(void)
+{
+	int sig = atomic_load(&g_stop_signo);
+	int pid = atomic_load(&g_stop_pid);
+	unsigned int uid = atomic_load(&g_stop_uid);
+	char who[96], extra[48] = "";
+
+	if (!sig)
+		return;
+	/* SI_USER/SI_QUEUE/SI_TKILL: kill(2) and friends, with a sender. */
+	if (atomic_load(&g_stop_code) <= 0 && pid > 0) {
+		control__describe_pid(pid, who, sizeof(who));
+		if (uid != (unsigned int)getuid())
+			snprintf(extra, sizeof(extra), ", uid %u", uid);
+		control__note_stop("stopping on SIG%s from %s%s",
+				   sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
+				   who, extra);
+	} else {
+		/* The kernel's: a terminal's interrupt key (Ctrl-C). */
+		control__note_stop(
+			"stopping on SIG%s from the kernel (the terminal?)",
+			sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
+	}
+}
+
+static void *stop_watcher(void *arg)
+{
+	char c;
+
+	(void)arg;
+	while (read(g_sig_pipe[0], &c, 1) < 0 && errno == EINTR)
+		;
+	note_stop_signal();
+	return NULL;
 }
 
 static void on_summary(int sig)
@@ -185,6 +254,7 @@ enum {
 	OPT_HB,
 	OPT_HB_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
+	OPT_REPROTECT,
 	OPT_ON_LOSS,
 	OPT_STATS,
 	OPT_SPECULATE,
@@ -230,6 +300,7 @@ static const struct option long_opts[] = {
 	{ "heartbeat-ms", required_argument, NULL, OPT_HB },
 	{ "heartbeat-timeout-ms", required_argument, NULL, OPT_HB_TIMEOUT },
 	{ "connect-timeout-ms", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+	{ "reprotect-ms", required_argument, NULL, OPT_REPROTECT },
 	{ "on-secondary-loss", required_argument, NULL, OPT_ON_LOSS },
 	{ "stats", required_argument, NULL, OPT_STATS },
 	{ "speculate-us", required_argument, NULL, OPT_SPECULATE },
@@ -370,6 +441,7 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 	cfg->hv_cfg.disk_size = 64ULL << 20;
 	cfg->heartbeat_ms = 20;
 	cfg->heartbeat_timeout_ms = 200;
+	cfg->reprotect_ms = 1000;
 	cfg->xport_opts.connect_timeout_ms = 10000;
 	cfg->progress = true;
 	cfg->fault_hook = fault_kill;
@@ -521,6 +593,11 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 		case OPT_CONNECT_TIMEOUT:
 			if (parse_uint("connect-timeout-ms", optarg, 0, 3600000,
 				       &cfg->xport_opts.connect_timeout_ms))
+				return -EINVAL;
+			break;
+		case OPT_REPROTECT:
+			if (parse_uint("reprotect-ms", optarg, 0, 3600000,
+				       &cfg->reprotect_ms))
 				return -EINVAL;
 			break;
 		case OPT_ON_LOSS:
@@ -690,6 +767,21 @@ static int parse_args(int argc, char **argv, struct kemari_engine_cfg *cfg)
 	return 0;
 }
 
+/*
+ * The run is over: the stop watcher ends (its wake-up byte), and a stop
+ * signal it has not said yet is said here, on the main thread.
+ */
+static void ended(pthread_t *watcher)
+{
+	if (watcher) {
+		if (write(g_sig_pipe[1], "e", 1) == 1)
+			pthread_join(*watcher, NULL);
+		else
+			pthread_detach(*watcher);
+	}
+	note_stop_signal();
+}
+
 /* --gen-key=FILE: a new key, one line either way. */
 static int gen_key(const char *path)
 {
@@ -712,6 +804,8 @@ int main(int argc, char **argv)
 	struct kemari_engine *eng = NULL;
 	struct kemari_engine_cfg cfg;
 	struct sigaction sa;
+	pthread_t watcher;
+	bool watching = false;
 	char prefix[64];
 	int ret;
 
@@ -728,9 +822,17 @@ int main(int argc, char **argv)
 
 	memset(&sa, 0, sizeof(sa));
 	sigemptyset(&sa.sa_mask);
-	sa.sa_handler = on_stop;
+	/* No SA_RESTART: a blocking call of the engine's must see EINTR
+	 * and the stop flag. SIGHUP keeps its default (the end of the
+	 * process, unlogged: a crash, which the secondary takes over). */
+	sa.sa_flags = SA_SIGINFO;
+	sa.sa_sigaction = on_stop;
+	if (!pipe2(g_sig_pipe, O_CLOEXEC) &&
+	    !pthread_create(&watcher, NULL, stop_watcher, NULL))
+		watching = true;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sa.sa_flags = 0;
 	sa.sa_handler = on_summary;
 	sigaction(SIGUSR1, &sa, NULL);
 	sa.sa_handler = on_arm_fault;
@@ -738,9 +840,14 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	ret = kemari_engine__create(&eng, &cfg);
-	if (!ret)
+	if (!ret) {
 		atomic_store(&g_engine, eng);
+		/* A stop signal while creating found no engine to stop. */
+		if (atomic_load(&g_stop_signo))
+			kemari_engine__stop(eng);
+	}
 	if (ret) {
+		ended(watching ? &watcher : NULL);
 		fprintf(stderr, "%s: error: %s\n", prefix,
 			kemari_last_error(ret));
 		return 1;
@@ -748,6 +855,7 @@ int main(int argc, char **argv)
 	if (g_metrics) {
 		ret = metrics_http__start(&metrics, g_metrics, eng);
 		if (ret) {
+			ended(watching ? &watcher : NULL);
 			fprintf(stderr, "%s: error: %s\n", prefix,
 				kemari_last_error(ret));
 			atomic_store(&g_engine, NULL);
@@ -758,6 +866,7 @@ int main(int argc, char **argv)
 	if (g_control) {
 		ret = control__start(&control, g_control, eng);
 		if (ret) {
+			ended(watching ? &watcher : NULL);
 			fprintf(stderr, "%s: error: %s\n", prefix,
 				kemari_last_error(ret));
 			metrics_http__stop(metrics);
@@ -769,9 +878,12 @@ int main(int argc, char **argv)
 	ret = kemari_engine__run(eng);
 	control__stop(control);
 	metrics_http__stop(metrics);
+	/* The stop signal's line, before what followed from it. */
+	ended(watching ? &watcher : NULL);
 	if (cfg.role == KEMARI_ROLE_PRIMARY)
 		kemari_engine__summary(eng, stderr);
 	atomic_store(&g_engine, NULL);
+	/* The devices' last words (the guest's console) before ours. */
 	kemari_engine__destroy(eng);
 	if (ret < 0) {
 		fprintf(stderr, "%s: error: %s\n", prefix,

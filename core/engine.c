@@ -158,6 +158,9 @@ int engine__run_guest(struct kemari_engine *e)
 {
 	int status, err;
 
+	/* A stop asked before (re-)entering run: hv.h's run clears its own. */
+	if (atomic_load(&e->stop))
+		return 0;
 	status = e->hv->ops->run(e->hv);
 	if (atomic_load(&e->fenced_out))
 		return kemari_err_override(-ESTALE, "%s", e->fence_why);
@@ -297,7 +300,8 @@ int kemari_engine__create(struct kemari_engine **out,
 		if (err)
 			goto err_free;
 	}
-	if (cfg->role == KEMARI_ROLE_SECONDARY) {
+	/* A primary's --listen: where it waits after a switchover. */
+	if (cfg->role != KEMARI_ROLE_STANDALONE && cfg->listen) {
 		err = kemari_auth__check_listen(cfg->listen, e->have_key,
 						cfg->insecure);
 		if (err)
@@ -309,7 +313,8 @@ int kemari_engine__create(struct kemari_engine **out,
 	err = engine__hash_guest(e);
 	if (err)
 		goto err_metrics;
-	if (cfg->role == KEMARI_ROLE_PRIMARY) {
+	/* A secondary serves as a primary once it took over. */
+	if (cfg->role != KEMARI_ROLE_STANDALONE) {
 		e->cfg.hv_cfg.hooks.event = primary__event;
 		e->cfg.hv_cfg.hooks.tick = primary__tick;
 	}
@@ -356,15 +361,36 @@ err_free:
 
 int kemari_engine__run(struct kemari_engine *e)
 {
+	int status;
+
 	switch (e->cfg.role) {
 	case KEMARI_ROLE_PRIMARY:
-		return primary__run(e);
+		status = primary__run(e);
+		break;
 	case KEMARI_ROLE_SECONDARY:
-		return secondary__run(e);
+		status = secondary__run(e);
+		break;
 	case KEMARI_ROLE_STANDALONE:
 	default:
 		return engine__run_guest(e);
 	}
+	/* Switched over: the new primary's secondary, on --listen (which
+	 * may see the guest handed back: a switchover the other way). */
+	while (status == 0 && e->switched && e->cfg.listen &&
+	       !atomic_load(&e->stop)) {
+		e->switched = false;
+		status = secondary__run(e);
+	}
+	return status;
+}
+
+int kemari_engine__switchover(struct kemari_engine *e)
+{
+	if (!e->protected || e->switched)
+		return -ENOTCONN;
+	if (atomic_exchange(&e->switch_req, true))
+		return -EALREADY;
+	return 0;
 }
 
 void kemari_engine__stop(struct kemari_engine *e)

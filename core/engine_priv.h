@@ -84,10 +84,22 @@ struct kemari_engine {
 	bool paused_for_loss;
 	bool crash_injected; /* --fault=guest-crash done */
 	uint64_t restores;   /* --verify-restore: own state loaded back */
+	uint64_t initial_epoch; /* this secondary's initial sync */
+	atomic_bool switch_req;	/* kemari_engine__switchover() asked */
+	bool switched;		/* ... and the secondary holds the last epoch */
+
+	/* Re-protection (reprotect.c) */
+	pthread_t repro_thread;
+	bool repro_running;
+	atomic_bool repro_quit;
+	atomic_int repro; /* REPRO_IDLE, _COPYING, _READY */
+	unsigned int repro_rounds;
+	uint64_t repro_pages, repro_t0;
 
 	/* Secondary */
 	uint8_t *shadow; /* receive buffers: RAM-sized */
 	struct kemari_buf pend_runs, pend_cpu, pend_dev;
+	uint64_t pend_pages; /* in pend_runs: at most npages */
 	struct kemari_buf cpu_committed, dev_committed;
 	bool have_commit;
 
@@ -122,6 +134,18 @@ int engine__fence_win(struct kemari_engine *e, const char *who);
 
 /* primary.c / secondary.c */
 int primary__run(struct kemari_engine *e);
+/*
+ * Run the guest here as the side that serves: speculation and
+ * re-protection threads as configured, then the last word to the
+ * secondary (BYE or FAILED) if one holds the last epoch.
+ */
+int primary__serve(struct kemari_engine *e);
+int primary__handshake(struct kemari_engine *e);
+/* All of RAM pushed (initial: the initial sync, with its fault point). */
+int primary__push_all(struct kemari_engine *e, bool initial);
+int primary__beat(struct kemari_engine *e);
+/* The guest paused, its pages pushed: epoch as this secondary's first. */
+int primary__commit_initial(struct kemari_engine *e, uint64_t epoch);
 int primary__event(void *ctx, struct kemari_event *ev);
 int primary__tick(void *ctx);
 int secondary__run(struct kemari_engine *e);
@@ -139,12 +163,20 @@ enum serve_end {
  */
 enum serve_end secondary__serve(struct kemari_engine *e);
 
+/* reprotect.c: a new secondary brought in while the guest runs */
+int reprotect__start(struct kemari_engine *e);
+void reprotect__stop(struct kemari_engine *e);
+/* The last round is due (the vCPU thread calls finish, guest paused). */
+bool reprotect__ready(struct kemari_engine *e);
+void reprotect__finish(struct kemari_engine *e);
+
 /* verify.c: --verify-replica */
 int verify__primary(struct kemari_engine *e, uint64_t epoch, bool initial);
 int verify__stash(struct kemari_engine *e, const struct kemari_msg *m);
 void verify__secondary(struct kemari_engine *e, const struct kemari_run *runs,
 		       size_t nruns);
-void verify__report(struct kemari_engine *e);
+/* As the side that sent the checks (primary) or compared them. */
+void verify__report(struct kemari_engine *e, bool primary);
 void verify__fini(struct kemari_engine *e);
 
 /* metrics.c */

@@ -230,7 +230,7 @@ static void primary__progress(struct kemari_engine *e, uint64_t done,
 		tty && done != total ? "" : "\n");
 }
 
-static int primary__handshake(struct kemari_engine *e)
+int primary__handshake(struct kemari_engine *e)
 {
 	struct kemari_hello h, w;
 	struct kemari_msg m;
@@ -286,17 +286,17 @@ static int primary__handshake(struct kemari_engine *e)
 	return e->conn->ops->reg_src(e->conn, e->ram, e->ram_size);
 }
 
-/* Everything, before the guest runs its first instruction: epoch 0. */
-static int primary__initial_sync(struct kemari_engine *e)
+/*
+ * All of RAM into the secondary's receive buffers, in chunks, with
+ * heartbeats (pushes are invisible to a one-sided receiver) and the
+ * progress bar. Before the first run (the initial sync) or while the guest
+ * runs (re-protection: pages it writes meanwhile are dirty again and go
+ * out again before the commit).
+ */
+int primary__push_all(struct kemari_engine *e, bool initial)
 {
-	struct kemari_run all = { .pfn = 0, .npages = (uint32_t)e->npages };
-	struct kemari_commit c;
-	uint64_t t0 = kemari_now_ns();
 	int last_pct = -1, err;
 
-	err = e->hv->ops->dirty_start(e->hv);
-	if (err)
-		return err;
 	for (uint64_t pfn = 0; pfn < e->npages; pfn += SYNC_CHUNK_PAGES) {
 		struct kemari_run r = {
 			.pfn = pfn,
@@ -304,43 +304,81 @@ static int primary__initial_sync(struct kemari_engine *e)
 				(uint64_t)SYNC_CHUNK_PAGES, e->npages - pfn),
 		};
 
-		if (pfn >= e->npages / 2)
+		if (initial && pfn >= e->npages / 2)
 			engine__fault(e, KEMARI_FAULT_SYNC, 0);
+		if (atomic_load(&e->stop))
+			return kemari_err(-ECANCELED, "stopped");
 		err = e->conn->ops->push(e->conn, &r, 1);
 		if (err)
 			return err;
 		primary__progress(e, pfn + r.npages, e->npages, &last_pct);
-		/* Pushes are invisible to a one-sided receiver: stay alive. */
-		if (kemari_now_ns() - e->last_tx_ns >=
-		    (uint64_t)e->cfg.heartbeat_ms * 1000000ULL) {
-			err = primary__send(e, KEMARI_MSG_HEARTBEAT, 0, NULL,
-					    0);
-			if (err)
-				return err;
-		}
+		err = primary__beat(e);
+		if (err)
+			return err;
 	}
-	err = e->conn->ops->flush(e->conn);
-	if (!err && e->cfg.verify_every)
-		err = verify__primary(e, 0, true);
-	err = err ?: primary__send_runs(e, 0, &all, 1, &c);
+	return e->conn->ops->flush(e->conn);
+}
+
+/* A heartbeat if the last message is a period old. */
+int primary__beat(struct kemari_engine *e)
+{
+	if (kemari_now_ns() - e->last_tx_ns <
+	    (uint64_t)e->cfg.heartbeat_ms * 1000000ULL)
+		return 0;
+	return primary__send(e, KEMARI_MSG_HEARTBEAT, e->epoch, NULL, 0);
+}
+
+/*
+ * Epoch epoch as the first one of this secondary (the guest paused, its
+ * pages already pushed): the run list is all of RAM, so the secondary
+ * copies its whole receive buffers into the replica, then the state and
+ * COMMIT with KEMARI_COMMIT_INITIAL. On the ack the guest is protected.
+ */
+int primary__commit_initial(struct kemari_engine *e, uint64_t epoch)
+{
+	struct kemari_run all = { .pfn = 0, .npages = (uint32_t)e->npages };
+	struct kemari_commit c;
+	int err = 0;
+
+	if (e->cfg.verify_every)
+		err = verify__primary(e, epoch, true);
+	err = err ?: primary__send_runs(e, epoch, &all, 1, &c);
 	err = err ?: primary__capture_state(e);
-	err = err ?: primary__send_state(e, 0);
+	err = err ?: primary__send_state(e, epoch);
+	/* The commit must not overtake the pages it covers. */
+	err = err ?: e->conn->ops->flush(e->conn);
 	if (err)
 		return err;
+	/* A new secondary: what an earlier one applied means nothing. */
+	e->applied_next = 0;
 	c.flags = KEMARI_COMMIT_INITIAL;
-	err = primary__send(e, KEMARI_MSG_COMMIT, 0, &c, sizeof(c));
+	err = primary__send(e, KEMARI_MSG_COMMIT, epoch, &c, sizeof(c));
 	/* Applying all of RAM takes the secondary a while. */
 	err = err
 		      ?: primary__wait_ack(
-				 e, 0,
+				 e, epoch,
 				 KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
 					    30000u));
 	if (err)
 		return err;
-	e->epoch = 0;
+	e->epoch = e->initial_epoch = epoch;
 	e->protected = true;
 	atomic_store(&e->state, KEMARI_STATE_PROTECTED);
 	e->last_rx_ns = kemari_now_ns();
+	return 0;
+}
+
+/* Everything, before the guest runs its first instruction: epoch 0. */
+static int primary__initial_sync(struct kemari_engine *e)
+{
+	uint64_t t0 = kemari_now_ns();
+	int err;
+
+	err = e->hv->ops->dirty_start(e->hv);
+	err = err ?: primary__push_all(e, true);
+	err = err ?: primary__commit_initial(e, 0);
+	if (err)
+		return err;
 	kemari_info(
 		"initial sync: %llu MiB to %s in %llu ms; the guest starts protected",
 		(unsigned long long)(e->ram_size >> 20), e->cfg.peer,
@@ -488,8 +526,9 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	 */
 	err = primary__wait_ack(
 		e, epoch,
-		epoch == 1 ? KEMARI_MAX(e->cfg.heartbeat_timeout_ms, 30000u)
-			   : e->cfg.heartbeat_timeout_ms);
+		epoch == e->initial_epoch + 1
+			? KEMARI_MAX(e->cfg.heartbeat_timeout_ms, 30000u)
+			: e->cfg.heartbeat_timeout_ms);
 	if (err)
 		return err;
 	e->epoch = epoch;
@@ -584,6 +623,47 @@ static int primary__hold(struct kemari_engine *e)
 	return 0;
 }
 
+/*
+ * Planned switchover, on the vCPU thread at a tap or tick: one more epoch,
+ * committed as usual; then the VM stops here and the tapped event stays
+ * unreleased (the secondary re-issues it, as after any takeover at that
+ * point). True when the secondary holds that epoch; on a failure the
+ * secondary counts as lost and the guest runs on here.
+ */
+static bool primary__switch(struct kemari_engine *e)
+{
+	struct kemari_epoch_stats s = { 0 };
+	uint64_t t0 = kemari_now_ns();
+	int err;
+
+	atomic_store(&e->switch_req, false);
+	pthread_mutex_lock(&e->xlock);
+	err = e->hv->ops->pause(e->hv);
+	if (err) {
+		pthread_mutex_unlock(&e->xlock);
+		kemari_warn("switchover: cannot pause the guest: %s",
+			    kemari_last_error(err));
+		kemari_err_clear();
+		return false;
+	}
+	err = primary__checkpoint(e, t0, &s);
+	if (err) {
+		kemari_warn("switchover failed: %s", kemari_last_error(err));
+		primary__lose_secondary(e, err);
+		pthread_mutex_unlock(&e->xlock);
+		e->hv->ops->resume(e->hv);
+		return false;
+	}
+	s.pause_us = (kemari_now_ns() - t0) / 1000;
+	metrics__record(&e->metrics, &s);
+	e->switched = true;
+	pthread_mutex_unlock(&e->xlock);
+	/* Stopped before the parked vCPUs are let go: none runs again. */
+	e->hv->ops->stop(e->hv);
+	e->hv->ops->resume(e->hv);
+	return true;
+}
+
 int primary__event(void *ctx, struct kemari_event *ev)
 {
 	struct kemari_engine *e = ctx;
@@ -591,8 +671,22 @@ int primary__event(void *ctx, struct kemari_event *ev)
 	uint64_t t0, t_lock;
 	int err;
 
+	if (e->switched ||
+	    (e->protected && atomic_load(&e->switch_req) && primary__switch(e)))
+		return -ECANCELED; /* the guest stops here, nothing released */
 	if (e->paused_for_loss)
 		return primary__hold(e);
+	if (!e->protected && reprotect__ready(e)) {
+		/* A new secondary waits for the last round: in this pause. */
+		pthread_mutex_lock(&e->xlock);
+		err = e->hv->ops->pause(e->hv);
+		if (!err)
+			reprotect__finish(e);
+		pthread_mutex_unlock(&e->xlock);
+		err = err ?: engine__release(e, ev);
+		e->hv->ops->resume(e->hv);
+		return err;
+	}
 	if (!e->protected)
 		return engine__release(e, ev);
 	t0 = kemari_now_ns();
@@ -634,6 +728,20 @@ int primary__tick(void *ctx)
 	int err = 0;
 
 	engine__tick_common(e);
+	if (e->switched ||
+	    (e->protected && atomic_load(&e->switch_req) && primary__switch(e)))
+		return -ECANCELED;
+	if (!e->protected && reprotect__ready(e)) {
+		/* An idle guest taps nothing: the last round goes here. */
+		pthread_mutex_lock(&e->xlock);
+		err = e->hv->ops->pause(e->hv);
+		if (!err) {
+			reprotect__finish(e);
+			e->hv->ops->resume(e->hv);
+		}
+		pthread_mutex_unlock(&e->xlock);
+		return err;
+	}
 	if (!e->protected)
 		return 0;
 	/* Busy speculating: that traffic keeps the peer's timer alive. */
@@ -748,24 +856,76 @@ int primary__run(struct kemari_engine *e)
 		kemari_err(err, "initial sync failed");
 		return err;
 	}
+	status = primary__serve(e);
+	if (e->cfg.verify_restore)
+		kemari_info(
+			"restore check: the guest ran on its own restored state after each of %llu epochs",
+			(unsigned long long)e->restores);
+	return status;
+}
+
+/*
+ * After the switchover's last epoch, the VM stopped and its disk flushed:
+ * the service address let go, then SWITCHOVER. The secondary takes over
+ * from that epoch at once; this side waits as its secondary (--listen,
+ * kemari_engine__run) or ends.
+ */
+static int primary__switch_out(struct kemari_engine *e)
+{
+	int err = e->hv->ops->detach(e->hv);
+
+	if (err) {
+		kemari_warn("switchover: %s", kemari_last_error(err));
+		kemari_err_clear();
+	}
+	primary__last_word(e, KEMARI_MSG_SWITCHOVER);
+	kemari_err_clear();
+	e->conn->ops->close(e->conn);
+	e->conn = NULL;
+	e->protected = false;
+	atomic_store(&e->state, KEMARI_STATE_UNPROTECTED);
+	kemari_info("switchover: the secondary at %s serves the guest from epoch %llu; %s%s",
+		    e->cfg.peer, (unsigned long long)e->epoch,
+		    e->cfg.listen ? "this side waits as its secondary on "
+				  : "this side ends",
+		    e->cfg.listen ? e->cfg.listen : "");
+	return 0;
+}
+
+int primary__serve(struct kemari_engine *e)
+{
+	int status, err;
+
 	if (e->cfg.speculate_us) {
 		e->spec_running = true;
 		if (pthread_create(&e->spec_thread, NULL, primary__speculate,
 				   e))
 			e->spec_running = false;
 	}
+	err = reprotect__start(e);
+	if (err)
+		kemari_warn("%s: serving without re-protection",
+			    kemari_last_error(err));
 	status = engine__run_guest(e);
+	reprotect__stop(e);
 	if (e->spec_running) {
 		e->spec_running = false;
 		pthread_join(e->spec_thread, NULL);
 	}
+	verify__report(e, true);
+	if (e->switched)
+		return primary__switch_out(e);
 	/* Fenced out: the secondary serves; say nothing to it. */
-	if (e->protected && !atomic_load(&e->fenced_out))
+	if (e->protected && !atomic_load(&e->fenced_out)) {
+		char why[1024];
+
+		/* The run's own error is what cmd/ prints, not one the last
+		 * word ran into (rdma and ofi clear and record theirs). */
+		snprintf(why, sizeof(why), "%s",
+			 status < 0 ? kemari_last_error(status) : "");
 		primary__hand_over(e, status);
-	verify__report(e);
-	if (e->cfg.verify_restore)
-		kemari_info(
-			"restore check: the guest ran on its own restored state after each of %llu epochs",
-			(unsigned long long)e->restores);
+		if (status < 0)
+			kemari_err_override(status, "%s", why);
+	}
 	return status;
 }

@@ -27,6 +27,29 @@
  */
 #define SYNC_SILENCE_MS 30000u
 
+/*
+ * What one epoch may buffer here before its COMMIT (the caps are all
+ * here). A connection that sends more is dropped, and this side never
+ * takes over from it: no peer can make the secondary grow without end.
+ *  - RUNS: the pages of an epoch's runs together at most the guest's RAM
+ *    (e->npages). A primary lists an epoch's dirty set, each page once,
+ *    or at the initial sync one run of all RAM; a run has at least one
+ *    page, so the list is at most npages runs (16 bytes each).
+ *  - CPU_STATE, DEV_STATE: SECONDARY_STATE_MAX each. A blob is one
+ *    message (a later one replaces it), so a transport's message size
+ *    (KEMARI_MSG_MAX, 256 KiB; ofi 64 KiB) bounds it today and the
+ *    primary refuses to capture more; the cap holds if that changes. The
+ *    most hv/kvm/state.c writes is about 450 KiB (8 vCPUs, each with
+ *    an 11 KiB AMX XSAVE area, 256 CPUID leaves and 1920 MSRs); a 2-vCPU
+ *    Linux guest's is about 24 KiB (XSAVE 4 KiB, ~80 leaves, ~100 MSRs,
+ *    LAPIC 1 KiB per vCPU; PICs, IOAPIC, PIT and clock 2 KiB), and its
+ *    devices' (UART, i8042, RTC, PCI, two virtio) a few KiB.
+ *  - VERIFY: one hash per page of RAM (verify__stash).
+ */
+#define SECONDARY_STATE_MAX (1u << 20)
+_Static_assert(KEMARI_MSG_MAX <= SECONDARY_STATE_MAX,
+	       "a primary's state blob (one message) must fit the cap");
+
 static int secondary__send(struct kemari_engine *e, uint16_t type,
 			   uint64_t epoch, const void *p, uint32_t len)
 {
@@ -164,6 +187,26 @@ static void secondary__check_disk(struct kemari_engine *e,
 		kemari_fence__close(f);
 }
 
+/*
+ * Then the disk itself (the hypervisor's, defer_disk), opened only now,
+ * never created, before any state of this primary is taken: a missing or
+ * unusable one refuses this connection (why) and we keep listening.
+ */
+static void secondary__open_disk(struct kemari_engine *e, char *why, size_t n)
+{
+	struct kemari_hv *hv = e->hv;
+	int err;
+
+	if (!e->cfg.hv_cfg.disk_path || !hv || !hv->ops->open_disk)
+		return;
+	err = hv->ops->open_disk(hv);
+	if (!err)
+		return;
+	snprintf(why, n, "%s", kemari_last_error(err));
+	kemari_err_clear();
+	kemari_fence__close(&e->fence);
+}
+
 /* The protocol version that starts a HELLO or an AUTH message, or 0. */
 static uint32_t secondary__peer_version(const struct kemari_msg *m)
 {
@@ -248,6 +291,8 @@ static int secondary__handshake(struct kemari_engine *e)
 			h.tsc_khz, mine.tsc_khz);
 	if (!why[0])
 		secondary__check_disk(e, &h, why, sizeof(why));
+	if (!why[0])
+		secondary__open_disk(e, why, sizeof(why));
 	if (why[0])
 		return secondary__refuse(e, -EPROTO, why);
 	if (e->fence.fd >= 0) {
@@ -258,6 +303,14 @@ static int secondary__handshake(struct kemari_engine *e)
 	return err
 		       ?: secondary__send(e, KEMARI_MSG_WELCOME, 0, &mine,
 					  sizeof(mine));
+}
+
+static void secondary__swap(struct kemari_buf *a, struct kemari_buf *b)
+{
+	struct kemari_buf t = *a;
+
+	*a = *b;
+	*b = t;
 }
 
 static int secondary__commit(struct kemari_engine *e, uint64_t expect,
@@ -274,7 +327,18 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	if (m->len != sizeof(c))
 		return kemari_err(-EBADMSG, "COMMIT of %u bytes", m->len);
 	memcpy(&c, m->payload, sizeof(c));
-	if (m->epoch != expect)
+	/*
+	 * The first commit of a connection is the initial sync, at any
+	 * epoch: 0 from a fresh primary, the next of its own count from one
+	 * that re-protects itself (core/reprotect.c). Then one at a time.
+	 */
+	if (!e->have_commit != !!(c.flags & KEMARI_COMMIT_INITIAL))
+		return kemari_err(
+			-EBADMSG, "COMMIT of epoch %llu %s",
+			(unsigned long long)m->epoch,
+			e->have_commit ? "claims to be a second initial sync"
+				       : "before any initial sync");
+	if (e->have_commit && m->epoch != expect)
 		return kemari_err(-EBADMSG,
 				  "COMMIT of epoch %llu, expected %llu",
 				  (unsigned long long)m->epoch,
@@ -298,14 +362,15 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	 * resumes while we copy it into the replica. Nothing of epoch N+1 can
 	 * overwrite the receive buffers meanwhile: a stream transport queues
 	 * it behind this loop, and a one-sided one waits for APPLIED.
+	 *
+	 * Nothing below fails before the replica holds the whole epoch: every
+	 * check is above, the state is swapped in, not copied (a failed copy
+	 * once left the last good epoch without its state), and the runs were
+	 * checked against RAM when they arrived. So a refused epoch leaves the
+	 * previous one whole: replica, state, e->epoch.
 	 */
-	kemari_buf__reset(&e->cpu_committed);
-	kemari_buf__reset(&e->dev_committed);
-	if (kemari_buf__append(&e->cpu_committed, e->pend_cpu.data,
-			       e->pend_cpu.len) ||
-	    kemari_buf__append(&e->dev_committed, e->pend_dev.data,
-			       e->pend_dev.len))
-		return -ENOMEM;
+	secondary__swap(&e->cpu_committed, &e->pend_cpu);
+	secondary__swap(&e->dev_committed, &e->pend_dev);
 	ack.applied_next = e->have_commit ? e->epoch + 1 : 0;
 	e->epoch = m->epoch;
 	e->have_commit = true;
@@ -333,6 +398,7 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	kemari_buf__reset(&e->pend_runs);
 	kemari_buf__reset(&e->pend_cpu);
 	kemari_buf__reset(&e->pend_dev);
+	e->pend_pages = 0;
 	if (c.flags & KEMARI_COMMIT_INITIAL)
 		kemari_info(
 			"initial sync complete: %llu MiB; protecting the guest",
@@ -345,23 +411,49 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	return err;
 }
 
+/* A message's payload into b (appended, or replacing b's). -ENOMEM is a
+ * dropped connection, like a cap (secondary__serve). */
 static int secondary__stash(struct kemari_buf *b, const struct kemari_msg *m,
 			    bool append)
 {
+	int err;
+
 	if (!append)
 		kemari_buf__reset(b);
-	return kemari_buf__append(b, m->payload, m->len);
+	err = kemari_buf__append(b, m->payload, m->len);
+	if (err)
+		return kemari_err(
+			err, "cannot buffer %s of %u bytes for epoch %llu: %s",
+			kemari_wire__type_name(m->type), m->len,
+			(unsigned long long)m->epoch, strerror(-err));
+	return 0;
 }
 
+/* A state blob, within SECONDARY_STATE_MAX; else -EMSGSIZE. */
+static int secondary__stash_state(struct kemari_buf *b,
+				  const struct kemari_msg *m)
+{
+	if (m->len > SECONDARY_STATE_MAX)
+		return kemari_err(
+			-EMSGSIZE,
+			"epoch %llu: %s of %u bytes is over the cap of %u bytes",
+			(unsigned long long)m->epoch,
+			kemari_wire__type_name(m->type), m->len,
+			SECONDARY_STATE_MAX);
+	return secondary__stash(b, m, false);
+}
+
+/* A RUNS message: each run inside RAM, the epoch's pages within RAM. */
 static int secondary__check_runs(struct kemari_engine *e,
 				 const struct kemari_msg *m)
 {
 	const struct kemari_run *r = m->payload;
 	size_t n = m->len / sizeof(*r);
+	uint64_t pages = e->pend_pages;
 
 	if (m->len % sizeof(*r))
 		return kemari_err(-EBADMSG, "RUNS message of %u bytes", m->len);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		if (!r[i].npages || r[i].pfn >= e->npages ||
 		    r[i].npages > e->npages - r[i].pfn)
 			return kemari_err(
@@ -369,6 +461,16 @@ static int secondary__check_runs(struct kemari_engine *e,
 				"run of %u pages at page %llu is outside the %llu-page guest RAM",
 				r[i].npages, (unsigned long long)r[i].pfn,
 				(unsigned long long)e->npages);
+		pages += r[i].npages; /* each below npages: no overflow */
+		if (pages > e->npages)
+			return kemari_err(
+				-EMSGSIZE,
+				"epoch %llu: its runs reach %llu pages, over the cap of %llu (the guest's RAM)",
+				(unsigned long long)m->epoch,
+				(unsigned long long)pages,
+				(unsigned long long)e->npages);
+	}
+	e->pend_pages = pages;
 	return 0;
 }
 
@@ -398,6 +500,7 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 	kemari_buf__reset(&e->pend_cpu);
 	kemari_buf__reset(&e->pend_dev);
 	kemari_buf__reset(&e->pend_verify);
+	e->pend_pages = 0;
 	e->last_rx_ns = e->last_tx_ns = kemari_now_ns();
 	err = secondary__handshake(e);
 	if (err) {
@@ -443,10 +546,10 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 								  &m, true);
 				break;
 			case KEMARI_MSG_CPU_STATE:
-				err = secondary__stash(&e->pend_cpu, &m, false);
+				err = secondary__stash_state(&e->pend_cpu, &m);
 				break;
 			case KEMARI_MSG_DEV_STATE:
-				err = secondary__stash(&e->pend_dev, &m, false);
+				err = secondary__stash_state(&e->pend_dev, &m);
 				break;
 			case KEMARI_MSG_VERIFY:
 				err = verify__stash(e, &m);
@@ -463,6 +566,17 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 					"the primary shut down in order at epoch %llu; not taking over",
 					(unsigned long long)e->epoch);
 				return SERVE_BYE;
+			case KEMARI_MSG_SWITCHOVER:
+				if (!e->have_commit) {
+					err = kemari_err(
+						-EBADMSG,
+						"SWITCHOVER before the initial sync");
+					break;
+				}
+				kemari_info(
+					"switchover: the primary hands the guest over at epoch %llu; taking over now",
+					(unsigned long long)e->epoch);
+				return SERVE_TAKEOVER;
 			case KEMARI_MSG_FAILED:
 				return secondary__lost(
 					e,
@@ -476,6 +590,10 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 			}
 			if (err == -EBADMSG)
 				goto malformed;
+			/* Over a cap, or this side could not buffer it: the
+			 * primary is alive; drop it, never take over. */
+			if (err && m.type != KEMARI_MSG_COMMIT)
+				goto dropped;
 			if (err)
 				return secondary__lost(e, err);
 		}
@@ -496,6 +614,17 @@ malformed:
 		e->have_commit ? "its last committed epoch" : "empty");
 	kemari_err_clear();
 	return SERVE_DROPPED;
+dropped:
+	if (e->have_commit)
+		kemari_error(
+			"%s; connection dropped, not taking over from it: the replica stays at epoch %llu",
+			kemari_last_error(err), (unsigned long long)e->epoch);
+	else
+		kemari_error(
+			"%s; connection dropped, not taking over from it: the replica stays empty",
+			kemari_last_error(err));
+	kemari_err_clear();
+	return SERVE_DROPPED;
 }
 
 static int secondary__takeover(struct kemari_engine *e, uint64_t t_detect)
@@ -503,7 +632,7 @@ static int secondary__takeover(struct kemari_engine *e, uint64_t t_detect)
 	struct kemari_hv *hv = e->hv;
 	int err;
 
-	verify__report(e);
+	verify__report(e, false);
 	/* Before anything of the guest runs or is re-issued here. */
 	if (e->fence.fd >= 0) {
 		err = kemari_fence__win(&e->fence, "secondary");
@@ -534,15 +663,20 @@ static int secondary__takeover(struct kemari_engine *e, uint64_t t_detect)
 		"takeover: resumed from epoch %llu, %.1f ms from detection to running",
 		(unsigned long long)e->epoch,
 		(double)(kemari_now_ns() - t_detect) / 1e6);
-	return engine__run_guest(e);
+	/* Serving alone now: re-protected through --peer when one listens. */
+	e->protected = false;
+	return primary__serve(e);
 }
 
 int secondary__run(struct kemari_engine *e)
 {
 	int err;
 
-	e->shadow = mmap(NULL, e->ram_size, PROT_READ | PROT_WRITE,
-			 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	/* Mapped once: a switched-over primary serves here again later. */
+	if (!e->shadow)
+		e->shadow = mmap(NULL, e->ram_size, PROT_READ | PROT_WRITE,
+				 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
+				 -1, 0);
 	if (e->shadow == MAP_FAILED) {
 		e->shadow = NULL;
 		return kemari_err(-ENOMEM,
@@ -585,7 +719,7 @@ int secondary__run(struct kemari_engine *e)
 			return secondary__takeover(e, t_detect);
 		}
 		if (end == SERVE_BYE || end == SERVE_STOP) {
-			verify__report(e);
+			verify__report(e, false);
 			return 0;
 		}
 	}

@@ -176,9 +176,8 @@ out:
 	kemari_buf__reset(&e->pend_verify);
 }
 
-void verify__report(struct kemari_engine *e)
+void verify__report(struct kemari_engine *e, bool primary)
 {
-	bool primary = e->cfg.role == KEMARI_ROLE_PRIMARY;
 	uint64_t bad = primary ? e->verify_missed : e->verify_bad;
 
 	if (!e->verify_epochs)
@@ -195,6 +194,8 @@ void verify__report(struct kemari_engine *e)
 			(unsigned long long)e->verify_epochs,
 			primary ? "every changed page was reported"
 				: "the replica equalled the primary's RAM at every commit");
+	/* A side that changes roles (switchover) reports each part alone. */
+	e->verify_epochs = e->verify_missed = e->verify_bad = 0;
 }
 
 void verify__fini(struct kemari_engine *e)

@@ -107,6 +107,8 @@ const char *kemari_wire__type_name(uint16_t type)
 		return "PAGES";
 	case KEMARI_MSG_XPORT:
 		return "XPORT";
+	case KEMARI_MSG_SWITCHOVER:
+		return "SWITCHOVER";
 	default:
 		return "unknown";
 	}

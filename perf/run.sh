@@ -483,6 +483,8 @@ if [ -n "$remote" ]; then
 	# agree on (--fence=none on both sides).
 	auth+=(--fence=none)
 	rauth+=(--fence=none)
+	# A secondary never creates its disk: the remote one is made here.
+	rsh "truncate -s 1M /tmp/kemari-perf-disk.img"
 fi
 if [ $kvm_cells = 1 ] && ! "$K" -q --guest="$B/guests/dirtier.elf" --mem=64M --disk="$work/probe.img" \
 	--disk-size=1M --dirty-track=ring --guest-arg=rounds=1 >"$R/logs/ring-probe.log" 2>&1; then

@@ -12,6 +12,7 @@ PKGS=(
 	iproute2 gnuplot-nox
 	scdoc man-db libmicrohttpd-dev python3-prometheus-client
 	clang libclang-rt-14-dev
+	gdb
 )
 
 missing=()

@@ -122,11 +122,14 @@ inside() {
 		skip "Linux guest failover over ofi-verbs" "the ofi transport is not in $BUILD"
 	fi
 	# The engine with the synthetic guest: every takeover verifies the
-	# replica page by page (tests/synth), over rdma and ofi-verbs.
+	# replica page by page (tests/synth), over rdma and ofi-verbs; with
+	# re-protection and switchover (reprotect/*). The fence and ops
+	# suites run over tcp only: natively, in make check-run.
 	local sx="rdma"
 	[ $ofi = 1 ] && sx="rdma;ofi --provider=verbs"
 	part "synth failover over ${sx//;/ and }" env "KEMARI_SYNTH_XPORTS=$sx" \
-		"$BUILD/tests/synth" --jobs 1 --short-filename
+		"$BUILD/tests/synth" --jobs 1 --short-filename \
+		--filter '@(synth|reprotect)/*'
 	echo "check-rdma: $((parts - failed))/$parts parts passed"
 	[ $failed -eq 0 ]
 }

@@ -605,6 +605,31 @@ static int kvm_cpu__exit_error(struct kvm_vcpu *vcpu)
 	}
 }
 
+void kvm_cpu__note_end(struct kvm_vm *vm, const char *how, int status)
+{
+	struct kvm_vcpu *vcpu =
+		cur_vcpu && cur_vcpu->vm == vm ? cur_vcpu : NULL;
+	struct kvm_regs regs;
+	char where[64] = "";
+
+	/* At a port exit KVM has not yet stepped past the OUT: RIP is the
+	 * instruction that ended the guest. */
+	if (vcpu && !ioctl(vcpu->fd, KVM_GET_REGS, &regs))
+		snprintf(where, sizeof(where), " at RIP 0x%llx%s",
+			 (unsigned long long)regs.rip,
+			 vm->ncpus > 1 ? " on vCPU " : "");
+	if (vcpu && where[0] && vm->ncpus > 1)
+		snprintf(where + strlen(where), sizeof(where) - strlen(where),
+			 "%u", vcpu->id);
+	if (how)
+		kemari_info(
+			"the guest %s%s: its own end, as a poweroff (status %d)",
+			how, where, status);
+	else
+		kemari_info("the guest powered off (status %d)%s", status,
+			    where);
+}
+
 /* A PC's port I/O: every access through the platform's port bus. */
 static int kvm_cpu__pc_io(struct kvm_vcpu *vcpu)
 {
@@ -639,6 +664,7 @@ static int kvm_cpu__io(struct kvm_vcpu *vcpu)
 	}
 	memcpy(&val, data, KEMARI_MIN(run->io.size, (uint8_t)4));
 	if (run->io.port == KEMARI_PORT_SHUTDOWN) {
+		kvm_cpu__note_end(vm, NULL, (int)(val & 0x7fffffff));
 		atomic_store(&vm->exit_status, (int)(val & 0x7fffffff));
 		atomic_store(&vm->stop, true);
 		return 0;

@@ -54,6 +54,9 @@ struct kvm_dev_ops {
 	int (*input)(struct kvm_dev *dev);
 	/* Connect to rings already in guest memory (after a restore). */
 	int (*reattach)(struct kvm_dev *dev);
+	/* Let go of the outside world (a switchover); reattach takes it
+	 * back. Optional. */
+	void (*detach)(struct kvm_dev *dev);
 	int (*flush)(struct kvm_dev *dev);
 	void (*destroy)(struct kvm_dev *dev);
 };
@@ -220,10 +223,12 @@ int kvm_boot__setup(struct kvm_vm *vm, const char *path);
 void kvm_boot__identity_map(struct kvm_vm *vm, uint64_t pml4, uint64_t limit);
 
 /*
- * hw/disk.c: open --disk read-write, creating it zero-filled at size bytes
- * when missing or empty; its size in *bytes. One clear line on failure.
+ * hw/disk.c: open --disk read-write, with create making it zero-filled at
+ * size bytes when missing or empty (a secondary never creates it: -ENOENT
+ * when missing); its size in *bytes. One clear line on failure.
  */
-int kvm_disk__open(const char *path, uint64_t size, int *out, uint64_t *bytes);
+int kvm_disk__open(const char *path, uint64_t size, bool create, int *out,
+		   uint64_t *bytes);
 
 /* hw/tap.c: --net=tap:IFNAME[,bridge=BR][,mac=MAC] */
 struct kvm_tap_cfg {
@@ -251,6 +256,10 @@ int kvm_pc__io(struct kvm_vm *vm, uint16_t port, bool in, void *data,
 /* The devices of the platform (at VM creation), and their end. */
 int kvm_pc__create(struct kvm_vm *vm);
 void kvm_pc__destroy(struct kvm_vm *vm);
+/* The secondary's deferred disk, opened (again) after the handshake. */
+int kvm_pc__open_disk(struct kvm_vm *vm);
+/* The guest stopped: a console line it has not ended is printed now. */
+void kvm_pc__console_end(struct kvm_vm *vm);
 /* The I/O thread delivering input (received frames) while the VM runs. */
 int kvm_pc__start_io(struct kvm_vm *vm);
 void kvm_pc__stop_io(struct kvm_vm *vm);
@@ -288,6 +297,12 @@ int kvm_cpu__resume(struct kvm_vm *vm);
 void kvm_cpu__kick_all(struct kvm_vm *vm);
 int kvm_cpu__save(struct kvm_vm *vm, struct kemari_buf *out);
 int kvm_cpu__load(struct kvm_vm *vm, const void *blob, size_t len);
+/*
+ * The guest ended by itself with status (its exit port, or how: "reset
+ * the machine (reboot)"): one info line with the RIP of the calling vCPU
+ * thread's vCPU, which is at the instruction that ended it.
+ */
+void kvm_cpu__note_end(struct kvm_vm *vm, const char *how, int status);
 /* Testing: the vCPU triple-faults when it next runs. */
 int kvm_cpu__crash(struct kvm_vcpu *vcpu);
 
@@ -307,12 +322,17 @@ int kvm_ring__respond(struct kvm_dev *dev, struct kemari_ring *r,
 int kvm_dev__save(struct kvm_vm *vm, struct kemari_buf *out);
 int kvm_dev__load(struct kvm_vm *vm, const void *blob, size_t len);
 int kvm_dev__reattach(struct kvm_vm *vm);
+void kvm_dev__detach(struct kvm_vm *vm);
 int kvm_dev__flush(struct kvm_vm *vm);
 void kvm_dev__destroy_all(struct kvm_vm *vm);
 
 /* kemari/: the freestanding devices */
 int kvm_console__create(struct kvm_vm *vm);
+/* The guest stopped: print what its console holds back (its last lines). */
+void kvm_console__end(struct kvm_vm *vm);
 int kvm_blk__create(struct kvm_vm *vm, const char *path, uint64_t size);
+/* The secondary's deferred disk, opened (again) after the handshake. */
+int kvm_blk__open_disk(struct kvm_vm *vm);
 int kvm_net__create(struct kvm_vm *vm, const char *spec, bool defer_bind);
 
 #endif

@@ -45,11 +45,19 @@ static int kvm_ops__map_ram(struct kemari_hv *hv, void **base, uint64_t *size)
 static int kvm_ops__run(struct kemari_hv *hv)
 {
 	struct kvm_vm *vm = to_kvm(hv);
+	int status;
 
 	if (!vm->loaded)
 		return kemari_err(-EINVAL,
 				  "internal: no guest loaded or restored");
-	return kvm_cpu__run_all(vm);
+	status = kvm_cpu__run_all(vm);
+	/* The guest's last words (a panic) before anything said of its
+	 * end: the engine's lines, kemari-run's error line. */
+	if (vm->pc)
+		kvm_pc__console_end(vm);
+	else
+		kvm_console__end(vm);
+	return status;
 }
 
 static void kvm_ops__stop(struct kemari_hv *hv)
@@ -121,6 +129,26 @@ static int kvm_ops__reattach(struct kemari_hv *hv)
 	return err ?: kvm_pc__reattach(vm, true);
 }
 
+static int kvm_ops__open_disk(struct kemari_hv *hv)
+{
+	struct kvm_vm *vm = to_kvm(hv);
+
+	return vm->pc ? kvm_pc__open_disk(vm) : kvm_blk__open_disk(vm);
+}
+
+/*
+ * A Linux guest's TAP stays: each host has its own on the bridge, and the
+ * new primary's announcement moves the guest's MAC to its port.
+ */
+static int kvm_ops__detach(struct kemari_hv *hv)
+{
+	struct kvm_vm *vm = to_kvm(hv);
+
+	if (!vm->pc)
+		kvm_dev__detach(vm);
+	return 0;
+}
+
 static int kvm_ops__flush(struct kemari_hv *hv)
 {
 	return kvm_dev__flush(to_kvm(hv));
@@ -168,6 +196,8 @@ const struct kemari_hv_ops kemari_hv_kvm = {
 	.save_dev = kvm_ops__save_dev,
 	.load_dev = kvm_ops__load_dev,
 	.reattach = kvm_ops__reattach,
+	.detach = kvm_ops__detach,
+	.open_disk = kvm_ops__open_disk,
 	.flush = kvm_ops__flush,
 	.guest_stat = kvm_ops__guest_stat,
 	.crash = kvm_ops__crash,

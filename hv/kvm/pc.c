@@ -20,6 +20,7 @@
 
 #include "boot/linux_boot.h"
 #include "hw/announce.h"
+#include "hw/conlog.h"
 #include "hw/i8042.h"
 #include "hw/pci.h"
 #include "hw/rtc.h"
@@ -115,19 +116,35 @@ static void pc__irq_set(void *ctx, unsigned int gsi, int level)
 		kemari_err_clear();
 }
 
-static void pc__console_flush(struct kvm_pc *pc)
+/* Output gone (a closed pipe, a full disk): said once, the guest runs on. */
+static void pc__console_write(struct kvm_pc *pc, const void *buf, size_t len)
+{
+	int err = kvm_conlog__write_all(pc->console_fd, buf, len);
+
+	if (err) {
+		pc->console_fd = -1;
+		kemari_warn(
+			"the guest's serial console: %s; its output is dropped",
+			strerror(-err));
+	}
+}
+
+/* The line so far; end: the guest stopped, so end the line here. */
+static void pc__console_flush(struct kvm_pc *pc, bool end)
 {
 	const char *prefix = pc->vm->cfg.console_prefix;
 	char out[PC_CONSOLE_LINE + 64];
+	bool nl;
 	int n;
 
-	if (!pc->line_len)
+	if (!pc->line_len || pc->console_fd < 0)
 		return;
-	n = snprintf(out, sizeof(out), "%s%.*s", prefix ? prefix : "",
-		     (int)pc->line_len, pc->line);
-	if (n > 0 && write(pc->console_fd, out,
-			   KEMARI_MIN((size_t)n, sizeof(out) - 1)) < 0)
-		pc->console_fd = -1; /* output gone: drop it, keep running */
+	nl = pc->line[pc->line_len - 1] == '\n';
+	n = snprintf(out, sizeof(out), "%s%.*s%s", prefix ? prefix : "",
+		     (int)pc->line_len, pc->line, end && !nl ? "\n" : "");
+	if (n > 0)
+		pc__console_write(pc, out,
+				  KEMARI_MIN((size_t)n, sizeof(out) - 1));
 	pc->line_len = 0;
 }
 
@@ -138,8 +155,7 @@ static void pc__console_tx(void *ctx, const uint8_t *buf, size_t len)
 	if (pc->console_fd < 0)
 		return;
 	if (pc->console_raw) {
-		if (write(pc->console_fd, buf, len) < 0)
-			pc->console_fd = -1;
+		pc__console_write(pc, buf, len);
 		return;
 	}
 	for (size_t i = 0; i < len; i++) {
@@ -147,8 +163,16 @@ static void pc__console_tx(void *ctx, const uint8_t *buf, size_t len)
 			continue;
 		pc->line[pc->line_len++] = (char)buf[i];
 		if (buf[i] == '\n' || pc->line_len == sizeof(pc->line))
-			pc__console_flush(pc);
+			pc__console_flush(pc, false);
 	}
+}
+
+void kvm_pc__console_end(struct kvm_vm *vm)
+{
+	struct kvm_pc *pc = pc_of(vm);
+
+	if (pc)
+		pc__console_flush(pc, true);
 }
 
 /* The guest pulsed the reset line (reboot, or init's reboot -f): its own
@@ -157,7 +181,7 @@ static void pc__reset(void *ctx)
 {
 	struct kvm_pc *pc = ctx;
 
-	kemari_info("the guest reset the machine (reboot): it ended by itself");
+	kvm_cpu__note_end(pc->vm, "reset the machine (reboot)", 0);
 	atomic_store(&pc->vm->exit_status, 0);
 	atomic_store(&pc->vm->stop, true);
 	kvm_cpu__kick_all(pc->vm);
@@ -249,10 +273,14 @@ static int pc__disk(struct kvm_pc *pc)
 	uint64_t bytes;
 	int err;
 
-	err = kvm_disk__open(cfg->disk_path, cfg->disk_size, &pc->disk_fd,
-			     &bytes);
-	if (err)
-		return err;
+	/* A secondary's disk comes at kvm_pc__open_disk, after the
+	 * handshake: the device is plugged without it (capacity 0). */
+	if (!cfg->defer_disk) {
+		err = kvm_disk__open(cfg->disk_path, cfg->disk_size, true,
+				     &pc->disk_fd, &bytes);
+		if (err)
+			return err;
+	}
 	p.fd = pc->disk_fd;
 	err = kvm_virtio_blk__create(&pc->blk, &p, &pc->mem);
 	if (err)
@@ -260,6 +288,29 @@ static int pc__disk(struct kvm_pc *pc)
 				  strerror(-err));
 	return pc__plug(pc, &pc->blk_dev, kvm_virtio_blk__pci(pc->blk),
 			PC_BLK_SLOT, PC_BLK_GSI, PC_BLK_IO);
+}
+
+int kvm_pc__open_disk(struct kvm_vm *vm)
+{
+	struct kvm_pc *pc = pc_of(vm);
+	uint64_t bytes;
+	int fd, err;
+
+	if (!pc || !pc->blk)
+		return 0;
+	err = kvm_disk__open(vm->cfg.disk_path, 0, false, &fd, &bytes);
+	if (err)
+		return err;
+	err = kvm_virtio_blk__set_fd(pc->blk, fd);
+	if (err) {
+		close(fd);
+		return kemari_err(err, "virtio-blk on %s: %s",
+				  vm->cfg.disk_path, strerror(-err));
+	}
+	if (pc->disk_fd >= 0)
+		close(pc->disk_fd);
+	pc->disk_fd = fd;
+	return 0;
 }
 
 static int pc__nic(struct kvm_pc *pc)
@@ -347,7 +398,7 @@ void kvm_pc__destroy(struct kvm_vm *vm)
 	if (!pc)
 		return;
 	kvm_pc__stop_io(vm);
-	pc__console_flush(pc);
+	pc__console_flush(pc, true);
 	if (pc->net)
 		kvm_virtio_net__destroy(pc->net);
 	if (pc->blk)

@@ -48,6 +48,9 @@ struct synth_cpu {
 	uint64_t magic;
 	uint64_t round; /* the round in progress (or next) */
 	uint64_t pages, ws, rounds;
+	/* The round's pages are written, its event not raised yet: a
+	 * checkpoint taken at a tick while the guest thinks. */
+	uint64_t wrote;
 };
 
 struct synth {
@@ -59,6 +62,7 @@ struct synth {
 	uint64_t writer; /* tag in this side's records (testing) */
 	uint64_t round;
 	bool pending; /* the round's event is tapped, not yet released */
+	bool wrote;   /* the round's pages are written (pending or not) */
 	bool loaded;
 	int out_fd;
 	const char *out_path;
@@ -196,7 +200,7 @@ static int synth__create(struct kemari_hv **out,
 	err = kemari_dirty__init(&s->dirty, s->npages);
 	if (err)
 		goto err_unmap;
-	/* A secondary opens it at reattach and never creates it. */
+	/* A secondary opens it at open_disk and never creates it. */
 	if (s->out_path && !cfg->defer_disk) {
 		s->out_fd =
 			open(s->out_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -241,7 +245,7 @@ static int synth__load_guest(struct kemari_hv *hv, const char *path)
 
 	(void)path; /* the workload is built in */
 	s->round = 0;
-	s->pending = false;
+	s->pending = s->wrote = false;
 	s->loaded = true;
 	return 0;
 }
@@ -302,7 +306,7 @@ static int synth__release(struct kemari_event *ev)
 			"synthetic guest: writing round %llu to %s: %s",
 			(unsigned long long)s->round, s->out_path,
 			strerror(errno ? errno : EIO));
-	s->pending = false;
+	s->pending = s->wrote = false;
 	s->round++;
 	return 0;
 }
@@ -333,6 +337,13 @@ static void synth__think(struct synth *s, uint64_t *next_tick)
 	}
 }
 
+/* The synthetic guest serves nothing but its output file, shared. */
+static int synth__detach(struct kemari_hv *hv)
+{
+	(void)hv;
+	return 0;
+}
+
 static int synth__run(struct kemari_hv *hv)
 {
 	struct synth *s = to_synth(hv);
@@ -342,6 +353,9 @@ static int synth__run(struct kemari_hv *hv)
 	if (!s->loaded)
 		return kemari_err(-EINVAL,
 				  "internal: no guest loaded or restored");
+	/* Run again after a switchover (hv.h: detach): a stop is the
+	 * engine's to check before it calls run. */
+	atomic_store(&s->stop, false);
 	s->ev.kind = KEMARI_EV_BLOCK;
 	s->ev.release = synth__release;
 	while (!atomic_load(&s->stop)) {
@@ -351,9 +365,16 @@ static int synth__run(struct kemari_hv *hv)
 			if (err)
 				return err;
 		}
-		if (s->rounds && s->round >= s->rounds)
+		if (s->rounds && s->round >= s->rounds) {
+			/* Its own end, as the freestanding guests' exit port
+			 * (no RIP: a host thread plays the vCPU). */
+			kemari_info(
+				"the guest powered off (status 0) after %llu rounds",
+				(unsigned long long)s->round);
 			return 0;
+		}
 		synth__round(s);
+		s->wrote = true;
 		synth__think(s, &next_tick);
 		s->pending = true;
 		err = s->hooks.event(s->hooks.ctx, &s->ev);
@@ -423,6 +444,7 @@ static int synth__save_cpu(struct kemari_hv *hv, struct kemari_buf *out)
 		.pages = s->pages,
 		.ws = s->ws,
 		.rounds = s->rounds,
+		.wrote = s->wrote,
 	};
 
 	return kemari_tlv__put(out, SYNTH_TAG_CPU, &c, sizeof(c));
@@ -463,6 +485,7 @@ static int synth__load_cpu(struct kemari_hv *hv, const void *blob, size_t len)
 	s->pages = c.pages;
 	s->ws = c.ws;
 	s->rounds = c.rounds;
+	s->wrote = c.wrote != 0;
 	return 0;
 }
 
@@ -499,11 +522,35 @@ static uint64_t synth__expect(const struct synth *s, uint64_t j, uint64_t total)
 	return w / s->pages + 1;
 }
 
+/* The secondary's output file, after the handshake: never created. */
+static int synth__open_disk(struct kemari_hv *hv)
+{
+	struct synth *s = to_synth(hv);
+	int fd;
+
+	if (!s->out_path)
+		return 0;
+	fd = open(s->out_path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return kemari_err(
+			-ENOENT,
+			"disk %s does not exist here: a secondary never creates it; give it the primary's shared disk",
+			s->out_path);
+	if (fd < 0)
+		return kemari_err(-errno, "synthetic guest: output file %s: %s",
+				  s->out_path, strerror(errno));
+	if (s->out_fd >= 0)
+		close(s->out_fd);
+	s->out_fd = fd;
+	return 0;
+}
+
 /* Takeover: the replica must be exactly the state of the restored round. */
 static int synth__reattach(struct kemari_hv *hv)
 {
 	struct synth *s = to_synth(hv);
-	uint64_t total = (s->round + (s->pending ? 1 : 0)) * s->pages;
+	uint64_t total =
+		(s->round + (s->pending || s->wrote ? 1 : 0)) * s->pages;
 
 	if (s->out_path && s->out_fd < 0) {
 		s->out_fd = open(s->out_path, O_RDWR | O_CLOEXEC);
@@ -577,6 +624,8 @@ const struct kemari_hv_ops kemari_hv_synth = {
 	.save_dev = synth__save_dev,
 	.load_dev = synth__load_dev,
 	.reattach = synth__reattach,
+	.detach = synth__detach,
+	.open_disk = synth__open_disk,
 	.flush = synth__flush,
 	.guest_stat = synth__guest_stat,
 	.crash = synth__crash,

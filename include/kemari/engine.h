@@ -48,7 +48,8 @@ struct kemari_engine_cfg {
 	const char *guest_path;
 	const struct kemari_xport_ops *xport;
 	struct kemari_xport_opts xport_opts;
-	const char *peer;   /* primary: secondary's address */
+	const char *peer;   /* the secondary's address (a secondary's: for
+			     * re-protection once it took over) */
 	const char *listen; /* secondary: address to listen on */
 	/* The shared key file (--auth-key): both sides prove they hold it
 	 * before anything else is exchanged (core/auth.c). NULL: no key. */
@@ -64,6 +65,10 @@ struct kemari_engine_cfg {
 	unsigned int heartbeat_ms;
 	unsigned int heartbeat_timeout_ms;
 	enum kemari_on_loss on_secondary_loss;
+	/* Serving alone (a primary whose secondary is lost, a secondary that
+	 * took over), try to bring a new secondary in at peer every this
+	 * many ms (core/reprotect.c); 0: never. */
+	unsigned int reprotect_ms;
 	const char *stats_path; /* JSON lines, one per epoch */
 	enum kemari_fault fault;
 	/* The first epoch the fault may fire in, or KEMARI_FAULT_ON_SIGNAL:
@@ -103,6 +108,14 @@ int kemari_engine__create(struct kemari_engine **out,
 int kemari_engine__run(struct kemari_engine *e);
 /* Request an orderly stop (guest paused, disk flushed); signal-safe. */
 void kemari_engine__stop(struct kemari_engine *e);
+/*
+ * Planned switchover (a primary with a secondary): at the next epoch
+ * boundary the guest's last epoch is committed and the secondary told to
+ * take over from it at once; this side then waits as the new secondary on
+ * its --listen, or ends (0) without one. Thread-safe. 0 when requested,
+ * -ENOTCONN when no secondary holds the guest, -EALREADY when under way.
+ */
+int kemari_engine__switchover(struct kemari_engine *e);
 /* Ask for the pause-time summary at the next tick; signal-safe. */
 void kemari_engine__request_summary(struct kemari_engine *e);
 /* Arm a --fault=PHASE:SIGUSR2 for the next epoch; signal-safe. */

@@ -85,9 +85,9 @@ struct kemari_hv_cfg {
 		KEMARI_DIRTY_RING
 	} dirty_track;
 	int defer_net; /* do not bind the service address until attach */
-	/* The secondary: do not open the disk until reattach, and never
-	 * create it (the primary does, with its fence record). Honoured by
-	 * synth; hv/kvm still opens (and creates) it at create. */
+	/* The secondary: do not open the disk at create, only at open_disk
+	 * (after the handshake), and never create it (the primary does,
+	 * with its fence record). */
 	int defer_disk;
 	const char *console_prefix;
 	/*
@@ -138,6 +138,23 @@ struct kemari_hv_ops {
 	 * addresses, and re-issue requests that were in flight.
 	 */
 	int (*reattach)(struct kemari_hv *hv);
+	/*
+	 * The secondary's disk (defer_disk): open cfg.disk_path read-write,
+	 * never creating it, once the handshake has authenticated a primary
+	 * and checked the disk's identity, before any state is loaded; again
+	 * (reopened) for each later primary. 0, or a negative errno with
+	 * the one line (-ENOENT: the disk is missing). Optional (NULL: no
+	 * disk to open).
+	 */
+	int (*open_disk)(struct kemari_hv *hv);
+	/*
+	 * Let go of what the guest serves the world through (a service
+	 * address the next host must bind), the VM stopped: a planned
+	 * switchover's old primary, which may become the secondary and so
+	 * run this guest again after a reattach (that binds them again).
+	 * run() may then be called again; it starts from a cleared stop.
+	 */
+	int (*detach)(struct kemari_hv *hv);
 	/* Flush device backends to stable storage (fdatasync of the disk). */
 	int (*flush)(struct kemari_hv *hv);
 	/* Read a guest workload counter (boot info stats[i]). */

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define KEMARI_WIRE_MAGIC 0x49524d4bU /* "KMRI" */
-#define KEMARI_PROTO_VERSION 5
+#define KEMARI_PROTO_VERSION 6
 #define KEMARI_MSG_MAX (256u * 1024)
 
 enum kemari_msg_type {
@@ -37,6 +37,10 @@ enum kemari_msg_type {
 	KEMARI_MSG_AUTH = 14,
 	KEMARI_MSG_PAGES = 16, /* tcp: run descriptors, then page bytes */
 	KEMARI_MSG_XPORT = 17, /* transport-private setup (e.g. rkeys) */
+	/* primary -> secondary: planned switchover (kemari-ctl switchover);
+	 * the epoch just committed is the last: take over from it now, in
+	 * order. Version 6. */
+	KEMARI_MSG_SWITCHOVER = 18,
 };
 
 struct kemari_wire_hdr {

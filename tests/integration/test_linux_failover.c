@@ -161,6 +161,18 @@ static void wait_takeover(void)
 }
 
 /*
+ * After a takeover and its load: the new primary still runs and its guest
+ * answers one more request; if not, the end of its log says why.
+ */
+static void check_new_primary(void)
+{
+	if (!h_serving(&sec, slog, LF_SERVER, "the new primary")) {
+		h_dump_tail(scon, 30);
+		cr_fatal("the new primary is not serving after the takeover");
+	}
+}
+
+/*
  * The guest's date in its last complete "kemari-guest: tick DATE UPTIME"
  * console line (the console is written as the guest prints: a line may
  * be half there), or -1; *n: how many there are.
@@ -255,6 +267,7 @@ ParameterizedTest(int *run, linux_failover, kill9_at_random_moment)
 	usleep((useconds_t)h_ms(1000) * 1000);
 	h_load_check(&l, plog, slog);
 	check_taken_over();
+	check_new_primary();
 	cr_assert(not(h_log_has(slog, "error")));
 }
 
@@ -309,6 +322,7 @@ ParameterizedTest(struct lf_phase *pc, linux_failover, kill9_at_each_phase)
 	usleep((useconds_t)h_ms(1000) * 1000);
 	h_load_check(&l, plog, slog);
 	check_taken_over();
+	check_new_primary();
 }
 
 /* --- one TCP connection through the failover ----------------------------- */
@@ -407,6 +421,7 @@ Test(linux_failover, tcp_connection_survives_the_failover)
 		    seq - 1);
 	cr_assert(eq(int, h_wait(&pri, h_ms(10000)), 128 + SIGKILL));
 	check_taken_over();
+	check_new_primary();
 }
 
 /* --- the restore self-check ---------------------------------------------- */

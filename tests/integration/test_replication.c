@@ -15,6 +15,7 @@
 #include <criterion/new/assert.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -35,7 +36,7 @@
 
 static char dir[256], disk[300], plog[300], slog[300], server[64], peer[64],
 	common[1024], xport[128];
-static struct hproc pri, sec;
+static struct hproc pri, sec, third; /* third: re-protection's */
 
 static const char *env_or(const char *k, const char *def)
 {
@@ -62,13 +63,14 @@ static void setup(void)
 		common, sizeof(common),
 		"--mem=64M --disk=%s --disk-size=16M --net=udp:%s --no-progress %s %s",
 		disk, server, xport, env_or("KEMARI_TEST_HB", ""));
-	pri.pid = sec.pid = 0;
+	pri.pid = sec.pid = third.pid = 0;
 }
 
 static void teardown(void)
 {
 	h_reap(&pri);
 	h_reap(&sec);
+	h_reap(&third);
 	h_rmtree(dir);
 }
 
@@ -140,6 +142,16 @@ static void wait_takeover(void)
 			 st == -ETIMEDOUT ? "still running," : "exit status",
 			 st);
 	}
+}
+
+/*
+ * After a takeover and its load: the new primary still runs and answers
+ * one more request; if not, the end of its log says why.
+ */
+static void check_new_primary(void)
+{
+	if (!h_serving(&sec, slog, server, "the new primary"))
+		cr_fatal("the new primary is not serving after the takeover");
 }
 
 /* Epoch the secondary resumed from, from its one-line takeover report. */
@@ -216,6 +228,7 @@ ParameterizedTest(int *run, replication, kill9_at_random_moment)
 		setup();
 	}
 	load_check(l);
+	check_new_primary();
 	if (h_log_has(slog, "error")) {
 		h_dump(slog);
 		cr_fatal("an error line in the secondary's log (above)");
@@ -260,6 +273,7 @@ ParameterizedTest(struct phase_case *pc, replication, kill9_at_each_phase)
 		  pc->fault);
 	usleep((useconds_t)h_ms(300) * 1000);
 	load_check(&l);
+	check_new_primary();
 }
 
 Test(replication, kill9_during_initial_sync_then_new_primary)
@@ -306,8 +320,139 @@ Test(replication, secondary_killed_primary_continues)
 	cr_assert(h_log_has(plog, "pause summary: "));
 }
 
+/*
+ * The whole life cycle under the kvstore load: kill -9 the primary; the
+ * secondary takes over and, serving alone, brings in a third side started
+ * only then at its --peer (pre-copy while the guest serves, one short
+ * pause); kill -9 the second: the third takes over and serves. Every
+ * acknowledged INCR is there exactly once.
+ */
+Test(replication, reprotect_life_cycle_under_load)
+{
+	struct h_load *l = calloc(1, sizeof(*l));
+	char peer3[64], log3[300], extra[128];
+	long long e1;
+
+	cr_assert(l != NULL);
+	snprintf(peer3, sizeof(peer3), "%s:%u",
+		 env_or("KEMARI_TEST_ADDR", "127.0.0.1"), h_port());
+	snprintf(log3, sizeof(log3), "%s/third.log", dir);
+	snprintf(extra, sizeof(extra), "--peer=%s", peer3);
+	start_secondary(extra);
+	start_primary(NULL);
+	wait_ready();
+	load_start(l);
+	usleep((useconds_t)h_ms(1000) * 1000);
+	h_kill(&pri, SIGKILL);
+	wait_takeover();
+	e1 = resumed_epoch();
+	if (h_wait_log(slog, "re-protection: no secondary at", h_ms(20000))) {
+		h_dump(slog);
+		cr_fatal("the new primary does not look for a secondary");
+	}
+	/* Its own --peer: where the second listened (closed by now). */
+	cr_assert(eq(int,
+		     h_spawn(&third, log3,
+			     "@B/kemari-run --role=secondary --listen=%s --peer=%s --guest=@B/guests/kvstore.elf %s",
+			     peer3, peer, common),
+		     0));
+	if (h_wait_log(slog, "re-protected: the secondary at", h_ms(90000))) {
+		h_dump(slog);
+		h_dump(log3);
+		cr_fatal("the third side was never brought in");
+	}
+	cr_assert(eq(i64, h_log_number(slog, "holds epoch "), e1 + 1));
+	{
+		char line[1024];
+
+		if (h_log_line(slog, "re-protected: ", line, sizeof(line)))
+			cr_log_info("%s", strstr(line, "re-protected: "));
+	}
+	usleep((useconds_t)h_ms(1000) * 1000);
+	h_kill(&sec, SIGKILL);
+	if (h_wait_log(log3, "takeover: resumed from epoch", h_ms(30000))) {
+		h_dump(slog);
+		h_dump(log3);
+		cr_fatal("the third side did not take over");
+	}
+	cr_assert(gt(i64, h_log_number(log3, "resumed from epoch "), e1));
+	usleep((useconds_t)h_ms(500) * 1000);
+	h_load_check(l, slog, log3);
+	if (!h_serving(&third, log3, server, "the third side"))
+		cr_fatal("the third side is not serving after its takeover");
+	free(l);
+}
+
+static void switchover(const char *sock)
+{
+	if (h_ctl(dir, sock, "switchover")) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fatal("kemari-ctl switchover failed");
+	}
+}
+
+static void expect_line(const char *log, const char *needle, int ms)
+{
+	if (h_wait_log(log, needle, h_ms(ms))) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fatal("no '%s' in %s", needle, log);
+	}
+}
+
+/*
+ * Planned switchovers under the kvstore load, there and back: each side
+ * has --peer and --listen; the secondary takes over at once from the
+ * primary's last epoch, the old primary becomes its secondary through
+ * re-protection, and the second switchover hands the guest back. Every
+ * acknowledged INCR exactly once; the clients' longest wait for a reply
+ * (the gap a switchover costs them) is printed.
+ */
+Test(replication, switchover_there_and_back_under_load)
+{
+	struct h_load *l = calloc(1, sizeof(*l));
+	char back[64], ctl_p[320], ctl_s[320], extra[512];
+
+	cr_assert(l != NULL);
+	snprintf(back, sizeof(back), "%s:%u",
+		 env_or("KEMARI_TEST_ADDR", "127.0.0.1"), h_port());
+	snprintf(ctl_p, sizeof(ctl_p), "%s/p.sock", dir);
+	snprintf(ctl_s, sizeof(ctl_s), "%s/s.sock", dir);
+	snprintf(extra, sizeof(extra), "--peer=%s --control=%s", back, ctl_s);
+	start_secondary(extra);
+	snprintf(extra, sizeof(extra), "--listen=%s --control=%s", back,
+		 ctl_p);
+	start_primary(extra);
+	wait_ready();
+	load_start(l);
+	usleep((useconds_t)h_ms(1000) * 1000);
+	switchover(ctl_p);
+	expect_line(slog, "takeover: resumed from epoch", 30000);
+	cr_assert(h_log_has(slog, "the primary hands the guest over"));
+	cr_assert(eq(i64, h_log_number(plog, "serves the guest from epoch "),
+		     resumed_epoch()));
+	expect_line(slog, "re-protected: the secondary at", 90000);
+	usleep((useconds_t)h_ms(1000) * 1000);
+	switchover(ctl_s);
+	expect_line(plog, "takeover: resumed from epoch", 30000);
+	expect_line(plog, "re-protected: the secondary at", 90000);
+	usleep((useconds_t)h_ms(500) * 1000);
+	h_load_check(l, plog, slog);
+	cr_log_info("switchover there and back: the clients' longest wait for a reply %.1f ms (p99 %.1f ms)",
+		    (double)l->res.max_gap_us / 1000,
+		    (double)l->res.lat_p99_us / 1000);
+	cr_assert(not(h_log_has(slog, "primary lost")));
+	cr_assert(not(h_log_has(plog, "primary lost")));
+	if (!h_serving(&pri, plog, server, "the primary, switched back"))
+		cr_fatal("the guest is not served after switching back");
+	free(l);
+}
+
 Test(replication, orderly_primary_stop_is_not_a_failure)
 {
+	char cause[96];
+
 	start_secondary(NULL);
 	start_primary(NULL);
 	wait_ready();
@@ -316,6 +461,12 @@ Test(replication, orderly_primary_stop_is_not_a_failure)
 	cr_assert(eq(int, h_wait(&sec, h_ms(10000)), 0));
 	cr_assert(h_log_has(slog, "the primary shut down in order"));
 	cr_assert(not(h_log_has(slog, "takeover")));
+	/* Its cause, with the sender (this test), in the primary's log. */
+	snprintf(cause, sizeof(cause),
+		 "kemari-run[primary]: stopping on SIGTERM from pid %d (",
+		 (int)getpid());
+	cr_assert(h_log_has(plog, cause), "'%s' not in the primary's log",
+		  cause);
 }
 
 /*
@@ -326,7 +477,6 @@ Test(replication, orderly_primary_stop_is_not_a_failure)
  */
 Test(replication, primary_guest_crash_is_taken_over)
 {
-	char reply[128];
 	struct h_load l;
 
 	start_secondary(NULL);
@@ -344,10 +494,7 @@ Test(replication, primary_guest_crash_is_taken_over)
 	cr_assert(eq(i64, resumed_epoch(), 40));
 	usleep((useconds_t)h_ms(300) * 1000);
 	load_check(&l);
-	cr_assert(eq(int, h_wait(&sec, 0), -ETIMEDOUT), "the new primary died");
-	cr_assert(
-		eq(int, h_kv(server, "c", 1, "PING", reply, sizeof(reply)), 0));
-	cr_assert(eq(str, reply, "OK PONG"));
+	check_new_primary();
 }
 
 /* Spawn a pair on another guest image (both sides name the same one). */
@@ -378,6 +525,9 @@ Test(replication, primary_guest_panic_is_a_failure)
 	start_pair_with("@B/guests/fault.elf", "");
 	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 1));
 	cr_assert(h_log_has(plog, "panic: CPU exception 14 (#PF)"));
+	/* Its own exit port, with a status that is not a clean poweroff. */
+	cr_assert(
+		h_log_has(plog, "the guest powered off (status 1) at RIP 0x"));
 	cr_assert(h_log_has(
 		plog,
 		"the guest ended with status 1, not a clean poweroff: the secondary takes over from epoch 0"));
@@ -393,6 +543,8 @@ Test(replication, guest_poweroff_is_orderly)
 			"--guest-arg=rounds=30 --guest-arg=pages=4");
 	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 0));
 	cr_assert(eq(int, h_wait(&sec, h_ms(20000)), 0));
+	cr_assert(
+		h_log_has(plog, "the guest powered off (status 0) at RIP 0x"));
 	cr_assert(
 		h_log_has(slog, "the primary shut down in order at epoch 30"));
 	cr_assert(not(h_log_has(slog, "takeover")));
@@ -484,6 +636,16 @@ static void raw_frame(int fd, uint16_t type, const void *p, uint32_t len)
 		cr_assert(eq(long, write(fd, p, len), (long)len));
 }
 
+/* A 16 MiB disk file at path, as a primary would create it. */
+static void make_disk(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT, 0644);
+
+	cr_assert(ge(int, fd, 0));
+	cr_assert(eq(int, ftruncate(fd, 16 << 20), 0));
+	close(fd);
+}
+
 static void raw_hello(int fd)
 {
 	struct kemari_hello h = { .proto_version = KEMARI_PROTO_VERSION,
@@ -497,7 +659,9 @@ static void raw_hello(int fd)
 	snprintf(path, sizeof(path), "%s/guests/kvstore.elf", h_build());
 	cr_assert(eq(int, kemari_hash_file(path, &h.image_hash), 0));
 	snprintf(h.hv, sizeof(h.hv), "kvm");
-	/* The shared disk's identity, as a primary creates it (version 5). */
+	/* The shared disk and its identity, as a primary creates them
+	 * (version 5): the secondary never creates the disk. */
+	make_disk(disk);
 	snprintf(path, sizeof(path), "%s.kemari", disk);
 	cr_assert(eq(int, kemari_fence__open(&f, path, true), 0));
 	memcpy(h.disk_id, f.disk_id, sizeof(h.disk_id));
@@ -615,6 +779,7 @@ Test(replication, silent_primary_detected_by_heartbeat)
 	h_kill(&pri, SIGKILL);
 	wait_takeover();
 	load_check(&l);
+	check_new_primary();
 }
 
 Test(replication, silent_secondary_detected_by_heartbeat)
@@ -648,6 +813,7 @@ Test(replication, two_vcpus_fail_over)
 	wait_takeover();
 	usleep((useconds_t)h_ms(300) * 1000);
 	load_check(&l);
+	check_new_primary();
 }
 
 Test(replication, speculation_and_bitmap_tracking_fail_over)
@@ -663,6 +829,7 @@ Test(replication, speculation_and_bitmap_tracking_fail_over)
 	wait_takeover();
 	usleep((useconds_t)h_ms(300) * 1000);
 	load_check(&l);
+	check_new_primary();
 }
 
 Test(replication, secondary_loss_with_pause_policy_holds_the_guest)
@@ -684,4 +851,112 @@ Test(replication, secondary_loss_with_pause_policy_holds_the_guest)
 	cr_assert(eq(int, h_kv_ready(server, h_ms(1500)), -ETIMEDOUT));
 	h_kill(&pri, SIGTERM);
 	cr_assert(eq(int, h_wait(&pri, h_ms(10000)), 0));
+}
+
+/* --- the secondary's disk --------------------------------------------------- */
+
+static int count_lines(const char *log, const char *needle)
+{
+	FILE *f = fopen(log, "r");
+	char line[4096];
+	int n = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/*
+ * The primary (on disk.img) is refused with one line on each side naming
+ * needle; the secondary keeps listening, and its --disk (sdisk, if not
+ * NULL) is still missing: nobody created it.
+ */
+static void expect_disk_refusal(const char *sextra, const char *pextra,
+				const char *needle, const char *sdisk)
+{
+	int st;
+
+	start_secondary(sextra);
+	if (sdisk)
+		cr_assert(eq(int, access(sdisk, F_OK), -1),
+			  "the secondary created %s at start", sdisk);
+	start_primary(pextra);
+	st = h_wait(&pri, h_ms(30000));
+	if (st != 1 || count_lines(plog, needle) != 1 ||
+	    count_lines(slog, needle) != 1) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fatal("primary exit %d; '%s' not once in each log", st,
+			 needle);
+	}
+	cr_assert(eq(int, count_lines(plog, "the secondary refused: "), 1));
+	cr_assert(eq(int, count_lines(slog, "refusing the primary: "), 1));
+	if (sdisk)
+		cr_assert(eq(int, access(sdisk, F_OK), -1), "%s was created",
+			  sdisk);
+	cr_assert(eq(int, h_wait(&sec, 0), -ETIMEDOUT), "the secondary ended");
+}
+
+/*
+ * A secondary whose --disk does not exist does not create it when it
+ * starts (the VMM defers the disk to the handshake), and refuses a primary
+ * that connects: one line on each side; it keeps listening.
+ */
+Test(replication, secondary_never_creates_a_missing_disk)
+{
+	char missing[320], sextra[400], needle[400];
+
+	snprintf(missing, sizeof(missing), "%s/missing.img", dir);
+	snprintf(sextra, sizeof(sextra), "--disk=%s", missing);
+	snprintf(needle, sizeof(needle),
+		 "disk %s does not exist here: a secondary never creates it",
+		 missing);
+	expect_disk_refusal(sextra, NULL, needle, missing);
+}
+
+/* The same without fence records: the VMM's own open refuses it. */
+Test(replication, unfenced_secondary_never_creates_a_missing_disk)
+{
+	char missing[320], sextra[400], needle[400];
+
+	snprintf(missing, sizeof(missing), "%s/missing.img", dir);
+	snprintf(sextra, sizeof(sextra), "--disk=%s --fence=none", missing);
+	snprintf(needle, sizeof(needle),
+		 "disk %s does not exist here: a secondary never creates it",
+		 missing);
+	expect_disk_refusal(sextra, "--fence=none", needle, missing);
+}
+
+/*
+ * A secondary on another disk (its own fence record, another identity)
+ * refuses a primary on disk.img with one line on each side, then serves
+ * a primary on its disk: the disk the VMM opened at that handshake is the
+ * one the guest uses after the takeover.
+ */
+Test(replication, secondary_refuses_another_disk_then_takes_over_on_its_own)
+{
+	char other[320], fence[330], sextra[400], reply[64];
+	struct kemari_fence f;
+
+	snprintf(other, sizeof(other), "%s/other.img", dir);
+	snprintf(fence, sizeof(fence), "%s.kemari", other);
+	make_disk(other);
+	cr_assert(eq(int, kemari_fence__open(&f, fence, true), 0));
+	kemari_fence__close(&f);
+	snprintf(sextra, sizeof(sextra), "--disk=%s", other);
+	expect_disk_refusal(sextra, NULL, "disk identity ", NULL);
+	cr_assert(h_log_has(slog, "both sides must use the same shared disk"));
+	h_reap(&pri);
+	start_primary(sextra);
+	wait_ready();
+	cr_assert(eq(int, h_kv(server, "c", 1, "INCR d", reply, sizeof(reply)),
+		     0));
+	cr_assert(eq(str, reply, "OK 1"));
+	h_kill(&pri, SIGKILL);
+	wait_takeover();
+	cr_assert(eq(int, h_kv(server, "c", 2, "INCR d", reply, sizeof(reply)),
+		     0));
+	cr_assert(eq(str, reply, "OK 2"));
 }

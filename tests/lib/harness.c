@@ -14,6 +14,7 @@
 
 #include "harness.h"
 #include "kemari/kemari.h"
+#include "kemari/xport.h"
 #include "kvclient.h"
 
 const char *h_build(void)
@@ -170,21 +171,61 @@ void h_reap(struct hproc *p)
 	h_wait(p, 10000);
 }
 
-long long h_log_number(const char *log, const char *needle)
+int h_ctl(const char *dir, const char *sock, const char *cmd)
+{
+	struct hproc ctl = { 0 };
+	char log[320];
+	int st;
+
+	snprintf(log, sizeof(log), "%s/ctl.log", dir);
+	if (h_spawn(&ctl, log, "@B/kemari-ctl --control=%s %s", sock, cmd))
+		return -1;
+	st = h_wait(&ctl, h_ms(10000));
+	if (st != 0)
+		h_dump(log);
+	return st;
+}
+
+void h_stacks(const struct hproc *p)
+{
+	char cmd[256];
+
+	if (p->pid <= 0 || h_wait((struct hproc *)p, 0) != -ETIMEDOUT)
+		return;
+	snprintf(cmd, sizeof(cmd),
+		 "command -v gdb >/dev/null && gdb -batch -p %d -ex 'thread apply all bt' 2>&1 | grep -E '^(#|Thread)' >&2 || echo 'h_stacks: no gdb here' >&2",
+		 (int)p->pid);
+	fprintf(stderr, "---- stacks of pid %d\n", (int)p->pid);
+	if (system(cmd) < 0)
+		fprintf(stderr, "h_stacks: cannot run gdb\n");
+}
+
+bool h_log_line(const char *log, const char *needle, char *buf, size_t n)
 {
 	FILE *f = fopen(log, "r");
-	char line[1024];
-	long long v = -1;
+	char line[4096];
+	bool found = false;
 
 	while (f && fgets(line, sizeof(line), f)) {
-		char *p = strstr(line, needle);
-
-		if (p)
-			v = atoll(p + strlen(needle));
+		if (!strstr(line, needle))
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		snprintf(buf, n, "%s", line);
+		found = true;
 	}
 	if (f)
 		fclose(f);
-	return v;
+	return found;
+}
+
+long long h_log_number(const char *log, const char *needle)
+{
+	char line[4096], *p;
+
+	if (!h_log_line(log, needle, line, sizeof(line)))
+		return -1;
+	p = strstr(line, needle);
+	return atoll(p + strlen(needle));
 }
 
 bool h_log_has(const char *log, const char *needle)
@@ -227,6 +268,55 @@ void h_dump(const char *log)
 	fclose(f);
 }
 
+void h_dump_tail(const char *log, unsigned int n)
+{
+	FILE *f = fopen(log, "r");
+	char(*ring)[1024];
+	unsigned int count = 0;
+
+	if (!f)
+		return;
+	ring = calloc(n ? n : 1, sizeof(*ring));
+	if (!ring) {
+		fclose(f);
+		return;
+	}
+	while (n && fgets(ring[count % n], sizeof(ring[0]), f))
+		count++;
+	fprintf(stderr, "---- %s (its last %u lines of %u)\n", log,
+		count < n ? count : n, count);
+	for (unsigned int i = count < n ? 0 : count - n; i < count; i++)
+		fputs(ring[i % n], stderr);
+	fprintf(stderr, "----\n");
+	free(ring);
+	fclose(f);
+}
+
+bool h_serving(struct hproc *p, const char *log, const char *server,
+	       const char *who)
+{
+	char reply[128] = "";
+	int st = h_wait(p, 0), err = 0;
+
+	if (st == -ETIMEDOUT) {
+		/* A client id of its own: one request more, answered. */
+		err = h_kv(server, "h-serving", 1, "PING", reply,
+			   sizeof(reply));
+		if (!err && !strcmp(reply, "OK PONG"))
+			return true;
+	}
+	h_dump_tail(log, 30);
+	if (st != -ETIMEDOUT)
+		cr_log_error(
+			"%s is not running any more (exit status %d); the end of its log is above",
+			who, st);
+	else
+		cr_log_error(
+			"%s runs but does not serve (PING: %s, '%s'); the end of its log is above",
+			who, err ? strerror(-err) : "answered", reply);
+	return false;
+}
+
 int h_kv(const char *server, const char *client, uint64_t seq, const char *cmd,
 	 char *reply, size_t cap)
 {
@@ -264,6 +354,23 @@ int h_kv_ready(const char *server, int timeout_ms)
 		usleep(50000);
 	}
 	return -ETIMEDOUT;
+}
+
+size_t h_synth_xports(struct h_xspec *xs, size_t max)
+{
+	const char *env = getenv("KEMARI_SYNTH_XPORTS");
+	char buf[256], *save = NULL;
+	size_t n = 0;
+
+	if (!env || !*env)
+		env = kemari_xport_find("ofi") ? "tcp;ofi --provider=tcp"
+					       : "tcp";
+	snprintf(buf, sizeof(buf), "%s", env);
+	for (char *t = strtok_r(buf, ";", &save); t && n < max;
+	     t = strtok_r(NULL, ";", &save))
+		snprintf(xs[n++].args, sizeof(xs[0].args), "--transport=%.48s",
+			 t);
+	return n;
 }
 
 void h_synth_check_output(const char *path, int n)

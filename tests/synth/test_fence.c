@@ -379,9 +379,12 @@ Test(fence, partition_of_the_link_alone_leaves_exactly_one_server)
 	sst = h_wait(&sec, h_ms(60000));
 	cr_log_info("partition: primary %d, secondary %d", pst, sst);
 	if (pst == -ETIMEDOUT || sst == -ETIMEDOUT) {
-		/* Seen once on a loaded host: keep what each side said. */
+		/* Seen on a loaded host: keep what each side said, and
+		 * where the one still running is stuck. */
 		h_dump(plog);
 		h_dump(slog);
+		h_stacks(&pri);
+		h_stacks(&sec);
 		cr_fatal(
 			"a side still runs a minute into the partition (primary %d, secondary %d)",
 			pst, sst);

@@ -415,7 +415,8 @@ static int json_collect(void *ctx, const char *path, enum kemari_json_type t,
  */
 Test(ops, control_socket_status_stats_stop)
 {
-	char pctl[300], sctl[300], stats[300], cmd[1024], line[1024];
+	char pctl[300], sctl[300], stats[300], cmd[1024], line[1024],
+		cause[400];
 	struct scrape s;
 	struct stat st;
 	long long e;
@@ -498,7 +499,13 @@ Test(ops, control_socket_status_stats_stop)
 		 sizeof(line));
 	cr_assert(eq(
 		str, line,
-		"{\"error\":{\"class\":\"CommandNotFound\",\"desc\":\"unknown command 'bogus': use status, stats or stop\"},\"id\":42}"));
+		"{\"error\":{\"class\":\"CommandNotFound\",\"desc\":\"unknown command 'bogus': use status, stats, stop or switchover\"},\"id\":42}"));
+	/* Only a protected primary hands the guest over. */
+	raw_call(sctl, "{\"execute\":\"switchover\"}\n", line,
+		 sizeof(line));
+	cr_assert(eq(
+		str, line,
+		"{\"error\":{\"class\":\"DeviceNotActive\",\"desc\":\"no switchover: no secondary holds the guest (only a protected primary hands it over)\"}}"));
 	raw_call(pctl, "status\n", line, sizeof(line));
 	cr_assert(eq(
 		str, line,
@@ -508,7 +515,7 @@ Test(ops, control_socket_status_stats_stop)
 	cr_assert(eq(int, run_line(line, sizeof(line), cmd), 2));
 	cr_assert(eq(
 		str, line,
-		"kemari-ctl: error: unknown command 'reboot': use status, stats or stop"));
+		"kemari-ctl: error: unknown command 'reboot': use status, stats, stop or switchover"));
 
 	snprintf(cmd, sizeof(cmd), "%s/kemari-ctl --control=%s stop 2>&1", B,
 		 pctl);
@@ -519,6 +526,12 @@ Test(ops, control_socket_status_stats_stop)
 	cr_assert(eq(int, h_wait(&pri, h_ms(20000)), 0));
 	cr_assert(eq(int, h_wait(&sec, h_ms(20000)), 0));
 	cr_assert(h_log_has(slog, "the primary shut down in order at epoch"));
+	/* Why the primary ended: who asked, through which socket. */
+	snprintf(
+		cause, sizeof(cause),
+		"kemari-run[primary]: stopping on 'stop' from the control socket %s, pid ",
+		pctl);
+	cr_assert(h_log_has(plog, cause), "no '%s'", cause);
 	cr_assert(eq(int, stat(pctl, &st), -1),
 		  "the socket outlived its process");
 	cr_assert(eq(int, run_line(line, sizeof(line), cmd), 1));

@@ -43,27 +43,6 @@ static struct hproc pri, sec;
 /* Every secondary's: --insecure when the test address is not loopback. */
 static char sec_extra[32];
 
-struct xspec {
-	char args[64]; /* "--transport=ofi --provider=tcp" */
-};
-
-static size_t list_xports(struct xspec *xs)
-{
-	const char *env = getenv("KEMARI_SYNTH_XPORTS");
-	char buf[256], *save = NULL;
-	size_t n = 0;
-
-	if (!env || !*env)
-		env = kemari_xport_find("ofi") ? "tcp;ofi --provider=tcp"
-					       : "tcp";
-	snprintf(buf, sizeof(buf), "%s", env);
-	for (char *t = strtok_r(buf, ";", &save); t && n < MAX_XPORTS;
-	     t = strtok_r(NULL, ";", &save))
-		snprintf(xs[n++].args, sizeof(xs[0].args), "--transport=%.48s",
-			 t);
-	return n;
-}
-
 static void setup(void)
 {
 	const char *addr = getenv("KEMARI_TEST_ADDR");
@@ -126,25 +105,30 @@ static long long verified_round(void)
 	return h_log_number(slog, "replica verified at round ");
 }
 
+/* After a takeover the new primary serves to the guest's last round. */
 static void wait_secondary_done(void)
 {
 	int st = h_wait(&sec, h_ms(60000));
 
-	if (st != 0) {
+	if (st != 0 ||
+	    (h_log_has(slog, "takeover: resumed") &&
+	     !h_log_has(slog, "the guest powered off (status 0) after "))) {
 		h_dump(plog);
-		h_dump(slog);
-		cr_fatal("the secondary ended with %d after the takeover", st);
+		h_dump_tail(slog, 30);
+		cr_fatal("the secondary ended with %d after the takeover, %s",
+			 st, "its last lines above");
 	}
 }
 
 ParameterizedTestParameters(synth, orderly_run_replicates_every_round)
 {
-	static struct xspec xs[MAX_XPORTS];
+	static struct h_xspec xs[MAX_XPORTS];
 
-	return cr_make_param_array(struct xspec, xs, list_xports(xs));
+	return cr_make_param_array(struct h_xspec, xs,
+				   h_synth_xports(xs, MAX_XPORTS));
 }
 
-ParameterizedTest(struct xspec *x, synth, orderly_run_replicates_every_round)
+ParameterizedTest(struct h_xspec *x, synth, orderly_run_replicates_every_round)
 {
 	char stats[300], extra[350], line[512];
 	int epochs = 0;
@@ -156,6 +140,8 @@ ParameterizedTest(struct xspec *x, synth, orderly_run_replicates_every_round)
 	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 0));
 	cr_assert(eq(int, h_wait(&sec, h_ms(20000)), 0));
 	cr_assert(h_log_has(slog, "shut down in order at epoch 400"));
+	cr_assert(h_log_has(
+		plog, "the guest powered off (status 0) after 400 rounds"));
 	check_output(ROUNDS);
 	/* One epoch per event, each carrying the round's 64 pages. */
 	f = fopen(stats, "r");
@@ -181,8 +167,8 @@ ParameterizedTestParameters(synth, kill9_at_each_phase)
 					      "after-push", "after-commit",
 					      "after-ack" };
 	static struct phase_case cases[MAX_XPORTS * 5];
-	struct xspec xs[MAX_XPORTS];
-	size_t nx = list_xports(xs), n = 0;
+	struct h_xspec xs[MAX_XPORTS];
+	size_t nx = h_synth_xports(xs, MAX_XPORTS), n = 0;
 
 	for (size_t i = 0; i < nx; i++)
 		for (size_t p = 0; p < 5; p++, n++) {
@@ -224,8 +210,8 @@ struct random_case {
 ParameterizedTestParameters(synth, kill9_at_random_moment)
 {
 	static struct random_case cases[MAX_XPORTS * 8];
-	struct xspec xs[MAX_XPORTS];
-	size_t nx = list_xports(xs), n = 0;
+	struct h_xspec xs[MAX_XPORTS];
+	size_t nx = h_synth_xports(xs, MAX_XPORTS), n = 0;
 
 	for (size_t i = 0; i < nx; i++)
 		for (int r = 0; r < 8; r++, n++) {
@@ -270,9 +256,10 @@ ParameterizedTest(struct random_case *rc, synth, kill9_at_random_moment)
 
 ParameterizedTestParameters(synth, guest_crash_is_taken_over)
 {
-	static struct xspec xs[MAX_XPORTS];
+	static struct h_xspec xs[MAX_XPORTS];
 
-	return cr_make_param_array(struct xspec, xs, list_xports(xs));
+	return cr_make_param_array(struct h_xspec, xs,
+				   h_synth_xports(xs, MAX_XPORTS));
 }
 
 /*
@@ -282,7 +269,7 @@ ParameterizedTestParameters(synth, guest_crash_is_taken_over)
  * event in flight) and runs every remaining round; each commit's replica is
  * checked page by page on the way (--verify-replica).
  */
-ParameterizedTest(struct xspec *x, synth, guest_crash_is_taken_over)
+ParameterizedTest(struct h_xspec *x, synth, guest_crash_is_taken_over)
 {
 	char extra[256];
 
@@ -305,10 +292,15 @@ ParameterizedTest(struct xspec *x, synth, guest_crash_is_taken_over)
 			     " --guest-arg=pages=64 --guest-arg=rounds=%d",
 			     peer, h_ms(60000), out, extra, ROUNDS),
 		     0));
-	cr_assert(eq(int, h_wait(&pri, h_ms(60000)), 1));
-	cr_assert(h_log_has(plog, "synthetic guest crashed"));
-	cr_assert(h_log_has(plog, "the secondary takes over from epoch 40"));
-	cr_assert(h_log_has(plog, "every changed page was reported"));
+	if (h_wait(&pri, h_ms(60000)) != 1 ||
+	    !h_log_has(plog, "synthetic guest crashed") ||
+	    !h_log_has(plog, "the secondary takes over from epoch 40") ||
+	    !h_log_has(plog, "every changed page was reported")) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fatal("the primary did not end as its guest crashed (%s)",
+			 x->args);
+	}
 	wait_secondary_done();
 	/* The heartbeat timeout is a minute: only the FAILED message fits. */
 	if (!h_log_has(slog, "its guest or VMM failed")) {
@@ -516,13 +508,14 @@ static void start_primary(const char *log, const char *opts, int rounds)
 
 ParameterizedTestParameters(synth, same_key_replicates_and_fails_over)
 {
-	static struct xspec xs[MAX_XPORTS];
+	static struct h_xspec xs[MAX_XPORTS];
 
-	return cr_make_param_array(struct xspec, xs, list_xports(xs));
+	return cr_make_param_array(struct h_xspec, xs,
+				   h_synth_xports(xs, MAX_XPORTS));
 }
 
 /* As kill9_at_each_phase's after-commit case, both sides keyed. */
-ParameterizedTest(struct xspec *x, synth, same_key_replicates_and_fails_over)
+ParameterizedTest(struct h_xspec *x, synth, same_key_replicates_and_fails_over)
 {
 	char key[300], opts[400];
 
@@ -539,9 +532,10 @@ ParameterizedTest(struct xspec *x, synth, same_key_replicates_and_fails_over)
 ParameterizedTestParameters(synth,
 			    wrong_key_is_refused_then_the_right_one_replicates)
 {
-	static struct xspec xs[MAX_XPORTS];
+	static struct h_xspec xs[MAX_XPORTS];
 
-	return cr_make_param_array(struct xspec, xs, list_xports(xs));
+	return cr_make_param_array(struct h_xspec, xs,
+				   h_synth_xports(xs, MAX_XPORTS));
 }
 
 /*
@@ -549,7 +543,7 @@ ParameterizedTestParameters(synth,
  * does not retry; the secondary logs one line naming its own and keeps
  * listening; the primary with the right key then replicates every round.
  */
-ParameterizedTest(struct xspec *x, synth,
+ParameterizedTest(struct h_xspec *x, synth,
 		  wrong_key_is_refused_then_the_right_one_replicates)
 {
 	char good[300], bad[300], sopts[400], popts[400], plog1[320];
@@ -597,8 +591,8 @@ struct mixed_case {
 ParameterizedTestParameters(synth, key_on_one_side_only_is_refused)
 {
 	static struct mixed_case cases[MAX_XPORTS * 2];
-	struct xspec xs[MAX_XPORTS];
-	size_t nx = list_xports(xs), n = 0;
+	struct h_xspec xs[MAX_XPORTS];
+	size_t nx = h_synth_xports(xs, MAX_XPORTS), n = 0;
 
 	for (size_t i = 0; i < nx; i++)
 		for (int k = 0; k < 2; k++, n++) {
@@ -694,6 +688,10 @@ Test(synth, non_loopback_listen_needs_a_key_or_insecure)
 		     0));
 	h_kill(&sec, SIGTERM);
 	cr_assert(eq(int, h_wait(&sec, h_ms(10000)), 0));
+	snprintf(want, sizeof(want),
+		 "kemari-run[secondary]: stopping on SIGTERM from pid %d (",
+		 (int)getpid());
+	cr_assert(h_log_has(slog, want), "no '%s'", want);
 
 	/* With --insecure: it listens, says so, and serves a primary. */
 	unlink(slog);
@@ -742,7 +740,7 @@ Test(synth, tls_pair_replicates_and_fails_over)
  */
 Test(synth, tls_on_one_side_only_is_refused)
 {
-	char key[300], sopts[400], popts[400], plog1[320];
+	char key[300], sopts[400], popts[400], plog1[320], want[120];
 
 	gen_key(key, sizeof(key), "tls1.key");
 	snprintf(sopts, sizeof(sopts), "--transport=tcp --auth-key=%s --tls",
@@ -759,7 +757,10 @@ Test(synth, tls_on_one_side_only_is_refused)
 		h_dump(slog);
 		cr_fatal("no TLS refusal on the secondary");
 	}
-	expect_one_error(slog, "TLS handshake with 127.0.0.1:");
+	/* The secondary names the primary's address: the test address. */
+	snprintf(want, sizeof(want), "TLS handshake with %.*s:",
+		 (int)(strrchr(peer, ':') - peer), peer);
+	expect_one_error(slog, want);
 	cr_assert(eq(int, h_wait(&sec, 0), -ETIMEDOUT),
 		  "the secondary stopped listening");
 	snprintf(popts, sizeof(popts), "--transport=tcp --auth-key=%s --tls",

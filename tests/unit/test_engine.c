@@ -206,6 +206,25 @@ static int fhv_crash(struct kemari_hv *hv)
 	return -ENOSYS;
 }
 
+static int open_disk_err;	     /* what the next open_disk returns */
+static int disk_opens;		     /* open_disk calls */
+static unsigned int sent_at_open; /* messages sent before the last one */
+static unsigned int nsent;
+
+static int fhv_open_disk(struct kemari_hv *hv)
+{
+	(void)hv;
+	disk_opens++;
+	sent_at_open = nsent;
+	op("open_disk");
+	if (open_disk_err)
+		return kemari_err(
+			open_disk_err,
+			"disk %s does not exist here: a secondary never creates it; give it the primary's shared disk",
+			fhv->cfg.disk_path);
+	return 0;
+}
+
 static const struct kemari_hv_ops fake_hv_ops = {
 	.name = "fake",
 	.create = fhv_create,
@@ -226,6 +245,7 @@ static const struct kemari_hv_ops fake_hv_ops = {
 	.flush = fhv_flush,
 	.guest_stat = fhv_stat,
 	.crash = fhv_crash,
+	.open_disk = fhv_open_disk,
 };
 
 /* ---- a scripted transport --------------------------------------------- */
@@ -240,6 +260,7 @@ struct step {
 	uint32_t len;
 	uint64_t pfn; /* ST_PUSH: one page, filled with fill */
 	uint8_t fill;
+	const uint8_t *big; /* ST_MSG: len bytes here instead of payload */
 };
 
 static struct step script[512];
@@ -250,7 +271,6 @@ static struct {
 	uint16_t type;
 	uint64_t epoch;
 } sent[64];
-static unsigned int nsent;
 static uint64_t runs_pages[16]; /* pages listed in RUNS, per epoch */
 static bool auto_ack;		/* primary tests: the peer acks every COMMIT */
 static bool onesided;		/* ...and reports APPLIED after each ACK */
@@ -306,6 +326,7 @@ static int fx_connect(struct kemari_xport **out, const char *a,
 
 static unsigned int reg_dsts; /* receive buffers registered */
 static const char *auth_key;  /* --auth-key for the next engine */
+static const char *disk;      /* --disk (no fence) for the next engine */
 
 static int fx_reg(struct kemari_xport *x, void *b, uint64_t n)
 {
@@ -400,11 +421,11 @@ static int fx_recv(struct kemari_xport *x, struct kemari_msg *m, int t)
 		case ST_GARBAGE:
 			return kemari_err(-EBADMSG, "scripted garbage");
 		case ST_MSG:
-			memcpy(rbuf, s->payload, s->len);
+			memcpy(rbuf, s->payload, s->big ? 0 : s->len);
 			m->type = s->type;
 			m->epoch = s->epoch;
 			m->len = s->len;
-			m->payload = rbuf;
+			m->payload = s->big ? s->big : rbuf;
 			if (s->type == KEMARI_MSG_ACK)
 				op("ack");
 			if (s->type == KEMARI_MSG_APPLIED)
@@ -528,6 +549,9 @@ static void reset(void)
 		cr_redirect_stderr(); /* the expected error lines are not news */
 	nscript = pos = accepts = nsent = heartbeats = reg_dsts = 0;
 	auth_key = NULL;
+	disk = NULL;
+	open_disk_err = disk_opens = 0;
+	sent_at_open = 0;
 	hb_ms = 1;
 	memset(runs_pages, 0, sizeof(runs_pages));
 	auto_ack = false;
@@ -545,7 +569,7 @@ static int run_engine(enum kemari_role role)
 	struct kemari_engine_cfg cfg = {
 		.role = role,
 		.hv = &fake_hv_ops,
-		.hv_cfg = { .mem_size = RAM, .ncpus = 1 },
+		.hv_cfg = { .mem_size = RAM, .ncpus = 1, .disk_path = disk },
 		.xport = &fake_x_ops,
 		.peer = "peer",
 		.listen = "127.0.0.1:7400",
@@ -884,4 +908,198 @@ Test(engine, one_sided_pushes_wait_until_the_last_epoch_is_applied)
 		     "pause applied push commit ack release resume "
 		     "pause applied push commit ack release resume applied "),
 		  "%s", oplog);
+}
+
+/* ---- what one epoch may buffer (core/secondary.c) ----------------------- */
+
+/* The one line the engine logged (stderr is redirected in reset()). */
+static void assert_log(const char *line)
+{
+	if (!getenv("KEMARI_TEST_STDERR"))
+		cr_assert_stderr_eq_str(line);
+}
+
+/* Epoch 0 and 1 committed (page 5 holds 0xbb), then epoch 2 under way. */
+static void add_two_good_epochs(void)
+{
+	uint64_t e1[] = { 5 };
+
+	add_hello();
+	add_initial(0xaa);
+	add_epoch(1, e1, 1, 0xbb, "cpu1", true, 0);
+}
+
+/* Neither a takeover nor a byte of epoch 2 in the replica. */
+static void assert_dropped_at_epoch_1(unsigned int read)
+{
+	cr_assert(eq(u32, pos, read), "read on after the refused message");
+	cr_assert(eq(int, fhv->runs, 0), "took over");
+	cr_assert(eq(int, fhv->reattached, 0));
+	cr_assert(eq(str, fhv->loaded_cpu, ""));
+	cr_assert(eq(u8, fhv->ram[5 * 4096], 0xbb));
+	cr_assert(eq(u8, fhv->ram[6 * 4096], 0xaa), "epoch 2 leaked in");
+	cr_assert(eq(u32, nsent, 3), "WELCOME, ACK 0, ACK 1 only");
+	cr_assert(eq(u16, sent[2].type, KEMARI_MSG_ACK));
+	cr_assert(eq(u64, sent[2].epoch, 1));
+}
+
+/*
+ * Runs each inside RAM whose pages together exceed it (64 pages): no
+ * primary lists a page twice in an epoch. Dropped at the RUNS that
+ * crosses the cap, before its COMMIT, though the primary then "fails".
+ */
+Test(engine, secondary_drops_an_epoch_whose_runs_exceed_guest_ram)
+{
+	struct kemari_run r[2] = { { .pfn = 6, .npages = 40 },
+				   { .pfn = 0, .npages = 20 } };
+	struct kemari_run over = { .pfn = 30, .npages = 5 };
+	unsigned int read;
+
+	add_two_good_epochs();
+	add(ST_PUSH)->pfn = 6;
+	add_msg(KEMARI_MSG_RUNS, 2, r, sizeof(r));	  /* 60 pages: fine */
+	add_msg(KEMARI_MSG_RUNS, 2, &over, sizeof(over)); /* 65 */
+	read = nscript;
+	add_msg(KEMARI_MSG_CPU_STATE, 2, "cpu2", 5);
+	add_msg(KEMARI_MSG_DEV_STATE, 2, "dev", 4);
+	add_msg(KEMARI_MSG_FAILED, 2, NULL, 0);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	assert_dropped_at_epoch_1(read);
+	assert_log(
+		"kemari: error: epoch 2: its runs reach 65 pages, over the cap of 64 (the guest's RAM); connection dropped, not taking over from it: the replica stays at epoch 1\n");
+}
+
+/* A state blob of SECONDARY_STATE_MAX + 1 bytes (1 MiB + 1), then the
+ * primary is lost: no takeover, not even from epoch 1. */
+static void oversized_state(uint16_t type, const char *line)
+{
+	static uint8_t blob[(1u << 20) + 1];
+	uint64_t e2[] = { 6 };
+	struct step *s;
+	unsigned int read;
+
+	add_two_good_epochs();
+	add_epoch(2, e2, 1, 0xcc, "cpu2", false, 0);
+	s = add(ST_MSG);
+	s->type = type;
+	s->epoch = 2;
+	s->big = blob;
+	s->len = sizeof(blob);
+	read = nscript;
+	add(ST_EOF);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	assert_dropped_at_epoch_1(read);
+	assert_log(line);
+}
+
+Test(engine, secondary_drops_an_oversized_cpu_state)
+{
+	oversized_state(
+		KEMARI_MSG_CPU_STATE,
+		"kemari: error: epoch 2: CPU_STATE of 1048577 bytes is over the cap of 1048576 bytes; connection dropped, not taking over from it: the replica stays at epoch 1\n");
+}
+
+Test(engine, secondary_drops_an_oversized_device_state)
+{
+	oversized_state(
+		KEMARI_MSG_DEV_STATE,
+		"kemari: error: epoch 2: DEV_STATE of 1048577 bytes is over the cap of 1048576 bytes; connection dropped, not taking over from it: the replica stays at epoch 1\n");
+}
+
+/* The largest state that fits is buffered, committed and taken over. */
+Test(engine, secondary_takes_over_with_state_at_the_cap)
+{
+	static uint8_t blob[1u << 20];
+	uint64_t e2[] = { 6 };
+	struct kemari_commit c = { .nruns = 1, .npages = 1 };
+	struct kemari_run r = { .pfn = 6, .npages = 1 };
+	struct step *s;
+
+	memcpy(blob, "big", 4);
+	add_two_good_epochs();
+	add_epoch(2, e2, 1, 0xcc, "cpu2", false, 0);
+	s = add(ST_MSG);
+	s->type = KEMARI_MSG_CPU_STATE;
+	s->epoch = 2;
+	s->big = blob;
+	s->len = sizeof(blob);
+	c.runs_crc = kemari_crc32c(0, &r, sizeof(r));
+	add_msg(KEMARI_MSG_COMMIT, 2, &c, sizeof(c));
+	add(ST_EOF);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	cr_assert(eq(int, fhv->runs, 1));
+	cr_assert(eq(str, fhv->loaded_cpu, "big"));
+	cr_assert(eq(u8, fhv->ram[6 * 4096], 0xcc));
+	cr_assert(eq(u32, nsent, 4), "WELCOME, ACK 0, 1, 2");
+}
+
+/*
+ * Epoch 2 arrives whole but its COMMIT cannot be applied (it counts a page
+ * its runs do not hold), then the primary reports a failure: the epoch is
+ * refused before a byte of it reaches the replica, the connection dropped,
+ * and nobody takes over, neither from epoch 2 nor from epoch 1.
+ */
+Test(engine, secondary_never_takes_over_from_an_epoch_that_failed_to_apply)
+{
+	uint64_t e2[] = { 6 };
+	struct kemari_commit c = { .nruns = 1, .npages = 2 };
+	struct kemari_run r = { .pfn = 6, .npages = 1 };
+	unsigned int read;
+
+	add_two_good_epochs();
+	add_epoch(2, e2, 1, 0xcc, "cpu2", false, 0);
+	c.runs_crc = kemari_crc32c(0, &r, sizeof(r));
+	add_msg(KEMARI_MSG_COMMIT, 2, &c, sizeof(c));
+	read = nscript;
+	add_msg(KEMARI_MSG_FAILED, 2, NULL, 0);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	assert_dropped_at_epoch_1(read);
+	assert_log(
+		"kemari: error: malformed replication stream: COMMIT of epoch 2 is incomplete (pages or state missing); the replica stays at its last committed epoch, connection dropped\n");
+}
+
+/* ---- the secondary's disk ----------------------------------------------- */
+
+/*
+ * Not at create (defer_disk), but once the primary's HELLO passed, before
+ * the WELCOME and anything of its state; the replica taken over from is
+ * then served with that disk.
+ */
+Test(engine, secondary_opens_its_disk_only_after_the_handshake)
+{
+	uint64_t e1[] = { 5 };
+
+	disk = "vm.img";
+	add_hello();
+	add_initial(0xaa);
+	add_epoch(1, e1, 1, 0xbb, "cpu1", true, 0);
+	add(ST_EOF);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	cr_assert(eq(int, fhv->cfg.defer_disk, 1));
+	cr_assert(eq(int, disk_opens, 1));
+	cr_assert(eq(u32, sent_at_open, 0), "opened after the WELCOME");
+	cr_assert(eq(int, fhv->runs, 1));
+	cr_assert(eq(str, fhv->loaded_cpu, "cpu1"));
+	cr_assert(eq(int, strncmp(oplog, "open_disk ", 10), 0), "%s", oplog);
+}
+
+/* A disk it cannot open refuses that primary: one line, REFUSE, nothing
+ * registered or taken, and the secondary listens on. */
+Test(engine, secondary_refuses_a_primary_when_its_disk_is_missing)
+{
+	disk = "vm.img";
+	open_disk_err = -ENOENT;
+	add_hello();
+	add_initial(0xaa);
+	add(ST_EOF);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	cr_assert(eq(int, disk_opens, 1));
+	cr_assert(eq(u32, reg_dsts, 0), "receive buffers registered");
+	cr_assert(eq(u32, nsent, 1));
+	cr_assert(eq(u16, sent[0].type, KEMARI_MSG_REFUSE));
+	cr_assert(eq(u32, pos, 1), "read past the HELLO");
+	cr_assert(eq(int, fhv->runs, 0), "took over");
+	cr_assert(eq(u32, accepts, 2), "stopped listening");
+	assert_log(
+		"kemari: error: refusing the primary: disk vm.img does not exist here: a secondary never creates it; give it the primary's shared disk\n");
 }

@@ -1252,6 +1252,45 @@ Test(virtio_blk, read_only_disk_refuses_writes, .init = setup, .fini = teardown)
 	blk_down();
 }
 
+/*
+ * A secondary's disk (defer_disk): the device is plugged without a file
+ * (capacity 0) and gets it after the handshake; the capacity the guest
+ * reads is then the file's, and requests reach the file.
+ */
+Test(virtio_blk, deferred_disk_gets_its_file_later, .init = setup,
+     .fini = teardown)
+{
+	struct kvm_virtio_blk_params p = { .fd = -1 };
+	uint64_t data = galloc(512), st = galloc(1), cap = 0;
+	uint32_t pfn[] = { PFN_Q0 };
+	uint8_t file[512];
+
+	cr_assert(eq(int, kvm_virtio_blk__create(&BLK, &p, &G->mem), 0));
+	cr_assert(eq(u64, kvm_virtio_blk__capacity(BLK), 0));
+	BLK_FD = blk_file(1 << 20);
+	cr_assert(eq(int, kvm_virtio_blk__set_fd(BLK, BLK_FD), 0));
+	cr_assert(eq(u64, kvm_virtio_blk__capacity(BLK), 2048));
+	VP = kvm_virtio_blk__pci(BLK);
+	attach(VP);
+	linux_probe(1, pfn, ALL_FEATURES, true);
+	gq_init(&Q0, PFN_Q0, QSIZE);
+	for (unsigned int i = 0; i < 8; i++)
+		cap |= (uint64_t)reg_r(VIRTIO_PCI_CONFIG_OFF + i, 1) << (8 * i);
+	cr_assert(eq(u64, cap, 2048));
+	memset(gp(data), 0x5a, 512);
+	w8(st, 0xff);
+	blk_req(&Q0, 0, VIRTIO_BLK_T_OUT, 2047, data, 512, false, st);
+	kick(0);
+	cr_assert(eq(u8, r8(st), VIRTIO_BLK_S_OK));
+	cr_assert(eq(long, pread(BLK_FD, file, 512, 2047 * 512), 512));
+	cr_assert(eq(u8, file[0], 0x5a));
+	cr_assert(eq(u8, file[511], 0x5a));
+	/* Not a file or block device: refused, the old one kept. */
+	cr_assert(eq(int, kvm_virtio_blk__set_fd(BLK, -1), -EBADF));
+	cr_assert(eq(u64, kvm_virtio_blk__capacity(BLK), 2048));
+	blk_down();
+}
+
 Test(virtio_blk, event_idx_and_avail_event_at_the_device, .init = setup,
      .fini = teardown)
 {

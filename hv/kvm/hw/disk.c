@@ -10,12 +10,18 @@
 #include "kemari/abi.h"
 #include "kemari/kemari.h"
 
-int kvm_disk__open(const char *path, uint64_t size, int *out, uint64_t *bytes)
+int kvm_disk__open(const char *path, uint64_t size, bool create, int *out,
+		   uint64_t *bytes)
 {
 	struct stat st;
 	int fd, err;
 
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+	if (fd < 0 && errno == ENOENT && !create)
+		return kemari_err(
+			-ENOENT,
+			"disk %s does not exist here: a secondary never creates it; give it the primary's shared disk",
+			path);
 	if (fd < 0)
 		return kemari_err(
 			-errno,
@@ -29,7 +35,9 @@ int kvm_disk__open(const char *path, uint64_t size, int *out, uint64_t *bytes)
 		err = kemari_err(-EINVAL, "disk %s is not a file", path);
 		goto err_close;
 	}
-	if (S_ISREG(st.st_mode) && st.st_size == 0) {
+	/* An empty disk is the primary's to size: below, a secondary's is
+	 * smaller than a sector. */
+	if (S_ISREG(st.st_mode) && st.st_size == 0 && create) {
 		/* Reserve the space now: a full disk is an error at start,
 		 * not a failed write in the middle of a replicated epoch. */
 		err = -posix_fallocate(fd, 0, (off_t)size);

@@ -89,6 +89,8 @@ static int kvm_blk__flush(struct kvm_dev *dev)
 {
 	struct kvm_blk *b = kemari_container_of(dev, struct kvm_blk, dev);
 
+	if (b->fd < 0) /* a secondary's, before any primary */
+		return 0;
 	return fdatasync(b->fd) ? -errno : 0;
 }
 
@@ -110,17 +112,26 @@ static const struct kvm_dev_ops kvm_blk_ops = {
 	.destroy = kvm_blk__destroy,
 };
 
+/*
+ * A secondary (defer_disk) registers the device without its file: the
+ * capacity (0 until then) and the fd come at kvm_blk__open_disk, after
+ * the handshake. Its guest runs only after a takeover, and the capacity
+ * is checked against the primary's when its device state is loaded.
+ */
 int kvm_blk__create(struct kvm_vm *vm, const char *path, uint64_t size)
 {
 	struct kvm_blk *b = calloc(1, sizeof(*b));
-	uint64_t bytes;
-	int err;
+	uint64_t bytes = 0;
+	int err = 0;
 
 	if (!b)
 		return -ENOMEM;
 	b->fd = -1;
 	b->path = strdup(path);
-	err = kvm_disk__open(path, size, &b->fd, &bytes);
+	if (!b->path)
+		err = -ENOMEM;
+	else if (!vm->cfg.defer_disk)
+		err = kvm_disk__open(path, size, true, &b->fd, &bytes);
 	if (err)
 		goto err_free;
 	b->dev.ops = &kvm_blk_ops;
@@ -133,9 +144,32 @@ int kvm_blk__create(struct kvm_vm *vm, const char *path, uint64_t size)
 	return 0;
 
 err_close:
-	close(b->fd);
+	if (b->fd >= 0)
+		close(b->fd);
 err_free:
 	free(b->path);
 	free(b);
 	return err;
+}
+
+int kvm_blk__open_disk(struct kvm_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->ndevs; i++) {
+		struct kvm_dev *d = vm->devs[i];
+		struct kvm_blk *b;
+		uint64_t bytes;
+		int fd, err;
+
+		if (d->ops != &kvm_blk_ops)
+			continue;
+		b = kemari_container_of(d, struct kvm_blk, dev);
+		err = kvm_disk__open(b->path, 0, false, &fd, &bytes);
+		if (err)
+			return err;
+		if (b->fd >= 0)
+			close(b->fd);
+		b->fd = fd;
+		d->capacity = bytes / KEMARI_SECTOR_SIZE;
+	}
+	return 0;
 }

@@ -1,45 +1,41 @@
 // SPDX-License-Identifier: MIT
-/* Console: guest text to the VMM's stderr, one prefixed line at a time. */
+/*
+ * Console: guest text to the VMM's stderr, one prefixed line at a time, at
+ * most CONSOLE_RATE lines a second; the last lines over it are held and
+ * printed at the guest's end, so a panic after a flood is never lost
+ * (hw/conlog.h).
+ */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "../hw/conlog.h"
 #include "../kvm.h"
 #include "kemari/kemari.h"
 
-#define CONSOLE_LINE_MAX 256
 #define CONSOLE_RATE 200 /* lines per second, with a burst of as many */
 
 struct kvm_console {
 	struct kvm_dev dev;
-	char line[CONSOLE_LINE_MAX];
-	size_t len;
-	uint64_t window_start_ns;
-	unsigned int lines_in_window;
-	unsigned long suppressed;
+	struct kvm_conlog log;
+	bool out_failed;
 };
 
-static void kvm_console__emit(struct kvm_console *c)
+/* Straight to stderr, like the VMM's own lines (unbuffered, in order). */
+static void kvm_console__out(void *ctx, const char *text, size_t len)
 {
-	const char *prefix = c->dev.vm->cfg.console_prefix;
-	uint64_t now = kemari_now_ns();
+	struct kvm_console *c = ctx;
+	int err;
 
-	/* A guest printing in a loop must not drown the VMM's own messages. */
-	if (now - c->window_start_ns > 1000000000ULL) {
-		if (c->suppressed)
-			fprintf(stderr, "%s... %lu lines suppressed\n",
-				prefix ? prefix : "guest: ", c->suppressed);
-		c->window_start_ns = now;
-		c->lines_in_window = 0;
-		c->suppressed = 0;
+	if (c->out_failed)
+		return;
+	err = kvm_conlog__write_all(STDERR_FILENO, text, len);
+	if (err) {
+		c->out_failed = true;
+		kemari_warn("the guest's console: %s; its output is dropped",
+			    strerror(-err));
 	}
-	if (c->lines_in_window++ < CONSOLE_RATE)
-		fprintf(stderr, "%s%.*s\n",
-			prefix ? prefix : "guest: ", (int)c->len, c->line);
-	else
-		c->suppressed++;
-	c->len = 0;
 }
 
 static int kvm_console__process(struct kvm_dev *dev, unsigned int q)
@@ -58,19 +54,7 @@ static int kvm_console__process(struct kvm_dev *dev, unsigned int q)
 		if (!text) {
 			rsp.status = -EFAULT;
 		} else {
-			for (uint32_t i = 0; i < len; i++) {
-				char ch = text[i];
-
-				if (ch == '\n' || c->len == CONSOLE_LINE_MAX) {
-					kvm_console__emit(c);
-					if (ch == '\n')
-						continue;
-				}
-				c->line[c->len++] =
-					(ch >= 0x20 && ch < 0x7f) || ch == '\t'
-						? ch
-						: '?';
-			}
+			kvm_conlog__put(&c->log, text, len, kemari_now_ns());
 			rsp.len = len;
 		}
 		kvm_ring__respond(dev, r, &rsp);
@@ -83,8 +67,7 @@ static void kvm_console__destroy(struct kvm_dev *dev)
 	struct kvm_console *c =
 		kemari_container_of(dev, struct kvm_console, dev);
 
-	if (c->len)
-		kvm_console__emit(c);
+	kvm_conlog__end(&c->log);
 	free(c);
 }
 
@@ -93,13 +76,33 @@ static const struct kvm_dev_ops kvm_console_ops = {
 	.destroy = kvm_console__destroy,
 };
 
+static struct kvm_console *kvm_console__of(struct kvm_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->ndevs; i++)
+		if (vm->devs[i] && vm->devs[i]->ops == &kvm_console_ops)
+			return kemari_container_of(vm->devs[i],
+						   struct kvm_console, dev);
+	return NULL;
+}
+
+void kvm_console__end(struct kvm_vm *vm)
+{
+	struct kvm_console *c = kvm_console__of(vm);
+
+	if (c)
+		kvm_conlog__end(&c->log);
+}
+
 int kvm_console__create(struct kvm_vm *vm)
 {
 	struct kvm_console *c = calloc(1, sizeof(*c));
+	const char *prefix = vm->cfg.console_prefix;
 	int err;
 
 	if (!c)
 		return -ENOMEM;
+	kvm_conlog__init(&c->log, prefix ? prefix : "guest: ", CONSOLE_RATE,
+			 kvm_console__out, c);
 	c->dev.ops = &kvm_console_ops;
 	c->dev.kind[0] = KEMARI_EV_CONSOLE;
 	c->dev.tapped[0] = vm->cfg.tap_console;

@@ -311,6 +311,13 @@ int kvm_dev__reattach(struct kvm_vm *vm)
 	return 0;
 }
 
+void kvm_dev__detach(struct kvm_vm *vm)
+{
+	for (unsigned int i = 0; i < vm->ndevs; i++)
+		if (vm->devs[i]->ops->detach)
+			vm->devs[i]->ops->detach(vm->devs[i]);
+}
+
 int kvm_dev__flush(struct kvm_vm *vm)
 {
 	int ret = 0;

@@ -192,6 +192,16 @@ static int kvm_net__reattach(struct kvm_dev *dev)
 	return 0;
 }
 
+/* The service address for the next primary: reattach binds it again. */
+static void kvm_net__detach(struct kvm_dev *dev)
+{
+	struct kvm_net *n = kemari_container_of(dev, struct kvm_net, dev);
+
+	if (n->fd >= 0)
+		close(n->fd);
+	n->fd = -1;
+}
+
 static void kvm_net__destroy(struct kvm_dev *dev)
 {
 	struct kvm_net *n = kemari_container_of(dev, struct kvm_net, dev);
@@ -207,6 +217,7 @@ static const struct kvm_dev_ops kvm_net_ops = {
 	.pollfd = kvm_net__pollfd,
 	.input = kvm_net__input,
 	.reattach = kvm_net__reattach,
+	.detach = kvm_net__detach,
 	.destroy = kvm_net__destroy,
 };
 

@@ -311,9 +311,11 @@ int kvm_virtio_blk__create(struct kvm_virtio_blk **out,
 
 	if (p->queue_size == 1 || p->queue_size == 2)
 		return -EINVAL; /* no room for header, data and status */
-	ret = blk__size(p->fd, &bytes);
+	ret = p->fd < 0 ? 0 : blk__size(p->fd, &bytes);
 	if (ret)
 		return ret;
+	if (p->fd < 0)
+		bytes = 0;
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
@@ -351,6 +353,19 @@ void kvm_virtio_blk__destroy(struct kvm_virtio_blk *b)
 struct kvm_virtio_pci *kvm_virtio_blk__pci(struct kvm_virtio_blk *b)
 {
 	return &b->vp;
+}
+
+int kvm_virtio_blk__set_fd(struct kvm_virtio_blk *b, int fd)
+{
+	uint64_t bytes;
+	int ret = blk__size(fd, &bytes);
+
+	if (ret)
+		return ret;
+	b->fd = fd;
+	b->capacity = bytes / KVM_VIRTIO_BLK_SECTOR;
+	blk__put(b->config + VIRTIO_BLK_CFG_CAPACITY, b->capacity, 8);
+	return 0;
 }
 
 uint64_t kvm_virtio_blk__capacity(const struct kvm_virtio_blk *b)

@@ -57,10 +57,14 @@ struct kvm_virtio_blk_stats {
 /*
  * A block device over p->fd (a regular file or a block device; capacity
  * is its size in 512-byte sectors, rounded down) in guest memory mem.
+ * p->fd < 0: no file yet (capacity 0) until kvm_virtio_blk__set_fd.
  */
 int kvm_virtio_blk__create(struct kvm_virtio_blk **out,
 			   const struct kvm_virtio_blk_params *p,
 			   const struct kvm_gmem *mem);
+/* Serve from fd from now on (the caller's to close), capacity its size;
+ * before the guest runs, or it sees the capacity change unannounced. */
+int kvm_virtio_blk__set_fd(struct kvm_virtio_blk *b, int fd);
 void kvm_virtio_blk__destroy(struct kvm_virtio_blk *b);
 
 /* The transport: register its pio ops, fill its PCI config, tap it. */

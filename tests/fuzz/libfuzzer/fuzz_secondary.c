@@ -7,7 +7,8 @@
  * (FUZZ_SEC_*), then harness.h's records.
  *
  * Beyond the sanitizers: a serve never ends in a takeover without a
- * committed epoch, and without one the replica is untouched.
+ * committed epoch and its state, without one the replica is untouched,
+ * and what an epoch buffers stays within its caps (secondary.c).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -77,6 +78,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort(); /* a takeover with nothing committed */
 	if (!eng->have_commit && memcmp(eng->ram, zero, ram_size))
 		abort(); /* the replica changed without a commit */
+	if (end == SERVE_TAKEOVER &&
+	    (!eng->cpu_committed.len || !eng->dev_committed.len))
+		abort(); /* a takeover from an epoch without its state */
+	if (eng->pend_pages > FUZZ_RAM_PAGES ||
+	    eng->pend_runs.len > FUZZ_RAM_PAGES * sizeof(struct kemari_run))
+		abort(); /* an epoch's run list over its cap */
 	eng->conn = NULL;
 	fuzz_xport__fini(&f);
 	kemari_err_clear();
@@ -135,6 +142,39 @@ static void seed_stream(const char *name, uint8_t flags, int end)
 	kemari_buf__fini(&b);
 }
 
+/*
+ * Epoch 0 committed, then epoch 1's runs, each inside RAM, listing more
+ * pages than RAM has: dropped there, never taken over from (the FAILED
+ * after it is not read).
+ */
+static void seed_over_ram(void)
+{
+	static const struct kemari_run r0[] = { { .pfn = 0, .npages = 1 } },
+				       all = { .pfn = 0,
+					       .npages = FUZZ_RAM_PAGES },
+				       more = { .pfn = 3, .npages = 1 };
+	struct kemari_hello h = {
+		.proto_version = KEMARI_PROTO_VERSION,
+		.page_size = KEMARI_PAGE_SIZE,
+		.ram_size = (uint64_t)FUZZ_RAM_PAGES * KEMARI_PAGE_SIZE,
+		.image_hash = FUZZ_IMAGE_HASH,
+		.ncpus = FUZZ_NCPUS,
+	};
+	struct kemari_buf b = { 0 };
+	uint8_t flags = 0;
+
+	snprintf(h.hv, sizeof(h.hv), "%s", FUZZ_HV_NAME);
+	kemari_buf__append(&b, &flags, 1);
+	fuzz__rec(&b, KEMARI_MSG_HELLO, 0, &h, sizeof(h));
+	seed_epoch(&b, 0, r0, 1, KEMARI_COMMIT_INITIAL);
+	fuzz__rec(&b, KEMARI_MSG_RUNS, 1, &all, sizeof(all));
+	fuzz__rec(&b, KEMARI_MSG_RUNS, 1, &more, sizeof(more));
+	fuzz__rec(&b, KEMARI_MSG_CPU_STATE, 1, "cpu", 3);
+	fuzz__rec(&b, KEMARI_MSG_FAILED, 1, NULL, 0);
+	fuzz__seed("runs-over-ram", b.data, b.len);
+	kemari_buf__fini(&b);
+}
+
 void fuzz_seeds(void)
 {
 	struct kemari_auth a = { .proto_version = KEMARI_PROTO_VERSION,
@@ -146,6 +186,7 @@ void fuzz_seeds(void)
 	seed_stream("lost", 0, 0);
 	seed_stream("failed", 0, KEMARI_MSG_FAILED);
 	seed_stream("onesided", FUZZ_SEC_ONESIDED, KEMARI_MSG_BYE);
+	seed_over_ram();
 	kemari_buf__append(&b, &flags, 1);
 	fuzz__rec(&b, KEMARI_MSG_AUTH, 0, &a, sizeof(a));
 	fuzz__seed("keyed", b.data, b.len);
