@@ -855,19 +855,6 @@ Test(replication, secondary_loss_with_pause_policy_holds_the_guest)
 
 /* --- the secondary's disk --------------------------------------------------- */
 
-static int count_lines(const char *log, const char *needle)
-{
-	FILE *f = fopen(log, "r");
-	char line[4096];
-	int n = 0;
-
-	while (f && fgets(line, sizeof(line), f))
-		n += strstr(line, needle) != NULL;
-	if (f)
-		fclose(f);
-	return n;
-}
-
 /*
  * The primary (on disk.img) is refused with one line on each side naming
  * needle; the secondary keeps listening, and its --disk (sdisk, if not
@@ -884,15 +871,15 @@ static void expect_disk_refusal(const char *sextra, const char *pextra,
 			  "the secondary created %s at start", sdisk);
 	start_primary(pextra);
 	st = h_wait(&pri, h_ms(30000));
-	if (st != 1 || count_lines(plog, needle) != 1 ||
-	    count_lines(slog, needle) != 1) {
+	if (st != 1 || h_count_lines(plog, needle) != 1 ||
+	    h_count_lines(slog, needle) != 1) {
 		h_dump(plog);
 		h_dump(slog);
 		cr_fatal("primary exit %d; '%s' not once in each log", st,
 			 needle);
 	}
-	cr_assert(eq(int, count_lines(plog, "the secondary refused: "), 1));
-	cr_assert(eq(int, count_lines(slog, "refusing the primary: "), 1));
+	cr_assert(eq(int, h_count_lines(plog, "the secondary refused: "), 1));
+	cr_assert(eq(int, h_count_lines(slog, "refusing the primary: "), 1));
 	if (sdisk)
 		cr_assert(eq(int, access(sdisk, F_OK), -1), "%s was created",
 			  sdisk);

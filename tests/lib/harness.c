@@ -218,6 +218,19 @@ bool h_log_line(const char *log, const char *needle, char *buf, size_t n)
 	return found;
 }
 
+int h_count_lines(const char *log, const char *needle)
+{
+	FILE *f = fopen(log, "r");
+	char line[4096];
+	int n = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
 long long h_log_number(const char *log, const char *needle)
 {
 	char line[4096], *p;

@@ -37,6 +37,8 @@ void h_reap(struct hproc *p);
 bool h_log_has(const char *log, const char *needle);
 /* The last line of log with needle in it, into buf; false: none. */
 bool h_log_line(const char *log, const char *needle, char *buf, size_t n);
+/* How many lines of log contain needle. */
+int h_count_lines(const char *log, const char *needle);
 /* The number right after the last occurrence of needle in log, or -1. */
 long long h_log_number(const char *log, const char *needle);
 /* Poll the log for needle; 0 or -ETIMEDOUT. */

@@ -145,19 +145,6 @@ static void check_output(int n, long long first_s)
 	free(rec);
 }
 
-static int count_lines(const char *log, const char *needle)
-{
-	FILE *f = fopen(log, "r");
-	char line[4096];
-	int n = 0;
-
-	while (f && fgets(line, sizeof(line), f))
-		n += strstr(line, needle) != NULL;
-	if (f)
-		fclose(f);
-	return n;
-}
-
 static void wait_exit(struct hproc *p, int want, int ms, const char *who)
 {
 	int st = h_wait(p, ms);
@@ -207,7 +194,7 @@ Test(fence, frozen_primary_ends_at_once_and_writes_nothing_more)
 	}
 	cr_assert(h_log_has(slog, "won the fence"));
 	wait_resumed_exit();
-	cr_assert(eq(int, count_lines(plog, "error: lost the fence"), 1));
+	cr_assert(eq(int, h_count_lines(plog, "error: lost the fence"), 1));
 	wait_exit(&sec, 0, h_ms(60000), "the secondary");
 	v = h_log_number(slog, "replica verified at round ");
 	cr_assert(v >= 99, "verified at round %lld", v);
@@ -233,7 +220,7 @@ Test(fence, late_write_after_the_ack_never_lands)
 		eq(i64, h_log_number(slog, "replica verified at round "), 39));
 	check_output(ROUNDS, 39);
 	wait_resumed_exit();
-	cr_assert(eq(int, count_lines(plog, "error: lost the fence"), 1));
+	cr_assert(eq(int, h_count_lines(plog, "error: lost the fence"), 1));
 	check_output(ROUNDS, 39);
 }
 
@@ -255,10 +242,10 @@ Test(fence, disk_identity_mismatch_is_refused)
 	start_primary(peer, "", 50);
 	wait_exit(&pri, 1, h_ms(20000), "the primary");
 	cr_assert(eq(int,
-		     count_lines(plog, "the secondary refused: disk identity "),
+		     h_count_lines(plog, "the secondary refused: disk identity "),
 		     1));
 	cr_assert(eq(int,
-		     count_lines(slog, "refusing the primary: disk identity "),
+		     h_count_lines(slog, "refusing the primary: disk identity "),
 		     1));
 	cr_assert(eq(int, h_wait(&sec, 0), -ETIMEDOUT));
 	/* Still listening: a primary on the secondary's disk is served. */
@@ -284,8 +271,8 @@ Test(fence, secondary_never_creates_a_missing_disk)
 	start_secondary(sextra);
 	start_primary(peer, "", 50);
 	wait_exit(&pri, 1, h_ms(20000), "the primary");
-	cr_assert(eq(int, count_lines(slog, "does not exist here"), 1));
-	cr_assert(eq(int, count_lines(plog, "does not exist here"), 1));
+	cr_assert(eq(int, h_count_lines(slog, "does not exist here"), 1));
+	cr_assert(eq(int, h_count_lines(plog, "does not exist here"), 1));
 	cr_assert(eq(int, access(missing, F_OK), -1));
 	cr_assert(eq(int, h_wait(&sec, 0), -ETIMEDOUT));
 }
@@ -395,7 +382,7 @@ Test(fence, partition_of_the_link_alone_leaves_exactly_one_server)
 		cr_assert(eq(int, sst, 1));
 		cr_assert(
 			eq(int,
-			   count_lines(slog, "not taking over: lost the fence"),
+			   h_count_lines(slog, "not taking over: lost the fence"),
 			   1));
 		cr_assert(h_log_has(plog, "won the fence"));
 		cr_assert(eq(i64, v, -1));
@@ -404,7 +391,7 @@ Test(fence, partition_of_the_link_alone_leaves_exactly_one_server)
 		cr_assert(eq(int, pst, 1));
 		cr_assert(eq(int, sst, 0));
 		cr_assert(
-			eq(int, count_lines(plog, "error: lost the fence"), 1));
+			eq(int, h_count_lines(plog, "error: lost the fence"), 1));
 		cr_assert(h_log_has(slog, "won the fence"));
 		check_output(ROUNDS, v);
 	}

@@ -454,24 +454,10 @@ static void gen_key(char *path, size_t n, const char *name)
 	cr_assert(h_log_has(log, "wrote a new 32-byte key to "));
 }
 
-/* Lines of log that contain needle. */
-static int count_lines(const char *log, const char *needle)
-{
-	FILE *f = fopen(log, "r");
-	char line[4096];
-	int n = 0;
-
-	while (f && fgets(line, sizeof(line), f))
-		n += strstr(line, needle) != NULL;
-	if (f)
-		fclose(f);
-	return n;
-}
-
 /* The log's only error line contains want. */
 static void expect_one_error(const char *log, const char *want)
 {
-	if (count_lines(log, "error") != 1 || !h_log_has(log, want)) {
+	if (h_count_lines(log, "error") != 1 || !h_log_has(log, want)) {
 		h_dump(log);
 		cr_fail("not exactly one error line, with '%s', in %s", want,
 			log);
@@ -729,7 +715,7 @@ Test(synth, tls_pair_replicates_and_fails_over)
 	wait_secondary_done();
 	cr_assert(eq(i64, verified_round(), 39));
 	check_output(ROUNDS);
-	cr_assert(eq(int, count_lines(slog, "error"), 0));
+	cr_assert(eq(int, h_count_lines(slog, "error"), 0));
 }
 
 /*
