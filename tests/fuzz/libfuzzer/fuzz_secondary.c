@@ -185,6 +185,7 @@ void fuzz_seeds(void)
 	seed_stream("bye", 0, KEMARI_MSG_BYE);
 	seed_stream("lost", 0, 0);
 	seed_stream("failed", 0, KEMARI_MSG_FAILED);
+	seed_stream("switchover", 0, KEMARI_MSG_SWITCHOVER);
 	seed_stream("onesided", FUZZ_SEC_ONESIDED, KEMARI_MSG_BYE);
 	seed_over_ram();
 	kemari_buf__append(&b, &flags, 1);
