@@ -430,6 +430,8 @@ Test(replication, switchover_there_and_back_under_load)
 	switchover(ctl_p);
 	expect_line(slog, "takeover: resumed from epoch", 30000);
 	cr_assert(h_log_has(slog, "the primary hands the guest over"));
+	/* The old primary says so once the secondary hung up. */
+	expect_line(plog, "serves the guest from epoch ", 20000);
 	cr_assert(eq(i64, h_log_number(plog, "serves the guest from epoch "),
 		     resumed_epoch()));
 	expect_line(slog, "re-protected: the secondary at", 90000);
