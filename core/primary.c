@@ -664,6 +664,29 @@ static bool primary__switch(struct kemari_engine *e)
 	return true;
 }
 
+/* A switchover asked for is done now (true: the guest stops here). */
+static bool primary__switching(struct kemari_engine *e)
+{
+	return e->switched || (e->protected && atomic_load(&e->switch_req) &&
+			       primary__switch(e));
+}
+
+/*
+ * Re-protection's last round (reprotect.c), on the vCPU thread: the guest
+ * paused and left paused for the caller to resume. 0, or pause's error.
+ */
+static int primary__last_round(struct kemari_engine *e)
+{
+	int err;
+
+	pthread_mutex_lock(&e->xlock);
+	err = e->hv->ops->pause(e->hv);
+	if (!err)
+		reprotect__finish(e);
+	pthread_mutex_unlock(&e->xlock);
+	return err;
+}
+
 int primary__event(void *ctx, struct kemari_event *ev)
 {
 	struct kemari_engine *e = ctx;
@@ -671,18 +694,13 @@ int primary__event(void *ctx, struct kemari_event *ev)
 	uint64_t t0, t_lock;
 	int err;
 
-	if (e->switched ||
-	    (e->protected && atomic_load(&e->switch_req) && primary__switch(e)))
+	if (primary__switching(e))
 		return -ECANCELED; /* the guest stops here, nothing released */
 	if (e->paused_for_loss)
 		return primary__hold(e);
 	if (!e->protected && reprotect__ready(e)) {
 		/* A new secondary waits for the last round: in this pause. */
-		pthread_mutex_lock(&e->xlock);
-		err = e->hv->ops->pause(e->hv);
-		if (!err)
-			reprotect__finish(e);
-		pthread_mutex_unlock(&e->xlock);
+		err = primary__last_round(e);
 		err = err ?: engine__release(e, ev);
 		e->hv->ops->resume(e->hv);
 		return err;
@@ -724,22 +742,16 @@ int primary__tick(void *ctx)
 {
 	struct kemari_engine *e = ctx;
 	struct kemari_msg m;
-	uint64_t now;
 	int err = 0;
 
 	engine__tick_common(e);
-	if (e->switched ||
-	    (e->protected && atomic_load(&e->switch_req) && primary__switch(e)))
+	if (primary__switching(e))
 		return -ECANCELED;
 	if (!e->protected && reprotect__ready(e)) {
 		/* An idle guest taps nothing: the last round goes here. */
-		pthread_mutex_lock(&e->xlock);
-		err = e->hv->ops->pause(e->hv);
-		if (!err) {
-			reprotect__finish(e);
+		err = primary__last_round(e);
+		if (!err)
 			e->hv->ops->resume(e->hv);
-		}
-		pthread_mutex_unlock(&e->xlock);
 		return err;
 	}
 	if (!e->protected)
@@ -751,11 +763,9 @@ int primary__tick(void *ctx)
 		pthread_mutex_unlock(&e->xlock);
 		return 0;
 	}
-	/* After the lock: an epoch may have just sent (last_tx_ns > now
-	 * would wrap around and send a needless heartbeat). */
-	now = kemari_now_ns();
-	if (now - e->last_tx_ns >= (uint64_t)e->cfg.heartbeat_ms * 1000000ULL)
-		err = primary__send(e, KEMARI_MSG_HEARTBEAT, e->epoch, NULL, 0);
+	/* After the lock: an epoch may have just sent (a time taken before
+	 * would be older than last_tx_ns and send a needless heartbeat). */
+	err = primary__beat(e);
 	while (!err) {
 		err = e->conn->ops->recv(e->conn, &m, 0);
 		if (err == -ETIMEDOUT) {
