@@ -172,16 +172,20 @@ run() {
 	local attempts=${KEMARI_VM_ATTEMPTS:-3}
 	for ((attempt = 1; attempt <= attempts; attempt++)); do
 		: >"$log"
-		rm -f "$job/.alive" "$job/.ps"
+		rm -f "$job/.alive" "$job/.ps" "$job/qemu-reset.log"
+		# -d cpu_reset: QEMU logs "Triple fault" when the emulated
+		# machine's kernel triple-faults (with -no-reboot QEMU then ends,
+		# the console silent): the only trace such an end leaves.
 		timeout --kill-after=10 "$timeout" qemu-system-x86_64 -accel "${KEMARI_VM_ACCEL:-tcg}" -cpu max \
 			-m "$mem" -smp 2 -nographic -no-reboot -net none \
+			-d cpu_reset -D "$job/qemu-reset.log" \
 			-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" \
 			-append "console=ttyS0 loglevel=3 panic=-1 no_timer_check ${KEMARI_VM_APPEND:-}kemari.job=$job" \
 			-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 			-virtfs local,path="$job",mount_tag=job,security_model=none,multidevs=remap \
 			-monitor "unix:$job/mon.sock,server,nowait" "${share[@]}" \
 			</dev/null >"$log" 2>&1 &
-		local qpid=$! waited=0
+		local qpid=$! waited=0 qrc=0
 		while ! grep -q KEMARI-VM-READY "$log" 2>/dev/null; do
 			if ! kill -0 $qpid 2>/dev/null || [ $waited -ge "${KEMARI_VM_BOOT_TIMEOUT:-300}" ]; then
 				break
@@ -218,7 +222,7 @@ run() {
 			fi
 			kill $qpid 2>/dev/null || true
 		fi
-		wait $qpid || true
+		wait $qpid || qrc=$?
 		wait $tailpid 2>/dev/null || true
 		if [ $frozen = 1 ]; then
 			cp "$log" "$log.frozen$attempt" 2>/dev/null || true
@@ -239,10 +243,30 @@ run() {
 				echo "vm.sh: rerunning the whole job in a fresh VM (attempt $((attempt + 1)) of $attempts)" >&2
 			continue
 		fi
+		# The emulated machine ended by itself before the timeout, with
+		# no result and no panic line: seen once in CI during a nested
+		# Linux guest's failover test, the console silent after the
+		# test's RUN line. QEMU's own log tells a reset of the emulated
+		# machine (a triple fault of its kernel) from QEMU crashing
+		# (exit status >= 128: a signal). Neither is the job's result:
+		# rerun it in a fresh VM, as for a freeze, with the evidence.
+		if [ -z "$rc" ] && [ "$qrc" != 124 ] && [ "$qrc" != 137 ]; then
+			local why="QEMU exit status $qrc"
+			[ "$qrc" -ge 128 ] && why="$why: QEMU itself died on signal $((qrc - 128))"
+			grep -q "Triple fault" "$job/qemu-reset.log" 2>/dev/null &&
+				why="$why; QEMU's log: the emulated machine's kernel triple-faulted"
+			echo "vm.sh: the emulated machine ended by itself without a result ($why; attempt $attempt of $attempts); the end of its console:" >&2
+			tail -n 15 "$log" | tr -d '\r' | sed 's/^/vm.sh:   /' >&2
+			cp "$log" "$log.ended$attempt" 2>/dev/null || true
+			cp "$job/qemu-reset.log" "$job/qemu-reset.log.$attempt" 2>/dev/null || true
+			[ $attempt -lt $attempts ] &&
+				echo "vm.sh: rerunning the whole job in a fresh VM (attempt $((attempt + 1)) of $attempts)" >&2
+			continue
+		fi
 		break
 	done
 	if [ -z "$rc" ]; then
-		echo "vm.sh: the VM ended without a result (timeout ${timeout}s, crash, or it never booted or froze $attempts times); console log: $log" >&2
+		echo "vm.sh: the VM ended without a result (timeout ${timeout}s, or in each of $attempts boots it did not boot, froze, panicked or ended by itself); console log: $log" >&2
 		exit 124
 	fi
 	[ "${KEMARI_VM_KEEP:-0}" = 1 ] || rm -rf "$job"
