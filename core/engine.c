@@ -99,7 +99,7 @@ static int engine__fenced_out(struct kemari_engine *e, int err)
 		 kemari_last_error(err));
 	atomic_store(&e->fenced_out, true);
 	if (e->hv)
-		e->hv->ops->stop(e->hv);
+		kemari_hv__stop(e->hv);
 	return kemari_err_override(err, "%s", e->fence_why);
 }
 
@@ -161,10 +161,10 @@ int engine__run_guest(struct kemari_engine *e)
 	/* A stop asked before (re-)entering run: hv.h's run clears its own. */
 	if (atomic_load(&e->stop))
 		return 0;
-	status = e->hv->ops->run(e->hv);
+	status = kemari_hv__run(e->hv);
 	if (atomic_load(&e->fenced_out))
 		return kemari_err_override(-ESTALE, "%s", e->fence_why);
-	err = e->hv->ops->flush(e->hv);
+	err = kemari_hv__flush(e->hv);
 	if (err && status >= 0)
 		status = kemari_err(err, "flushing the disk failed: %s",
 				    strerror(-err));
@@ -188,9 +188,9 @@ int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h)
 		memcpy(h->disk_id, e->fence.disk_id, sizeof(h->disk_id));
 		h->fence_gen = e->fence.gen;
 	}
-	if (e->hv && e->hv->ops->tsc_khz) {
+	if (e->hv) {
 		bool scale = false;
-		int err = e->hv->ops->tsc_khz(e->hv, &h->tsc_khz, &scale);
+		int err = kemari_hv__tsc_khz(e->hv, &h->tsc_khz, &scale);
 
 		if (err)
 			return err;
@@ -321,13 +321,13 @@ int kemari_engine__create(struct kemari_engine **out,
 	err = cfg->hv->create(&e->hv, &e->cfg.hv_cfg);
 	if (err)
 		goto err_metrics;
-	err = e->hv->ops->map_ram(e->hv, &ram, &e->ram_size);
+	err = kemari_hv__map_ram(e->hv, &ram, &e->ram_size);
 	if (err)
 		goto err_hv;
 	e->ram = ram;
 	e->npages = e->ram_size / KEMARI_PAGE_SIZE;
 	if (cfg->role != KEMARI_ROLE_SECONDARY) {
-		err = e->hv->ops->load_guest(e->hv, cfg->guest_path);
+		err = kemari_hv__load_guest(e->hv, cfg->guest_path);
 		if (err)
 			goto err_hv;
 	}
@@ -349,7 +349,7 @@ int kemari_engine__create(struct kemari_engine **out,
 err_fence:
 	kemari_fence__close(&e->fence);
 err_hv:
-	e->hv->ops->destroy(e->hv);
+	kemari_hv__destroy(e->hv);
 err_metrics:
 	metrics__close(&e->metrics);
 err_free:
@@ -397,7 +397,7 @@ void kemari_engine__stop(struct kemari_engine *e)
 {
 	atomic_store(&e->stop, true);
 	if (e->hv)
-		e->hv->ops->stop(e->hv);
+		kemari_hv__stop(e->hv);
 }
 
 void kemari_engine__arm_fault(struct kemari_engine *e)
@@ -424,7 +424,7 @@ void kemari_engine__destroy(struct kemari_engine *e)
 	if (e->listener)
 		e->listener->ops->close(e->listener);
 	if (e->hv)
-		e->hv->ops->destroy(e->hv);
+		kemari_hv__destroy(e->hv);
 	kemari_fence__close(&e->fence);
 	if (e->shadow)
 		munmap(e->shadow, e->ram_size);

@@ -58,8 +58,8 @@ static int primary__capture_state(struct kemari_engine *e)
 
 	kemari_buf__reset(&e->cpu_state);
 	kemari_buf__reset(&e->dev_state);
-	err = e->hv->ops->save_cpu(e->hv, &e->cpu_state);
-	err = err ?: e->hv->ops->save_dev(e->hv, &e->dev_state);
+	err = kemari_hv__save_cpu(e->hv, &e->cpu_state);
+	err = err ?: kemari_hv__save_dev(e->hv, &e->dev_state);
 	if (err)
 		return err;
 	if (e->cpu_state.len > e->conn->ops->max_msg(e->conn) ||
@@ -76,11 +76,11 @@ static int primary__capture_state(struct kemari_engine *e)
  */
 static int primary__restore_own(struct kemari_engine *e)
 {
-	int err = e->hv->ops->load_cpu(e->hv, e->cpu_state.data,
+	int err = kemari_hv__load_cpu(e->hv, e->cpu_state.data,
 				       e->cpu_state.len);
 
 	err = err
-		      ?: e->hv->ops->load_dev(e->hv, e->dev_state.data,
+		      ?: kemari_hv__load_dev(e->hv, e->dev_state.data,
 					      e->dev_state.len);
 	if (err)
 		return kemari_err(
@@ -374,7 +374,7 @@ static int primary__initial_sync(struct kemari_engine *e)
 	uint64_t t0 = kemari_now_ns();
 	int err;
 
-	err = e->hv->ops->dirty_start(e->hv);
+	err = kemari_hv__dirty_start(e->hv);
 	err = err ?: primary__push_all(e, true);
 	err = err ?: primary__commit_initial(e, 0);
 	if (err)
@@ -468,7 +468,7 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	s->spec_pages = e->spec_pages;
 	if (e->cfg.full_copy)
 		kemari_dirty__mark_all(&e->dirty);
-	err = e->hv->ops->collect_dirty(e->hv, &e->dirty);
+	err = kemari_hv__collect_dirty(e->hv, &e->dirty);
 	if (!err && e->cfg.verify_every)
 		err = verify__primary(e, epoch, false);
 	if (err)
@@ -558,7 +558,7 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 			"fault injection: the guest dies after epoch %llu was acknowledged",
 			(unsigned long long)epoch);
 		e->crash_injected = true;
-		return e->hv->ops->crash(e->hv);
+		return kemari_hv__crash(e->hv);
 	}
 	return 0;
 }
@@ -604,7 +604,7 @@ static void *primary__speculate(void *arg)
 		if (e->protected && !atomic_load(&e->tap_waiting)) {
 			uint64_t before = e->epoch_set.count;
 
-			err = e->hv->ops->collect_dirty(e->hv, &e->dirty);
+			err = kemari_hv__collect_dirty(e->hv, &e->dirty);
 			err = err ?: primary__push_pending(e, &n);
 			/* A failure here shows again at the tap or tick. */
 			if (!err)
@@ -638,7 +638,7 @@ static bool primary__switch(struct kemari_engine *e)
 
 	atomic_store(&e->switch_req, false);
 	pthread_mutex_lock(&e->xlock);
-	err = e->hv->ops->pause(e->hv);
+	err = kemari_hv__pause(e->hv);
 	if (err) {
 		pthread_mutex_unlock(&e->xlock);
 		kemari_warn("switchover: cannot pause the guest: %s",
@@ -651,7 +651,7 @@ static bool primary__switch(struct kemari_engine *e)
 		kemari_warn("switchover failed: %s", kemari_last_error(err));
 		primary__lose_secondary(e, err);
 		pthread_mutex_unlock(&e->xlock);
-		e->hv->ops->resume(e->hv);
+		kemari_hv__resume(e->hv);
 		return false;
 	}
 	s.pause_us = (kemari_now_ns() - t0) / 1000;
@@ -659,8 +659,8 @@ static bool primary__switch(struct kemari_engine *e)
 	e->switched = true;
 	pthread_mutex_unlock(&e->xlock);
 	/* Stopped before the parked vCPUs are let go: none runs again. */
-	e->hv->ops->stop(e->hv);
-	e->hv->ops->resume(e->hv);
+	kemari_hv__stop(e->hv);
+	kemari_hv__resume(e->hv);
 	return true;
 }
 
@@ -680,7 +680,7 @@ static int primary__last_round(struct kemari_engine *e)
 	int err;
 
 	pthread_mutex_lock(&e->xlock);
-	err = e->hv->ops->pause(e->hv);
+	err = kemari_hv__pause(e->hv);
 	if (!err)
 		reprotect__finish(e);
 	pthread_mutex_unlock(&e->xlock);
@@ -702,7 +702,7 @@ int primary__event(void *ctx, struct kemari_event *ev)
 		/* A new secondary waits for the last round: in this pause. */
 		err = primary__last_round(e);
 		err = err ?: engine__release(e, ev);
-		e->hv->ops->resume(e->hv);
+		kemari_hv__resume(e->hv);
 		return err;
 	}
 	if (!e->protected)
@@ -714,7 +714,7 @@ int primary__event(void *ctx, struct kemari_event *ev)
 	/* A speculative push in flight finishes first: its own phase. */
 	t_lock = kemari_now_ns();
 	s.spec_wait_us = (t_lock - t0) / 1000;
-	err = e->hv->ops->pause(e->hv);
+	err = kemari_hv__pause(e->hv);
 	if (err) {
 		pthread_mutex_unlock(&e->xlock);
 		return err;
@@ -725,7 +725,7 @@ int primary__event(void *ctx, struct kemari_event *ev)
 		primary__lose_secondary(e, err);
 		pthread_mutex_unlock(&e->xlock);
 		if (e->paused_for_loss) {
-			e->hv->ops->resume(e->hv);
+			kemari_hv__resume(e->hv);
 			return primary__hold(e);
 		}
 	} else {
@@ -734,7 +734,7 @@ int primary__event(void *ctx, struct kemari_event *ev)
 		metrics__record(&e->metrics, &s);
 	}
 	err = engine__release(e, ev);
-	e->hv->ops->resume(e->hv);
+	kemari_hv__resume(e->hv);
 	return err;
 }
 
@@ -751,7 +751,7 @@ int primary__tick(void *ctx)
 		/* An idle guest taps nothing: the last round goes here. */
 		err = primary__last_round(e);
 		if (!err)
-			e->hv->ops->resume(e->hv);
+			kemari_hv__resume(e->hv);
 		return err;
 	}
 	if (!e->protected)
@@ -882,7 +882,7 @@ int primary__run(struct kemari_engine *e)
  */
 static int primary__switch_out(struct kemari_engine *e)
 {
-	int err = e->hv->ops->detach(e->hv);
+	int err = kemari_hv__detach(e->hv);
 
 	if (err) {
 		kemari_warn("switchover: %s", kemari_last_error(err));

@@ -77,11 +77,11 @@ static int reprotect__precopy(struct kemari_engine *e)
 	int err;
 
 	kemari_dirty__clear(&e->dirty);
-	err = e->hv->ops->dirty_start(e->hv);
+	err = kemari_hv__dirty_start(e->hv);
 	err = err ?: primary__push_all(e, false);
 	e->repro_pages = e->npages;
 	for (e->repro_rounds = 1; !err; e->repro_rounds++) {
-		err = e->hv->ops->collect_dirty(e->hv, &e->dirty);
+		err = kemari_hv__collect_dirty(e->hv, &e->dirty);
 		if (err || e->dirty.count <= REPRO_SMALL_PAGES ||
 		    e->dirty.count * 10 > prev * 9 ||
 		    e->repro_rounds >= REPRO_MAX_ROUNDS)
@@ -182,7 +182,7 @@ void reprotect__finish(struct kemari_engine *e)
 	uint64_t t0 = kemari_now_ns(), left;
 	int err;
 
-	err = e->hv->ops->collect_dirty(e->hv, &e->dirty);
+	err = kemari_hv__collect_dirty(e->hv, &e->dirty);
 	left = e->dirty.count;
 	err = err ?: reprotect__push_dirty(e);
 	err = err ?: primary__commit_initial(e, e->epoch + 1);

@@ -197,9 +197,9 @@ static void secondary__open_disk(struct kemari_engine *e, char *why, size_t n)
 	struct kemari_hv *hv = e->hv;
 	int err;
 
-	if (!e->cfg.hv_cfg.disk_path || !hv || !hv->ops->open_disk)
+	if (!e->cfg.hv_cfg.disk_path || !hv)
 		return;
-	err = hv->ops->open_disk(hv);
+	err = kemari_hv__open_disk(hv);
 	if (!err)
 		return;
 	snprintf(why, n, "%s", kemari_last_error(err));
@@ -649,12 +649,12 @@ static int secondary__takeover(struct kemari_engine *e, uint64_t t_detect)
 		kemari_info("won the fence %s at generation %llu",
 			    e->fence.path, (unsigned long long)e->fence.gen);
 	}
-	err = hv->ops->load_cpu(hv, e->cpu_committed.data,
+	err = kemari_hv__load_cpu(hv, e->cpu_committed.data,
 				e->cpu_committed.len);
 	err = err
-		      ?: hv->ops->load_dev(hv, e->dev_committed.data,
+		      ?: kemari_hv__load_dev(hv, e->dev_committed.data,
 					   e->dev_committed.len);
-	err = err ?: hv->ops->reattach(hv);
+	err = err ?: kemari_hv__reattach(hv);
 	if (err)
 		return kemari_err(err, "takeover failed: %s",
 				  kemari_last_error(err));

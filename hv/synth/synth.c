@@ -629,4 +629,5 @@ const struct kemari_hv_ops kemari_hv_synth = {
 	.flush = synth__flush,
 	.guest_stat = synth__guest_stat,
 	.crash = synth__crash,
+	.tsc_khz = kemari_hv__no_tsc_khz,
 };

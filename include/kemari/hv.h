@@ -2,8 +2,20 @@
 /*
  * Hypervisor ops table: what the engine needs from a hypervisor backend.
  *
- * Implemented by hv/kvm (the built-in VMM) and, later, hv/xen. The engine in
- * core/ only ever calls these; it never names a hypervisor.
+ * Implemented by hv/kvm (the built-in VMM) and hv/synth (the synthetic
+ * guest). The engine in core/ only ever calls these, through the inline
+ * wrappers at the end of this file; it never names a hypervisor.
+ *
+ * Threads: the ops are called from one engine thread at a time, or from
+ * inside a hook (below), never from two threads at once, except stop(),
+ * which any thread or a signal handler may call. The hooks never run
+ * concurrently with each other: a backend with several vCPU threads calls
+ * them one at a time (kvm: under its VM lock), so the engine needs no lock
+ * of its own around what the hooks share. A hook may call pause/resume,
+ * collect_dirty, save_*, load_*, crash and flush of the same VM.
+ *
+ * Every op is present in every backend: one a backend lacks points to the
+ * stub of its signature below, never NULL (tests/unit, the hv_ops suite).
  */
 #ifndef KEMARI_HV_H
 #define KEMARI_HV_H
@@ -143,8 +155,8 @@ struct kemari_hv_ops {
 	 * never creating it, once the handshake has authenticated a primary
 	 * and checked the disk's identity, before any state is loaded; again
 	 * (reopened) for each later primary. 0, or a negative errno with
-	 * the one line (-ENOENT: the disk is missing). Optional (NULL: no
-	 * disk to open).
+	 * the one line (-ENOENT: the disk is missing). Without a deferred
+	 * disk: kemari_hv__no_open_disk.
 	 */
 	int (*open_disk)(struct kemari_hv *hv);
 	/*
@@ -171,7 +183,7 @@ struct kemari_hv_ops {
 	 * this host can run a guest's at another (TSC scaling): a guest moved
 	 * to a host whose TSC runs at another rate keeps counting at the new
 	 * one, and its clock drifts. *khz = 0: the guest's time does not
-	 * depend on it. Optional (NULL: 0).
+	 * depend on it (kemari_hv__no_tsc_khz).
 	 */
 	int (*tsc_khz)(struct kemari_hv *hv, uint32_t *khz, bool *can_scale);
 };
@@ -179,5 +191,154 @@ struct kemari_hv_ops {
 /* Registered hypervisor backends; NULL-terminated. */
 extern const struct kemari_hv_ops *const kemari_hv_backends[];
 const struct kemari_hv_ops *kemari_hv_find(const char *name);
+
+/*
+ * Stubs for the ops a backend may lack (core/hv.c), each of the op's own
+ * signature: open_disk (no deferred disk: 0), detach (-ENOTSUP with one
+ * line: no planned switchover), crash (-ENOTSUP: no --fault=guest-crash),
+ * tsc_khz (0 kHz: the guest's time does not follow a TSC), guest_stat
+ * (-ENOENT: no counters).
+ */
+int kemari_hv__no_open_disk(struct kemari_hv *hv);
+int kemari_hv__no_detach(struct kemari_hv *hv);
+int kemari_hv__no_crash(struct kemari_hv *hv);
+int kemari_hv__no_tsc_khz(struct kemari_hv *hv, uint32_t *khz,
+			  bool *can_scale);
+int kemari_hv__no_guest_stat(struct kemari_hv *hv, unsigned int i,
+			     uint64_t *val);
+
+/*
+ * The engine's calls, one wrapper per op, each with what the caller may
+ * rely on. All return 0 (or a status) or a negative errno; the backend has
+ * already logged the one line for an error it returns.
+ */
+
+/* Run the guest until it ends (its status >= 0), stop() is called, or a
+ * hook fails (its negative errno). Blocks for the guest's life. */
+static inline int kemari_hv__run(struct kemari_hv *hv)
+{
+	return hv->ops->run(hv);
+}
+
+/* Ask run() to return soon; async-signal-safe, from any thread. */
+static inline void kemari_hv__stop(struct kemari_hv *hv)
+{
+	hv->ops->stop(hv);
+}
+
+/* Stop every vCPU with its pending exit completed; blocks until they are
+ * (a vCPU thread stuck in the host delays it). Pair with resume. */
+static inline int kemari_hv__pause(struct kemari_hv *hv)
+{
+	return hv->ops->pause(hv);
+}
+
+static inline int kemari_hv__resume(struct kemari_hv *hv)
+{
+	return hv->ops->resume(hv);
+}
+
+/* Guest RAM as one mapping, stable until destroy. */
+static inline int kemari_hv__map_ram(struct kemari_hv *hv, void **base,
+				     uint64_t *size)
+{
+	return hv->ops->map_ram(hv, base, size);
+}
+
+/* Load the guest image (fresh boot); path NULL for a --kernel guest. */
+static inline int kemari_hv__load_guest(struct kemari_hv *hv, const char *path)
+{
+	return hv->ops->load_guest(hv, path);
+}
+
+/* Arm dirty tracking: every page written from now on is reported. */
+static inline int kemari_hv__dirty_start(struct kemari_hv *hv)
+{
+	return hv->ops->dirty_start(hv);
+}
+
+/* Add what was dirtied since the last call to d and clear it; paused, or
+ * (pre-copy rounds) running: then a page written meanwhile is reported
+ * by the next call. */
+static inline int kemari_hv__collect_dirty(struct kemari_hv *hv,
+					   struct kemari_dirty *d)
+{
+	return hv->ops->collect_dirty(hv, d);
+}
+
+/* The vCPU / device state as opaque blobs appended to out, and back;
+ * paused. A blob load_* refuses leaves the VM as it was. */
+static inline int kemari_hv__save_cpu(struct kemari_hv *hv,
+				      struct kemari_buf *out)
+{
+	return hv->ops->save_cpu(hv, out);
+}
+
+static inline int kemari_hv__load_cpu(struct kemari_hv *hv, const void *blob,
+				      size_t len)
+{
+	return hv->ops->load_cpu(hv, blob, len);
+}
+
+static inline int kemari_hv__save_dev(struct kemari_hv *hv,
+				      struct kemari_buf *out)
+{
+	return hv->ops->save_dev(hv, out);
+}
+
+static inline int kemari_hv__load_dev(struct kemari_hv *hv, const void *blob,
+				      size_t len)
+{
+	return hv->ops->load_dev(hv, blob, len);
+}
+
+/* After load_*: backends re-attach to the rings in guest RAM, bind the
+ * service addresses, re-issue requests in flight. */
+static inline int kemari_hv__reattach(struct kemari_hv *hv)
+{
+	return hv->ops->reattach(hv);
+}
+
+/* The secondary's deferred disk, after an authenticated handshake. */
+static inline int kemari_hv__open_disk(struct kemari_hv *hv)
+{
+	return hv->ops->open_disk(hv);
+}
+
+/* Let go of the service addresses (planned switchover), the VM stopped. */
+static inline int kemari_hv__detach(struct kemari_hv *hv)
+{
+	return hv->ops->detach(hv);
+}
+
+/* fdatasync the disk: blocks for the storage's flush. */
+static inline int kemari_hv__flush(struct kemari_hv *hv)
+{
+	return hv->ops->flush(hv);
+}
+
+static inline int kemari_hv__guest_stat(struct kemari_hv *hv, unsigned int i,
+					uint64_t *val)
+{
+	return hv->ops->guest_stat(hv, i, val);
+}
+
+/* Testing: the guest dies at the next resume (paused). */
+static inline int kemari_hv__crash(struct kemari_hv *hv)
+{
+	return hv->ops->crash(hv);
+}
+
+/* The guest's TSC rate (0: its time does not follow one). */
+static inline int kemari_hv__tsc_khz(struct kemari_hv *hv, uint32_t *khz,
+				     bool *can_scale)
+{
+	return hv->ops->tsc_khz(hv, khz, can_scale);
+}
+
+static inline void kemari_hv__destroy(struct kemari_hv *hv)
+{
+	hv->ops->destroy(hv);
+}
 
 #endif

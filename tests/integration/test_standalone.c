@@ -204,7 +204,7 @@ static struct kemari_hv *hv_boot_mode(const char *guest, const char *arg,
 	snprintf(path, sizeof(path), "%s/guests/%s", h_build(), guest);
 	cr_assert(eq(int, kemari_hv_kvm.create(&hv, &cfg), 0), "%s",
 		  kemari_last_error(-1));
-	cr_assert(eq(int, hv->ops->load_guest(hv, path), 0), "%s",
+	cr_assert(eq(int, kemari_hv__load_guest(hv, path), 0), "%s",
 		  kemari_last_error(-1));
 	return hv;
 }
@@ -219,10 +219,10 @@ Test(standalone, dirtier_counts_rounds)
 	struct kemari_hv *hv = hv_boot("dirtier.elf", "rounds=50");
 	uint64_t rounds = 0;
 
-	cr_assert(eq(int, hv->ops->run(hv), 0));
-	cr_assert(eq(int, hv->ops->guest_stat(hv, 0, &rounds), 0));
+	cr_assert(eq(int, kemari_hv__run(hv), 0));
+	cr_assert(eq(int, kemari_hv__guest_stat(hv, 0, &rounds), 0));
 	cr_assert(eq(u64, rounds, 50));
-	hv->ops->destroy(hv);
+	kemari_hv__destroy(hv);
 }
 
 Test(standalone, block_round_trip_with_flush)
@@ -231,8 +231,8 @@ Test(standalone, block_round_trip_with_flush)
 	uint8_t sect[8 * 512];
 	int fd;
 
-	cr_assert(eq(int, hv->ops->run(hv), 0));
-	hv->ops->destroy(hv);
+	cr_assert(eq(int, kemari_hv__run(hv), 0));
+	kemari_hv__destroy(hv);
 	fd = open(disk, O_RDONLY);
 	cr_assert(ge(int, fd, 0));
 	cr_assert(eq(long, pread(fd, sect, sizeof(sect), 8 * 512),
@@ -251,27 +251,27 @@ static void backend_writes_dirty(int mode)
 	struct kemari_dirty d;
 
 	cr_assert(eq(int, kvm->dirty_ring, mode == KEMARI_DIRTY_RING));
-	cr_assert(eq(int, hv->ops->dirty_start(hv), 0));
-	cr_assert(eq(int, hv->ops->run(hv), 0));
-	cr_assert(eq(int, hv->ops->guest_stat(hv, 1, &rbuf), 0));
+	cr_assert(eq(int, kemari_hv__dirty_start(hv), 0));
+	cr_assert(eq(int, kemari_hv__run(hv), 0));
+	cr_assert(eq(int, kemari_hv__guest_stat(hv, 1, &rbuf), 0));
 	pfn = rbuf / 4096;
 	cr_assert(gt(u64, pfn, 256));
 	/* The guest only reads that buffer: the block backend wrote it, and
 	 * the VMM's own record is what holds it. */
 	cr_assert(kvm_vm__pending(kvm, pfn));
 	cr_assert(eq(int, kemari_dirty__init(&d, last + 1), 0));
-	cr_assert(eq(int, hv->ops->collect_dirty(hv, &d), 0));
+	cr_assert(eq(int, kemari_hv__collect_dirty(hv, &d), 0));
 	cr_assert(kemari_dirty__test(&d, pfn));
 	cr_assert(not(kemari_dirty__test(&d, last)));
 	/* The guest's own writes (its stack, its write buffer) are there. */
 	cr_assert(gt(u64, d.count, 2));
 	/* Collected means cleared. */
 	kemari_dirty__clear(&d);
-	cr_assert(eq(int, hv->ops->collect_dirty(hv, &d), 0));
+	cr_assert(eq(int, kemari_hv__collect_dirty(hv, &d), 0));
 	cr_assert(not(kemari_dirty__test(&d, pfn)));
 	cr_assert(eq(u64, d.count, 0));
 	kemari_dirty__fini(&d);
-	hv->ops->destroy(hv);
+	kemari_hv__destroy(hv);
 }
 
 Test(standalone, backend_writes_are_tracked_dirty_bitmap)

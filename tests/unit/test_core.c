@@ -9,8 +9,11 @@
 #include "kemari/buf.h"
 #include "kemari/dirty.h"
 #include "kemari/engine.h"
+#include "kemari/hv.h"
 #include "kemari/kemari.h"
 #include "kemari/wire.h"
+
+extern const struct kemari_hv_ops kemari_hv_synth;
 
 Test(dirty, marks_dedupe_and_coalesce_into_sorted_runs)
 {
@@ -185,4 +188,51 @@ Test(parse, faults)
 	cr_assert(eq(u64, e, KEMARI_FAULT_ON_SIGNAL));
 	cr_assert(eq(int, kemari_fault__parse("after-ack:SIGUSR1", &f, &e),
 		     -EINVAL));
+}
+
+/* hv.h: every op of every registered hypervisor backend is present (a stub
+ * where the backend lacks it), so core calls them without asking. */
+Test(hv_ops, every_backend_fills_every_op)
+{
+	unsigned int n = 0;
+
+	for (unsigned int i = 0; kemari_hv_backends[i]; i++, n++) {
+		const struct kemari_hv_ops *o = kemari_hv_backends[i];
+		const void *ops[] = {
+			o->create,	  o->destroy,	    o->load_guest,
+			o->map_ram,	  o->run,	    o->stop,
+			o->pause,	  o->resume,	    o->dirty_start,
+			o->collect_dirty, o->save_cpu,	    o->load_cpu,
+			o->save_dev,	  o->load_dev,	    o->reattach,
+			o->open_disk,	  o->detach,	    o->flush,
+			o->guest_stat,	  o->crash,	    o->tsc_khz,
+		};
+
+		cr_assert(eq(sz, sizeof(ops) / sizeof(ops[0]),
+			     (sizeof(*o) - sizeof(o->name)) / sizeof(void *)),
+			  "hv.h gained an op this test does not list");
+		for (unsigned int j = 0; j < sizeof(ops) / sizeof(ops[0]); j++)
+			cr_expect(ops[j] != NULL, "%s: op %u is NULL", o->name,
+				  j);
+	}
+	cr_assert(eq(uint, n, 2)); /* kvm, synth */
+}
+
+Test(hv_ops, stubs_say_what_is_missing)
+{
+	struct kemari_hv hv = { .ops = &kemari_hv_synth };
+	uint32_t khz = 7;
+	bool scale = true;
+	uint64_t v = 9;
+
+	cr_assert(eq(int, kemari_hv__no_open_disk(&hv), 0));
+	cr_assert(eq(int, kemari_hv__no_tsc_khz(&hv, &khz, &scale), 0));
+	cr_assert(eq(u32, khz, 0));
+	cr_assert(not(scale));
+	cr_assert(eq(int, kemari_hv__no_guest_stat(&hv, 3, &v), -ENOENT));
+	cr_assert(eq(u64, v, 0));
+	cr_assert(eq(int, kemari_hv__no_detach(&hv), -ENOTSUP));
+	cr_assert(eq(str, (char *)kemari_last_error(-ENOTSUP),
+		     "the synth hypervisor cannot let go of its guest's service addresses: no planned switchover with it"));
+	kemari_err_clear();
 }

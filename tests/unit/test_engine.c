@@ -246,6 +246,8 @@ static const struct kemari_hv_ops fake_hv_ops = {
 	.guest_stat = fhv_stat,
 	.crash = fhv_crash,
 	.open_disk = fhv_open_disk,
+	.detach = kemari_hv__no_detach,
+	.tsc_khz = kemari_hv__no_tsc_khz,
 };
 
 /* ---- a scripted transport --------------------------------------------- */
