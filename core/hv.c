@@ -25,13 +25,13 @@ int kemari_hv__no_detach(struct kemari_hv *hv)
 
 int kemari_hv__no_crash(struct kemari_hv *hv)
 {
-	return kemari_err(-ENOTSUP,
-			  "--fault=guest-crash: the %s hypervisor cannot crash its guest",
-			  hv->ops->name);
+	return kemari_err(
+		-ENOTSUP,
+		"--fault=guest-crash: the %s hypervisor cannot crash its guest",
+		hv->ops->name);
 }
 
-int kemari_hv__no_tsc_khz(struct kemari_hv *hv, uint32_t *khz,
-			  bool *can_scale)
+int kemari_hv__no_tsc_khz(struct kemari_hv *hv, uint32_t *khz, bool *can_scale)
 {
 	(void)hv;
 	*khz = 0;
