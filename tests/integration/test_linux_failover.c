@@ -138,7 +138,9 @@ static void start_pair(const char *pextra)
 		h_dump(slog);
 		if (attempt == 2 || !h_log_has(plog, "guest stopped"))
 			cr_fatal("the protected Linux guest never served");
-		cr_log_warn(
+		/* Not cr_log_warn: Criterion 2.4 then exits 1 although every
+		 * test passed (the suite's verdict would be lost). */
+		cr_log_info(
 			"WARNING: the primary's guest died while booting (logs above; nested KVM under TCG?): starting again");
 		h_reap(&pri);
 		h_reap(&sec);
@@ -291,15 +293,27 @@ struct lf_phase {
 	int committed;	/* 1: the epoch the fault fires in is kept */
 };
 
+/* KEMARI_LINUX_PHASES=after-ack,mid-push: only those phases (hunting a
+ * rare failure at one phase); unset: all of them. */
 ParameterizedTestParameters(linux_failover, kill9_at_each_phase)
 {
-	static struct lf_phase cases[] = {
+	static const struct lf_phase all[] = {
 		{ "before-push", 0 },  { "mid-push", 0 },  { "after-push", 0 },
 		{ "after-commit", 1 }, { "after-ack", 1 }, { "guest-crash", 1 },
 	};
+	static struct lf_phase cases[sizeof(all) / sizeof(all[0])];
+	const char *only = getenv("KEMARI_LINUX_PHASES");
+	size_t n = 0;
 
-	return cr_make_param_array(struct lf_phase, cases,
-				   sizeof(cases) / sizeof(cases[0]));
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		const char *p = only ? strstr(only, all[i].fault) : NULL;
+		size_t len = strlen(all[i].fault);
+
+		if (!only || (p && (p == only || p[-1] == ',') &&
+			      (p[len] == ',' || !p[len])))
+			cases[n++] = all[i];
+	}
+	return cr_make_param_array(struct lf_phase, cases, n);
 }
 
 /*
