@@ -10,6 +10,7 @@
  * records the replies wait for, replayed into a second state, rebuild
  * every key of the first: what a crash and restart recovers.
  */
+#include <sanitizer/asan_interface.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +22,24 @@
 
 #define FUZZ_KV_KEYS 8
 #define FUZZ_KV_CLIENTS 4
-#define FUZZ_KV_TOUCHED 64 /* see reset() */
+#define FUZZ_KV_TOUCHED 64    /* see reset() */
+#define FUZZ_KV_DGRAM_MAX 256 /* a u8 length; a multiple of 8 */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct kv_state *st, *replay;
 static struct kv_result *res;
+static char *msg; /* the datagram: its own bytes, the rest poisoned */
+
+/*
+ * Nothing on the path fuzzed allocates, so ASan's quarantine holds only
+ * libFuzzer's copies of past inputs; recycling them through the default
+ * 256 MiB (page faults, fills) took 15 to 25% of the time.
+ */
+const char *__asan_default_options(void)
+{
+	return "quarantine_size_mb=16";
+}
 
 /*
  * Only the first FUZZ_KV_TOUCHED entries are ever used (see reset). The
@@ -75,8 +88,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		replay = malloc(sizeof(*replay));
 		fresh = malloc(sizeof(*fresh));
 		res = malloc(sizeof(*res));
-		if (!st || !replay || !fresh || !res)
+		msg = malloc(FUZZ_KV_DGRAM_MAX);
+		if (!st || !replay || !fresh || !res || !msg)
 			abort();
+		ASAN_POISON_MEMORY_REGION(msg, FUZZ_KV_DGRAM_MAX);
 		kv__init(fresh, FUZZ_KV_KEYS, FUZZ_KV_CLIENTS);
 		memcpy(st, fresh, sizeof(*st));
 		memcpy(replay, fresh, sizeof(*replay));
@@ -86,20 +101,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (size > 0) {
 		size_t len =
 			(size_t)data[0] < size - 1 ? (size_t)data[0] : size - 1;
-		/* Its own allocation: reading past the datagram is caught. */
-		char *msg = malloc(len ? len : 1);
+		int dropped;
 
-		if (!msg)
-			abort();
+		/*
+		 * Exactly its bytes addressable: reading past the datagram
+		 * (or into it when empty) is caught, as in an allocation of
+		 * its own, without the allocator's cost per datagram.
+		 */
+		ASAN_UNPOISON_MEMORY_REGION(msg, len);
 		memcpy(msg, data + 1, len);
 		data += 1 + len;
 		size -= 1 + len;
 		memset(res, 0xa5, sizeof(*res));
-		if (kv__handle(st, msg, len, res)) {
-			free(msg);
-			continue; /* dropped: no reply */
-		}
-		free(msg);
+		dropped = kv__handle(st, msg, len, res);
+		ASAN_POISON_MEMORY_REGION(msg, FUZZ_KV_DGRAM_MAX);
+		if (dropped)
+			continue; /* no reply */
 		if (res->len > KV_REPLY_MAX || res->prefix_len > res->len ||
 		    strlen(res->reply) != res->len)
 			abort();
