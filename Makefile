@@ -73,14 +73,17 @@ CORE_SRCS := $(wildcard core/*.c)
 HV_SRCS := $(wildcard hv/kvm/*.c) $(wildcard hv/kvm/boot/*.c) \
 	$(wildcard hv/kvm/hw/*.c) $(wildcard hv/kvm/virtio/*.c) \
 	$(wildcard hv/kvm/kemari/*.c) $(wildcard hv/synth/*.c)
-# transports/rdma/batch.c is pure arithmetic (no verbs): always built, so
-# its unit tests run everywhere; the rdma and ofi control data checks
-# (ctrl.c, no verbs or libfabric) too, for the fuzz harnesses.
-RDMA_PURE := $(wildcard transports/rdma/batch.c transports/rdma/ctrl.c)
+# transports/common/ (the one-sided layer rdma and ofi share: planner,
+# credits, control queue, sticky failure, test knobs) is pure (no verbs or
+# libfabric): always built, so its unit tests run everywhere; the rdma and
+# ofi control data checks (ctrl.c) too, for the fuzz harnesses.
+XPORT_COMMON := $(wildcard transports/common/*.c)
+RDMA_PURE := $(wildcard transports/rdma/ctrl.c)
 OFI_PURE := $(wildcard transports/ofi/ctrl.c)
-XPORT_SRCS := $(wildcard transports/tcp/*.c) $(RDMA_PURE) $(OFI_PURE)
+XPORT_SRCS := $(wildcard transports/tcp/*.c) $(XPORT_COMMON) $(RDMA_PURE) \
+	$(OFI_PURE)
 BACKEND_DEFS :=
-ifneq ($(and $(HAVE_RDMA),$(wildcard transports/rdma/rdma.c)),)
+ifneq ($(and $(HAVE_RDMA),$(wildcard transports/rdma/rdma_cm.c)),)
 XPORT_SRCS += $(filter-out $(RDMA_PURE),$(wildcard transports/rdma/*.c))
 BACKEND_DEFS += -DHAVE_RDMA
 LDLIBS += $(shell $(PKG_CONFIG) --libs libibverbs librdmacm)

@@ -230,7 +230,7 @@ static bool auth__mac_ok(const uint8_t *a, const uint8_t *b)
  */
 static void auth__refuse(struct kemari_xport *x, const char *why)
 {
-	x->ops->send(x, KEMARI_MSG_REFUSE, 0, why, (uint32_t)strlen(why));
+	kemari_xport__send(x, KEMARI_MSG_REFUSE, 0, why, (uint32_t)strlen(why));
 }
 
 /*
@@ -269,10 +269,11 @@ int kemari_auth__primary(struct kemari_xport *x,
 	int err;
 
 	err = auth__random(mine.nonce, sizeof(mine.nonce));
-	err = err ?: x->ops->send(x, KEMARI_MSG_AUTH, 0, &mine, sizeof(mine));
+	err = err ?: kemari_xport__send(x, KEMARI_MSG_AUTH, 0, &mine,
+					sizeof(mine));
 	if (err)
 		return err;
-	err = x->ops->recv(x, &m, timeout_ms);
+	err = kemari_xport__recv(x, &m, timeout_ms);
 	if (err == -ETIMEDOUT)
 		return kemari_err(
 			err,
@@ -315,7 +316,8 @@ int kemari_auth__primary(struct kemari_xport *x,
 	err = auth__mac(k, auth_label_primary, mine.nonce, theirs.nonce,
 			mine.mac);
 	memcpy(mine.nonce, theirs.nonce, sizeof(mine.nonce));
-	return err ?: x->ops->send(x, KEMARI_MSG_AUTH, 0, &mine, sizeof(mine));
+	return err ?: kemari_xport__send(x, KEMARI_MSG_AUTH, 0, &mine,
+					 sizeof(mine));
 }
 
 int kemari_auth__secondary(struct kemari_xport *x,
@@ -334,7 +336,7 @@ int kemari_auth__secondary(struct kemari_xport *x,
 	if (first) {
 		m = *first;
 	} else {
-		err = x->ops->recv(x, &m, timeout_ms);
+		err = kemari_xport__recv(x, &m, timeout_ms);
 		if (err == -ETIMEDOUT)
 			return kemari_err(
 				err,
@@ -356,10 +358,11 @@ int kemari_auth__secondary(struct kemari_xport *x,
 	err = err
 		      ?: auth__mac(k, auth_label_secondary, init.nonce,
 				   chal.nonce, chal.mac);
-	err = err ?: x->ops->send(x, KEMARI_MSG_AUTH, 0, &chal, sizeof(chal));
+	err = err ?: kemari_xport__send(x, KEMARI_MSG_AUTH, 0, &chal,
+					sizeof(chal));
 	if (err)
 		return err;
-	err = x->ops->recv(x, &m, timeout_ms);
+	err = kemari_xport__recv(x, &m, timeout_ms);
 	if (err == -ETIMEDOUT)
 		return kemari_err(
 			err,

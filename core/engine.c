@@ -420,9 +420,9 @@ void kemari_engine__destroy(struct kemari_engine *e)
 	if (!e)
 		return;
 	if (e->conn)
-		e->conn->ops->close(e->conn);
+		kemari_xport__close(e->conn);
 	if (e->listener)
-		e->listener->ops->close(e->listener);
+		kemari_xport__close(e->listener);
 	if (e->hv)
 		kemari_hv__destroy(e->hv);
 	kemari_fence__close(&e->fence);

@@ -49,7 +49,7 @@ static void reprotect__drop(struct kemari_engine *e, int err)
 		e->cfg.peer, kemari_last_error(err));
 	kemari_err_clear();
 	if (e->conn) {
-		e->conn->ops->close(e->conn);
+		kemari_xport__close(e->conn);
 		e->conn = NULL;
 	}
 	atomic_store(&e->state, KEMARI_STATE_UNPROTECTED);
@@ -64,7 +64,7 @@ static int reprotect__push_dirty(struct kemari_engine *e)
 
 	if (n < 0)
 		return (int)n;
-	err = n ? e->conn->ops->push(e->conn, e->runs, (size_t)n) : 0;
+	err = n ? kemari_xport__push(e->conn, e->runs, (size_t)n) : 0;
 	if (!err)
 		kemari_dirty__clear(&e->dirty);
 	return err;
@@ -89,7 +89,7 @@ static int reprotect__precopy(struct kemari_engine *e)
 		prev = e->dirty.count;
 		e->repro_pages += prev;
 		err = reprotect__push_dirty(e);
-		err = err ?: e->conn->ops->flush(e->conn);
+		err = err ?: kemari_xport__flush(e->conn);
 		err = err ?: primary__beat(e);
 		if (!err && atomic_load(&e->repro_quit))
 			err = kemari_err(-ECANCELED, "stopped");
@@ -112,7 +112,7 @@ static int reprotect__bring_in(struct kemari_engine *e, char *last,
 	if (err)
 		return err;
 	o.connect_timeout_ms = KEMARI_MIN(e->cfg.reprotect_ms, 1000u);
-	err = e->cfg.xport->connect(&conn, e->cfg.peer, &o);
+	err = kemari_xport__connect(e->cfg.xport, &conn, e->cfg.peer, &o);
 	if (err) {
 		const char *why = kemari_last_error(err);
 
@@ -232,7 +232,7 @@ void reprotect__stop(struct kemari_engine *e)
 	atomic_store(&e->repro, REPRO_IDLE);
 	/* A secondary half brought in: it holds no commit, nothing to say. */
 	if (!e->protected && e->conn) {
-		e->conn->ops->close(e->conn);
+		kemari_xport__close(e->conn);
 		e->conn = NULL;
 	}
 }

@@ -53,7 +53,7 @@ _Static_assert(KEMARI_MSG_MAX <= SECONDARY_STATE_MAX,
 static int secondary__send(struct kemari_engine *e, uint16_t type,
 			   uint64_t epoch, const void *p, uint32_t len)
 {
-	int err = e->conn->ops->send(e->conn, type, epoch, p, len);
+	int err = kemari_xport__send(e->conn, type, epoch, p, len);
 
 	if (!err)
 		e->last_tx_ns = kemari_now_ns();
@@ -120,7 +120,7 @@ static int secondary__authenticate(struct kemari_engine *e,
 		return kemari_err_override(err, "refusing the primary: %s",
 					   why);
 	}
-	err = e->conn->ops->recv(e->conn, m, HANDSHAKE_MS);
+	err = kemari_xport__recv(e->conn, m, HANDSHAKE_MS);
 	if (err)
 		return kemari_err(err, "handshake: %s", kemari_last_error(err));
 	return 0;
@@ -225,7 +225,7 @@ static int secondary__handshake(struct kemari_engine *e)
 	char why[768];
 	int err;
 
-	err = e->conn->ops->recv(e->conn, &m, HANDSHAKE_MS);
+	err = kemari_xport__recv(e->conn, &m, HANDSHAKE_MS);
 	if (err)
 		return kemari_err(err, "handshake: %s", kemari_last_error(err));
 	err = engine__handshake_hello(e, &mine);
@@ -299,7 +299,7 @@ static int secondary__handshake(struct kemari_engine *e)
 		memcpy(mine.disk_id, e->fence.disk_id, sizeof(mine.disk_id));
 		mine.fence_gen = e->fence.gen;
 	}
-	err = e->conn->ops->reg_dst(e->conn, e->shadow, e->ram_size);
+	err = kemari_xport__reg_dst(e->conn, e->shadow, e->ram_size);
 	return err
 		       ?: secondary__send(e, KEMARI_MSG_WELCOME, 0, &mine,
 					  sizeof(mine));
@@ -403,7 +403,7 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 		kemari_info(
 			"initial sync complete: %llu MiB; protecting the guest",
 			(unsigned long long)(e->ram_size >> 20));
-	if (!err && (e->conn->ops->caps & KEMARI_XPORT_CAP_ONESIDED)) {
+	if (!err && kemari_xport__has(e->conn, KEMARI_XPORT_CAP_ONESIDED)) {
 		ack.applied_next = e->epoch + 1;
 		err = secondary__send(e, KEMARI_MSG_APPLIED, e->epoch, &ack,
 				      sizeof(ack));
@@ -513,7 +513,7 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 		struct kemari_msg m;
 		uint64_t now;
 
-		err = e->conn->ops->recv(e->conn, &m, (int)e->cfg.heartbeat_ms);
+		err = kemari_xport__recv(e->conn, &m, (int)e->cfg.heartbeat_ms);
 		now = kemari_now_ns();
 		if (atomic_load(&e->stop))
 			return SERVE_STOP;
@@ -683,7 +683,7 @@ int secondary__run(struct kemari_engine *e)
 				  "cannot map %llu MiB of receive buffers",
 				  (unsigned long long)(e->ram_size >> 20));
 	}
-	err = e->cfg.xport->listen(&e->listener, e->cfg.listen,
+	err = kemari_xport__listen(e->cfg.xport, &e->listener, e->cfg.listen,
 				   &e->cfg.xport_opts);
 	if (err)
 		return err;
@@ -697,7 +697,7 @@ int secondary__run(struct kemari_engine *e)
 		enum serve_end end;
 		uint64_t t_detect;
 
-		err = e->listener->ops->accept(e->listener, &e->conn, 200);
+		err = kemari_xport__accept(e->listener, &e->conn, 200);
 		if (err == -ETIMEDOUT)
 			continue;
 		if (err == -EACCES) {
@@ -711,10 +711,10 @@ int secondary__run(struct kemari_engine *e)
 					  kemari_last_error(err));
 		end = secondary__serve(e);
 		t_detect = kemari_now_ns();
-		e->conn->ops->close(e->conn);
+		kemari_xport__close(e->conn);
 		e->conn = NULL;
 		if (end == SERVE_TAKEOVER) {
-			e->listener->ops->close(e->listener);
+			kemari_xport__close(e->listener);
 			e->listener = NULL;
 			return secondary__takeover(e, t_detect);
 		}

@@ -59,7 +59,7 @@ static void verify__note(struct kemari_engine *e)
 
 int verify__primary(struct kemari_engine *e, uint64_t epoch, bool initial)
 {
-	size_t per = (e->conn->ops->max_msg(e->conn) - sizeof(uint64_t)) /
+	size_t per = (kemari_xport__max_msg(e->conn) - sizeof(uint64_t)) /
 		     sizeof(uint32_t);
 	uint64_t missed = 0, first = 0;
 	uint32_t *tmp;
@@ -108,7 +108,7 @@ int verify__primary(struct kemari_engine *e, uint64_t epoch, bool initial)
 		memcpy(msg, &p, sizeof(p));
 		memcpy(msg + sizeof(p), e->verify_prev + p,
 		       k * sizeof(uint32_t));
-		err = e->conn->ops->send(
+		err = kemari_xport__send(
 			e->conn, KEMARI_MSG_VERIFY, epoch, msg,
 			(uint32_t)(sizeof(p) + k * sizeof(uint32_t)));
 	}

@@ -113,8 +113,3 @@ const char *kemari_wire__type_name(uint16_t type)
 		return "unknown";
 	}
 }
-
-int kemari_xport__enosys(void)
-{
-	return -ENOSYS;
-}

@@ -12,6 +12,7 @@
 #include "kemari/hv.h"
 #include "kemari/kemari.h"
 #include "kemari/wire.h"
+#include "kemari/xport.h"
 
 extern const struct kemari_hv_ops kemari_hv_synth;
 
@@ -235,4 +236,27 @@ Test(hv_ops, stubs_say_what_is_missing)
 	cr_assert(eq(str, (char *)kemari_last_error(-ENOTSUP),
 		     "the synth hypervisor cannot let go of its guest's service addresses: no planned switchover with it"));
 	kemari_err_clear();
+}
+
+/* xport.h: every op of every registered transport is present (a typed stub
+ * where the transport lacks it), so core calls them without asking. */
+Test(xport_ops, every_backend_fills_every_op)
+{
+	unsigned int n = 0;
+
+	for (unsigned int i = 0; kemari_xport_backends[i]; i++, n++) {
+		const struct kemari_xport_ops *o = kemari_xport_backends[i];
+		const void *ops[] = {
+			o->listen, o->accept, o->connect, o->reg_src,
+			o->reg_dst, o->push,   o->flush,   o->send,
+			o->recv,   o->max_msg, o->close,
+		};
+
+		for (unsigned int j = 0; j < sizeof(ops) / sizeof(ops[0]); j++)
+			cr_expect(ops[j] != NULL, "%s: op %u is NULL", o->name,
+				  j);
+	}
+	cr_assert(ge(uint, n, 1)); /* tcp at least */
+	cr_assert(eq(ptr, (void *)kemari_xport_find("tcp"),
+		     (void *)kemari_xport_backends[0]));
 }

@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The libfabric transport's choice of provider: which fi_info entries can
+ * serve a connection at an address, best first, and the rules behind it
+ * (the default order; how a domain's mr_mode decides descriptors, addresses
+ * and keys), the last checked without a provider by tests/unit/test_ofi.c.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rdma/fabric.h>
+#include <rdma/fi_errno.h>
+
+#include "kemari/kemari.h"
+#include "ofi.h"
+
+/* --- the rules (pure: tests/unit/test_ofi.c) ------------------------------ */
+
+struct ofi_mr_use ofi_mr__use(uint64_t mr_mode)
+{
+	/* FI_MR_BASIC (API < 1.5 style) means all three of these. */
+	bool basic = mr_mode & FI_MR_BASIC;
+	struct ofi_mr_use u = {
+		.local = basic || (mr_mode & FI_MR_LOCAL),
+		.virt_addr = basic || (mr_mode & FI_MR_VIRT_ADDR),
+		.prov_key = basic || (mr_mode & FI_MR_PROV_KEY),
+		.endpoint = mr_mode & FI_MR_ENDPOINT,
+	};
+
+	return u;
+}
+
+uint64_t ofi_mr__base(const struct ofi_mr_use *u, const void *va)
+{
+	return u->virt_addr ? (uint64_t)(uintptr_t)va : 0;
+}
+
+uint64_t ofi_mr__requested_key(const struct ofi_mr_use *u, uint64_t ours)
+{
+	return u->prov_key ? 0 : ours;
+}
+
+int ofi_prov__rank(const char *name, bool loopback)
+{
+	static const char *const order[] = { "verbs", "tcp", "sockets" };
+
+	if (!name || strchr(name, ';') || !strncmp(name, "ofi_", 4) ||
+	    !strcmp(name, "shm") || !strcmp(name, "udp") ||
+	    (loopback && !strcmp(name, "verbs")))
+		return -1;
+	for (size_t i = 0; i < KEMARI_ARRAY_SIZE(order); i++)
+		if (!strcmp(name, order[i]))
+			return (int)i;
+	return (int)KEMARI_ARRAY_SIZE(order);
+}
+
+bool ofi_addr__loopback(uint32_t ip)
+{
+	return (ip >> 24) == 127;
+}
+
+/* --- errors ------------------------------------------------------------- */
+
+const char *ofi__strerror(ssize_t ret)
+{
+	return fi_strerror((int)(ret < 0 ? -ret : ret));
+}
+
+/* libfabric returns -FI_E*; those below 256 are errnos, the rest are not. */
+int ofi__errno(ssize_t ret)
+{
+	int e = (int)(ret < 0 ? -ret : ret);
+
+	if (e == FI_ETRUNC)
+		return -EMSGSIZE;
+	return e > 0 && e < 256 ? -e : -EIO;
+}
+
+/* --- provider choice ---------------------------------------------------- */
+
+struct fi_info *ofi__hints(const char *prov)
+{
+	struct fi_info *h = fi_allocinfo();
+
+	if (!h)
+		return NULL;
+	h->caps = FI_MSG | FI_RMA;
+	/*
+	 * Modes we cope with: every operation gets its own fi_context2, and
+	 * we never send remote CQ data, so FI_RX_CQ_DATA (verbs) costs
+	 * nothing.
+	 */
+	h->mode = FI_CONTEXT | FI_CONTEXT2 | FI_RX_CQ_DATA;
+	h->addr_format = FI_SOCKADDR_IN;
+	h->ep_attr->type = FI_EP_MSG;
+	h->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR |
+				  FI_MR_ALLOCATED | FI_MR_PROV_KEY |
+				  FI_MR_ENDPOINT;
+	if (prov) {
+		h->fabric_attr->prov_name = strdup(prov);
+		if (!h->fabric_attr->prov_name) {
+			fi_freeinfo(h);
+			return NULL;
+		}
+	}
+	return h;
+}
+
+/* Comma-separated names of the providers in list (each once). */
+static void ofi__names(const struct fi_info *list, char *out, size_t len)
+{
+	size_t n = 0;
+
+	out[0] = 0;
+	for (const struct fi_info *i = list; i; i = i->next) {
+		const char *nm = i->fabric_attr->prov_name;
+		bool seen = false;
+
+		for (const struct fi_info *j = list; j != i; j = j->next)
+			seen |= !strcmp(j->fabric_attr->prov_name, nm);
+		if (!seen && n < len)
+			n += (size_t)snprintf(out + n, len - n, "%s%s",
+					      n ? ", " : "", nm);
+	}
+}
+
+static int ofi__no_provider(const char *prov, const char *host,
+			    const char *port, uint64_t flags)
+{
+	struct fi_info *h = ofi__hints(NULL), *all = NULL;
+	char have[256] = "none";
+	int ret;
+
+	if (!h)
+		return -ENOMEM;
+	ret = fi_getinfo(OFI_API, host, port, flags, h, &all);
+	fi_freeinfo(h);
+	if (!ret && all)
+		ofi__names(all, have, sizeof(have));
+	fi_freeinfo(all);
+	if (prov)
+		return kemari_err(
+			-ENOENT,
+			"libfabric provider '%s' not available for FI_EP_MSG with "
+			"RMA at %s (have: %s): use --provider=NAME",
+			prov, host, have);
+	return kemari_err(
+		-ENOENT,
+		"no libfabric provider can do FI_EP_MSG with RMA at %s (have: %s): "
+		"check the address, or use --transport=tcp",
+		host, have);
+}
+
+/*
+ * Usable fi_info entries for host:port, best first, one per provider:
+ * the named provider only, or by ofi_prov__rank (verbs unless loopback,
+ * tcp, sockets, others; never shm, udp or RDM layers). *list owns the entries.
+ */
+int ofi__candidates(struct fi_info **list, struct fi_info **cand, size_t max,
+		    size_t *n, const char *prov, const char *host,
+		    const char *port, bool source)
+{
+	uint64_t flags = source ? FI_SOURCE : 0;
+	struct fi_info *h = ofi__hints(prov);
+	struct in_addr a = { 0 };
+	bool loopback;
+	int ret;
+
+	inet_pton(AF_INET, host, &a);
+	loopback = ofi_addr__loopback(ntohl(a.s_addr));
+	*n = 0;
+	*list = NULL;
+	if (prov && !*prov) {
+		/* An empty --provider= means the default choice. */
+		fi_freeinfo(h);
+		prov = NULL;
+		h = ofi__hints(NULL);
+	}
+	if (!h)
+		return -ENOMEM;
+	ret = fi_getinfo(OFI_API, host, port, flags, h, list);
+	fi_freeinfo(h);
+	if (ret == -FI_ENODATA || (!ret && !*list))
+		return ofi__no_provider(prov, host, port, flags);
+	if (ret)
+		return kemari_err(ofi__errno(ret), "fi_getinfo(%s:%s): %s",
+				  host, port, ofi__strerror(ret));
+	for (int rank = 0; rank <= 3 && *n < max; rank++) {
+		for (struct fi_info *i = *list; i && *n < max; i = i->next) {
+			const char *nm = i->fabric_attr->prov_name;
+			bool dup = false;
+
+			if (!prov && ofi_prov__rank(nm, loopback) != rank)
+				continue;
+			if (prov && rank > 0)
+				break;
+			if (i->ep_attr->type != FI_EP_MSG ||
+			    (i->caps & (FI_MSG | FI_RMA)) != (FI_MSG | FI_RMA))
+				continue;
+			for (size_t k = 0; k < *n; k++)
+				dup |= !strcmp(cand[k]->fabric_attr->prov_name,
+					       nm);
+			if (!dup)
+				cand[(*n)++] = i;
+		}
+	}
+	if (*n == 0) {
+		fi_freeinfo(*list);
+		*list = NULL;
+		return ofi__no_provider(prov, host, port, flags);
+	}
+	return 0;
+}
+
+int ofi__split_addr(const char *addr, char *host, size_t hlen, char *port,
+		    size_t plen)
+{
+	struct sockaddr_in sa;
+	int err = kemari_parse_sockaddr(addr, &sa);
+
+	if (err)
+		return err;
+	snprintf(host, hlen, "%s", inet_ntoa(sa.sin_addr));
+	snprintf(port, plen, "%u", ntohs(sa.sin_port));
+	return 0;
+}
