@@ -21,7 +21,7 @@
 static int primary__send(struct kemari_engine *e, uint16_t type, uint64_t epoch,
 			 const void *p, uint32_t len)
 {
-	int err = e->conn->ops->send(e->conn, type, epoch, p, len);
+	int err = kemari_xport__send(e->conn, type, epoch, p, len);
 
 	if (!err)
 		e->last_tx_ns = kemari_now_ns();
@@ -33,7 +33,7 @@ static int primary__send_runs(struct kemari_engine *e, uint64_t epoch,
 			      const struct kemari_run *runs, size_t n,
 			      struct kemari_commit *c)
 {
-	size_t per = e->conn->ops->max_msg(e->conn) / sizeof(*runs);
+	size_t per = kemari_xport__max_msg(e->conn) / sizeof(*runs);
 
 	c->nruns = n;
 	c->npages = 0;
@@ -62,8 +62,8 @@ static int primary__capture_state(struct kemari_engine *e)
 	err = err ?: kemari_hv__save_dev(e->hv, &e->dev_state);
 	if (err)
 		return err;
-	if (e->cpu_state.len > e->conn->ops->max_msg(e->conn) ||
-	    e->dev_state.len > e->conn->ops->max_msg(e->conn))
+	if (e->cpu_state.len > kemari_xport__max_msg(e->conn) ||
+	    e->dev_state.len > kemari_xport__max_msg(e->conn))
 		return kemari_err(-EMSGSIZE, "vCPU/device state too large");
 	return 0;
 }
@@ -140,7 +140,7 @@ static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
 				"no acknowledgement of epoch %llu within %llu ms",
 				(unsigned long long)epoch,
 				(unsigned long long)((now - t0) / 1000000));
-		err = e->conn->ops->recv(e->conn, &m,
+		err = kemari_xport__recv(e->conn, &m,
 					 (int)((deadline - now) / 1000000) + 1);
 		if (err == -ETIMEDOUT)
 			continue;
@@ -193,7 +193,7 @@ static void primary__lose_secondary(struct kemari_engine *e, int err)
 	e->protected = false;
 	atomic_store(&e->state, KEMARI_STATE_UNPROTECTED);
 	if (e->conn) {
-		e->conn->ops->close(e->conn);
+		kemari_xport__close(e->conn);
 		e->conn = NULL;
 	}
 	/*
@@ -259,7 +259,7 @@ int primary__handshake(struct kemari_engine *e)
 	err = err ?: primary__send(e, KEMARI_MSG_HELLO, 0, &h, sizeof(h));
 	if (err)
 		return err;
-	err = e->conn->ops->recv(e->conn, &m, HANDSHAKE_MS);
+	err = kemari_xport__recv(e->conn, &m, HANDSHAKE_MS);
 	if (err == -ETIMEDOUT)
 		return kemari_err(
 			err,
@@ -283,7 +283,7 @@ int primary__handshake(struct kemari_engine *e)
 		return kemari_err(
 			-EPROTO,
 			"the secondary's handshake disagrees with ours");
-	return e->conn->ops->reg_src(e->conn, e->ram, e->ram_size);
+	return kemari_xport__reg_src(e->conn, e->ram, e->ram_size);
 }
 
 /*
@@ -308,7 +308,7 @@ int primary__push_all(struct kemari_engine *e, bool initial)
 			engine__fault(e, KEMARI_FAULT_SYNC, 0);
 		if (atomic_load(&e->stop))
 			return kemari_err(-ECANCELED, "stopped");
-		err = e->conn->ops->push(e->conn, &r, 1);
+		err = kemari_xport__push(e->conn, &r, 1);
 		if (err)
 			return err;
 		primary__progress(e, pfn + r.npages, e->npages, &last_pct);
@@ -316,7 +316,7 @@ int primary__push_all(struct kemari_engine *e, bool initial)
 		if (err)
 			return err;
 	}
-	return e->conn->ops->flush(e->conn);
+	return kemari_xport__flush(e->conn);
 }
 
 /* A heartbeat if the last message is a period old. */
@@ -346,7 +346,7 @@ int primary__commit_initial(struct kemari_engine *e, uint64_t epoch)
 	err = err ?: primary__capture_state(e);
 	err = err ?: primary__send_state(e, epoch);
 	/* The commit must not overtake the pages it covers. */
-	err = err ?: e->conn->ops->flush(e->conn);
+	err = err ?: kemari_xport__flush(e->conn);
 	if (err)
 		return err;
 	/* A new secondary: what an earlier one applied means nothing. */
@@ -397,11 +397,11 @@ static int primary__wait_applied(struct kemari_engine *e)
 		(uint64_t)KEMARI_MAX(e->cfg.heartbeat_timeout_ms, 30000u) *
 			1000000ULL;
 
-	if (!(e->conn->ops->caps & KEMARI_XPORT_CAP_ONESIDED))
+	if (!kemari_xport__has(e->conn, KEMARI_XPORT_CAP_ONESIDED))
 		return 0;
 	while (e->applied_next <= e->epoch) {
 		struct kemari_msg m;
-		int err = e->conn->ops->recv(e->conn, &m, 10);
+		int err = kemari_xport__recv(e->conn, &m, 10);
 
 		if (err == -ETIMEDOUT) {
 			if (kemari_now_ns() >= deadline)
@@ -431,19 +431,29 @@ static int primary__wait_applied(struct kemari_engine *e)
  * Push what was dirtied since the last push and add it to the open epoch.
  * Runs are computed from e->dirty; on return e->runs and *nruns describe
  * the pages just pushed (the epoch's whole list when nothing was pushed
- * before).
+ * before). With max_runs > 0 (--fault=mid-push) only the first max_runs
+ * runs go out, flushed, and nothing is marked or cleared (a full push after
+ * it sends them again): the fault then stops the primary inside the very
+ * push every epoch makes.
  */
-static int primary__push_pending(struct kemari_engine *e, long *nruns)
+static int primary__push_pending(struct kemari_engine *e, long *nruns,
+				 long max_runs)
 {
 	long n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
 	int err;
 
 	if (n < 0)
 		return (int)n;
+	/* Never over an epoch the secondary has not yet applied. */
 	err = primary__wait_applied(e);
 	if (err)
 		return err;
-	err = e->conn->ops->push(e->conn, e->runs, (size_t)n);
+	if (max_runs > 0) {
+		err = kemari_xport__push(e->conn, e->runs,
+					 (size_t)KEMARI_MIN(max_runs, n));
+		return err ?: kemari_xport__flush(e->conn);
+	}
+	err = kemari_xport__push(e->conn, e->runs, (size_t)n);
 	if (err)
 		return err;
 	for (uint64_t i = 0; i < e->dirty.count; i++)
@@ -457,7 +467,6 @@ static int primary__push_pending(struct kemari_engine *e, long *nruns)
 static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 			       struct kemari_epoch_stats *s)
 {
-	const struct kemari_xport_ops *x = e->conn->ops;
 	uint64_t epoch = e->epoch + 1, t1, t2, t3;
 	bool spec = e->epoch_set.count > 0;
 	struct kemari_commit c;
@@ -481,18 +490,18 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	engine__fault(e, KEMARI_FAULT_BEFORE_PUSH, epoch);
 	if (engine__fault_due(e, KEMARI_FAULT_MID_PUSH, epoch) &&
 	    e->dirty.count > 0) {
-		n = kemari_dirty__runs(&e->dirty, &e->runs, &e->runs_cap, 0);
-		if (n < 0)
-			return (int)n;
-		/* As every push: never over an epoch not yet applied. */
-		err = primary__wait_applied(e);
-		err = err ?: x->push(e->conn, e->runs, (size_t)(n + 1) / 2);
-		err = err ?: x->flush(e->conn);
+		/* Half of the epoch's runs (at least one), then the fault. */
+		long all = kemari_dirty__runs(&e->dirty, &e->runs,
+					      &e->runs_cap, 0);
+
+		if (all < 0)
+			return (int)all;
+		err = primary__push_pending(e, &n, (all + 1) / 2);
 		if (err)
 			return err;
 		engine__fault(e, KEMARI_FAULT_MID_PUSH, epoch);
 	}
-	err = primary__push_pending(e, &n);
+	err = primary__push_pending(e, &n, 0);
 	if (err)
 		return err;
 	/* Without speculation the pages just pushed are the whole epoch. */
@@ -508,7 +517,7 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 	err = primary__send_runs(e, epoch, e->runs, (size_t)n, &c);
 	err = err ?: primary__send_state(e, epoch);
 	/* The commit must not overtake the pages it covers. */
-	err = err ?: x->flush(e->conn);
+	err = err ?: kemari_xport__flush(e->conn);
 	if (err)
 		return err;
 	t3 = kemari_now_ns();
@@ -605,7 +614,7 @@ static void *primary__speculate(void *arg)
 			uint64_t before = e->epoch_set.count;
 
 			err = kemari_hv__collect_dirty(e->hv, &e->dirty);
-			err = err ?: primary__push_pending(e, &n);
+			err = err ?: primary__push_pending(e, &n, 0);
 			/* A failure here shows again at the tap or tick. */
 			if (!err)
 				e->spec_pages += e->epoch_set.count - before;
@@ -767,7 +776,7 @@ int primary__tick(void *ctx)
 	 * would be older than last_tx_ns and send a needless heartbeat). */
 	err = primary__beat(e);
 	while (!err) {
-		err = e->conn->ops->recv(e->conn, &m, 0);
+		err = kemari_xport__recv(e->conn, &m, 0);
 		if (err == -ETIMEDOUT) {
 			err = 0;
 			break;
@@ -822,10 +831,10 @@ static void primary__last_word(struct kemari_engine *e, uint16_t type)
 	struct kemari_msg m;
 
 	if (!e->conn || primary__send(e, type, e->epoch, NULL, 0) ||
-	    e->conn->ops->flush(e->conn))
+	    kemari_xport__flush(e->conn))
 		return;
 	while (kemari_now_ns() < until &&
-	       e->conn->ops->recv(e->conn, &m, 100) != -ECONNRESET)
+	       kemari_xport__recv(e->conn, &m, 100) != -ECONNRESET)
 		;
 }
 
@@ -856,7 +865,8 @@ int primary__run(struct kemari_engine *e)
 	err = err ?: kemari_dirty__init(&e->epoch_set, e->npages);
 	if (err)
 		return err;
-	err = e->cfg.xport->connect(&e->conn, e->cfg.peer, &e->cfg.xport_opts);
+	err = kemari_xport__connect(e->cfg.xport, &e->conn, e->cfg.peer,
+				    &e->cfg.xport_opts);
 	if (err)
 		return err;
 	e->last_rx_ns = e->last_tx_ns = kemari_now_ns();
@@ -890,7 +900,7 @@ static int primary__switch_out(struct kemari_engine *e)
 	}
 	primary__last_word(e, KEMARI_MSG_SWITCHOVER);
 	kemari_err_clear();
-	e->conn->ops->close(e->conn);
+	kemari_xport__close(e->conn);
 	e->conn = NULL;
 	e->protected = false;
 	atomic_store(&e->state, KEMARI_STATE_UNPROTECTED);
