@@ -10,6 +10,7 @@
 
 #include "engine_priv.h"
 #include "kemari/kemari.h"
+#include "kemari/testcfg.h"
 
 static const char *const fault_names[] = {
 	[KEMARI_FAULT_NONE] = "none",
@@ -176,9 +177,8 @@ int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h)
 	memset(h, 0, sizeof(*h));
 	h->proto_version = KEMARI_PROTO_VERSION;
 	/* Tests of the version refusal pose as another version. */
-	if (getenv("KEMARI_TEST_PROTO_VERSION"))
-		h->proto_version =
-			(uint32_t)atoi(getenv("KEMARI_TEST_PROTO_VERSION"));
+	if (kemari_testcfg__get()->proto_version)
+		h->proto_version = kemari_testcfg__get()->proto_version;
 	h->page_size = (uint32_t)KEMARI_PAGE_SIZE;
 	h->ram_size = e->ram_size;
 	h->image_hash = e->image_hash;
@@ -198,8 +198,8 @@ int engine__handshake_hello(struct kemari_engine *e, struct kemari_hello *h)
 			h->flags |= KEMARI_HELLO_TSC_SCALING;
 	}
 	/* Tests of the TSC refusal pose as a host at another frequency. */
-	if (getenv("KEMARI_TEST_TSC_KHZ"))
-		h->tsc_khz = (uint32_t)atoi(getenv("KEMARI_TEST_TSC_KHZ"));
+	if (kemari_testcfg__get()->tsc_khz)
+		h->tsc_khz = kemari_testcfg__get()->tsc_khz;
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 
 #include "boot/linux_boot.h"
 #include "kemari/kemari.h"
+#include "kemari/testcfg.h"
 #include "kvm.h"
 
 #define KVM_MIN_API 12
@@ -22,10 +23,10 @@
 static int kvm_vm__open_dev(struct kvm_vm *vm)
 {
 	/* KEMARI_KVM_DEV: another device node, for tests of these errors. */
-	const char *dev = getenv("KEMARI_KVM_DEV");
+	const char *dev = kemari_testcfg__get()->kvm_dev;
 	int api;
 
-	if (!dev || !*dev)
+	if (!dev)
 		dev = "/dev/kvm";
 	vm->sys_fd = open(dev, O_RDWR | O_CLOEXEC);
 	if (vm->sys_fd < 0) {

@@ -16,7 +16,7 @@
 #include "../../transports/common/ctrlq.h"
 #include "../../transports/common/fail.h"
 #include "../../transports/common/region.h"
-#include "../../transports/common/testcfg.h"
+#include "kemari/testcfg.h"
 
 /* --- credits --------------------------------------------------------------- */
 
@@ -245,25 +245,63 @@ Test(xp_region, offsets_map_into_their_remote_piece)
 
 /* --- test knobs ------------------------------------------------------------------ */
 
-Test(xp_testcfg, knobs_parse_as_the_transports_read_them)
-{
-	struct xp_testcfg c;
+/* The environment the parser sees: NAME=VALUE pairs, NULL-terminated. */
+static const char *const *knob_env;
 
-	xp_testcfg__parse(&c, NULL, NULL, NULL);
+static const char *knob(const char *name)
+{
+	size_t n = strlen(name);
+
+	for (unsigned int i = 0; knob_env && knob_env[i]; i++)
+		if (!strncmp(knob_env[i], name, n) && knob_env[i][n] == '=')
+			return knob_env[i] + n + 1;
+	return NULL;
+}
+
+static void parse(struct kemari_testcfg *c, const char *const *envp)
+{
+	knob_env = envp;
+	kemari_testcfg__parse(c, knob);
+}
+
+Test(testcfg, knobs_parse_as_the_engine_vmm_and_transports_read_them)
+{
+	static const char *const none[] = { NULL };
+	static const char *const a[] = { "KEMARI_RDMA_MR_MAX=1M,3M",
+					 "KEMARI_RDMA_COMMIT=send",
+					 "KEMARI_OFI_NO_SAW=",
+					 "KEMARI_TEST_PROTO_VERSION=5",
+					 "KEMARI_TEST_TSC_KHZ=2400000",
+					 "KEMARI_KVM_DEV=/dev/null",
+					 NULL };
+	static const char *const b[] = { "KEMARI_RDMA_MR_MAX=2M",
+					 "KEMARI_RDMA_COMMIT=imm",
+					 "KEMARI_KVM_DEV=", NULL };
+	static const char *const c3[] = { "KEMARI_RDMA_MR_MAX=junk,4M", NULL };
+	struct kemari_testcfg c;
+
+	parse(&c, none);
 	cr_assert(eq(u64, c.rdma_mr_max_src, 0));
 	cr_assert(eq(u64, c.rdma_mr_max_dst, 0));
 	cr_assert(not(c.rdma_commit_send));
 	cr_assert(not(c.ofi_no_saw));
-	xp_testcfg__parse(&c, "1M,3M", "send", "");
+	cr_assert(eq(u32, c.proto_version, 0));
+	cr_assert(eq(u32, c.tsc_khz, 0));
+	cr_assert(eq(ptr, (void *)c.kvm_dev, NULL));
+	parse(&c, a);
 	cr_assert(eq(u64, c.rdma_mr_max_src, 1 << 20));
 	cr_assert(eq(u64, c.rdma_mr_max_dst, 3 << 20));
 	cr_assert(c.rdma_commit_send);
 	cr_assert(c.ofi_no_saw, "set, even empty");
-	xp_testcfg__parse(&c, "2M", "imm", NULL);
+	cr_assert(eq(u32, c.proto_version, 5));
+	cr_assert(eq(u32, c.tsc_khz, 2400000));
+	cr_assert(eq(str, (char *)c.kvm_dev, "/dev/null"));
+	parse(&c, b);
 	cr_assert(eq(u64, c.rdma_mr_max_src, 2 << 20));
 	cr_assert(eq(u64, c.rdma_mr_max_dst, 2 << 20), "one size: both");
 	cr_assert(not(c.rdma_commit_send));
-	xp_testcfg__parse(&c, "junk,4M", NULL, NULL);
+	cr_assert(eq(ptr, (void *)c.kvm_dev, NULL), "empty: /dev/kvm");
+	parse(&c, c3);
 	cr_assert(eq(u64, c.rdma_mr_max_src, 0));
 	cr_assert(eq(u64, c.rdma_mr_max_dst, 4 << 20));
 }

@@ -59,7 +59,7 @@
 #include <rdma/fi_eq.h>
 #include <rdma/fi_errno.h>
 
-#include "../common/testcfg.h"
+#include "kemari/testcfg.h"
 #include "ctrl.h"
 #include "kemari/kemari.h"
 #include "kemari/wire.h"
@@ -251,7 +251,7 @@ static void ofi__attrs(struct ofi_xport *t)
 	uint64_t hdr = sizeof(struct kemari_wire_hdr);
 
 	/* Test knob: behave as if the provider did not promise SAW. */
-	if (xp_testcfg__get()->ofi_no_saw)
+	if (kemari_testcfg__get()->ofi_no_saw)
 		order &= ~FI_ORDER_SAW;
 	t->mru = ofi_mr__use(i->domain_attr->mr_mode);
 	t->lim =

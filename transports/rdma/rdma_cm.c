@@ -38,7 +38,7 @@
  * the epoch's low 32 bits and consumes a posted receive; the receiver checks
  * frame and immediate and hands the engine an ordinary KEMARI_MSG_COMMIT.
  * Devices without immediate data (iWARP) send it as a plain SEND; so does
- * the test knob KEMARI_RDMA_COMMIT=send (common/testcfg.h).
+ * the test knob KEMARI_RDMA_COMMIT=send (include/kemari/testcfg.h).
  *
  * Ordering and flush. RC places all WRITE data before a later SEND or
  * WRITE_WITH_IMM completes at the responder, so a commit can never overtake
@@ -79,7 +79,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "../common/testcfg.h"
+#include "kemari/testcfg.h"
 #include "ctrl.h"
 #include "kemari/kemari.h"
 #include "kemari/wire.h"
@@ -190,13 +190,13 @@ static void rdma__region_fini(struct rdma_region *r)
 
 /*
  * Register [base, base + len) in regions of at most max_mr_size, or of the
- * test knob KEMARI_RDMA_MR_MAX's size (common/testcfg.h).
+ * test knob KEMARI_RDMA_MR_MAX's size (include/kemari/testcfg.h).
  */
 int rdma__region_init(struct rdma_xport *t, struct rdma_region *r, void *base,
 		      uint64_t len, int access, bool dst, const char *what)
 {
 	struct ibv_device_attr da;
-	const struct xp_testcfg *tc = xp_testcfg__get();
+	const struct kemari_testcfg *tc = kemari_testcfg__get();
 	uint64_t piece = len,
 		 knob = dst ? tc->rdma_mr_max_dst : tc->rdma_mr_max_src;
 	int err = 0;
@@ -393,7 +393,7 @@ static int rdma__conn_init(struct rdma_xport *t)
 	}
 	xp_credit__told(&t->cr);
 	t->use_imm = ctx->device->transport_type == IBV_TRANSPORT_IB &&
-		     !xp_testcfg__get()->rdma_commit_send;
+		     !kemari_testcfg__get()->rdma_commit_send;
 	return 0;
 
 err_fini:

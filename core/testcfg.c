@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
-/* The transports' test knobs, read once (see testcfg.h). */
+/* The test knobs, read once (see include/kemari/testcfg.h). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kemari/kemari.h"
-#include "testcfg.h"
+#include "kemari/testcfg.h"
 
-static struct xp_testcfg testcfg;
+static struct kemari_testcfg testcfg;
 static pthread_once_t testcfg_once = PTHREAD_ONCE_INIT;
 
 static uint64_t size_or_0(const char *s)
@@ -18,9 +18,13 @@ static uint64_t size_or_0(const char *s)
 	return kemari_parse_size(s, &k) ? 0 : k;
 }
 
-void xp_testcfg__parse(struct xp_testcfg *c, const char *mr_max,
-		       const char *commit, const char *no_saw)
+void kemari_testcfg__parse(struct kemari_testcfg *c,
+			   const char *(*get)(const char *name))
 {
+	const char *mr_max = get("KEMARI_RDMA_MR_MAX");
+	const char *commit = get("KEMARI_RDMA_COMMIT");
+	const char *v;
+
 	memset(c, 0, sizeof(*c));
 	if (mr_max && *mr_max) {
 		const char *comma = strchr(mr_max, ',');
@@ -35,17 +39,26 @@ void xp_testcfg__parse(struct xp_testcfg *c, const char *mr_max,
 			comma ? size_or_0(comma + 1) : c->rdma_mr_max_src;
 	}
 	c->rdma_commit_send = commit && !strcmp(commit, "send");
-	c->ofi_no_saw = no_saw != NULL;
+	c->ofi_no_saw = get("KEMARI_OFI_NO_SAW") != NULL;
+	v = get("KEMARI_TEST_PROTO_VERSION");
+	c->proto_version = v ? (uint32_t)strtoul(v, NULL, 10) : 0;
+	v = get("KEMARI_TEST_TSC_KHZ");
+	c->tsc_khz = v ? (uint32_t)strtoul(v, NULL, 10) : 0;
+	v = get("KEMARI_KVM_DEV");
+	c->kvm_dev = v && *v ? v : NULL;
+}
+
+static const char *env(const char *name)
+{
+	return getenv(name);
 }
 
 static void testcfg_read(void)
 {
-	xp_testcfg__parse(&testcfg, getenv("KEMARI_RDMA_MR_MAX"),
-			  getenv("KEMARI_RDMA_COMMIT"),
-			  getenv("KEMARI_OFI_NO_SAW"));
+	kemari_testcfg__parse(&testcfg, env);
 }
 
-const struct xp_testcfg *xp_testcfg__get(void)
+const struct kemari_testcfg *kemari_testcfg__get(void)
 {
 	pthread_once(&testcfg_once, testcfg_read);
 	return &testcfg;
