@@ -16,6 +16,7 @@
 #include "../../transports/common/ctrlq.h"
 #include "../../transports/common/fail.h"
 #include "../../transports/common/region.h"
+#include "../../transports/rdma/ctrl.h"
 #include "kemari/testcfg.h"
 
 /* --- credits --------------------------------------------------------------- */
@@ -304,4 +305,31 @@ Test(testcfg, knobs_parse_as_the_engine_vmm_and_transports_read_them)
 	parse(&c, c3);
 	cr_assert(eq(u64, c.rdma_mr_max_src, 0));
 	cr_assert(eq(u64, c.rdma_mr_max_dst, 4 << 20));
+}
+
+/* --- rdma's receive-buffer advert --------------------------------------- */
+
+/* Found by fuzz_xport_ctrl: a DST advert of ~1.8e19 bytes in 3 regions of
+ * ~8.8e18 passed the region count check while n * piece overflowed. */
+Test(rdma_ctrl, an_advert_beyond_256_tib_is_refused)
+{
+	struct {
+		struct rdma_dst_info di;
+		struct rdma_remote r[3];
+	} msg = { .di = { .kind = RDMA_XPORT_DST,
+			  .n = 3,
+			  .len = 0xff3f00000000a000ULL,
+			  .piece = 0x79d9a7e067000000ULL } };
+	struct rdma_ctrl_xport m;
+
+	cr_assert(eq(int, rdma_ctrl__xport(&msg, sizeof(msg), &m), -EBADMSG));
+	/* The largest allowed still decodes. */
+	msg.di.len = RDMA_DST_LEN_MAX;
+	msg.di.piece = RDMA_DST_LEN_MAX / 2;
+	msg.di.n = 2;
+	cr_assert(eq(int,
+		     rdma_ctrl__xport(&msg,
+				      sizeof(msg.di) + 2 * sizeof(msg.r[0]), &m),
+		     0));
+	cr_assert(eq(u64, m.di.len, RDMA_DST_LEN_MAX));
 }

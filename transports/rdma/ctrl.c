@@ -38,7 +38,9 @@ int rdma_ctrl__xport(const void *p, uint32_t len, struct rdma_ctrl_xport *m)
 	if (len < sizeof(*di))
 		return -EBADMSG;
 	memcpy(di, p, sizeof(*di));
+	/* len bounded first: n regions of piece bytes must not overflow. */
 	if (di->kind != RDMA_XPORT_DST || !di->n ||
+	    di->len > RDMA_DST_LEN_MAX ||
 	    len != sizeof(*di) + (uint64_t)di->n * sizeof(struct rdma_remote) ||
 	    !di->piece || di->piece % KEMARI_PAGE_SIZE || !di->len ||
 	    di->len / di->piece + (di->len % di->piece != 0) != di->n)

@@ -43,6 +43,10 @@ struct rdma_rw_info {
 };
 
 /* KEMARI_MSG_XPORT payload: where pushes land. */
+/* The most receive buffers a peer may advertise: 256 TiB (beyond any
+ * guest's RAM; keeps n * piece far from overflowing). */
+#define RDMA_DST_LEN_MAX (1ULL << 48)
+
 struct rdma_dst_info {
 	uint32_t kind;
 	uint32_t n;	/* memory regions */
@@ -73,8 +77,8 @@ struct rdma_ctrl_xport {
 
 /*
  * Check the len-byte payload at p: an RW message of its exact size, or a
- * DST message whose regions, whole pages each, cover its length and are
- * all listed. 0 with *m filled, or -EBADMSG.
+ * DST message whose regions, whole pages each, cover its length (at most
+ * RDMA_DST_LEN_MAX) and are all listed. 0 with *m filled, or -EBADMSG.
  */
 int rdma_ctrl__xport(const void *p, uint32_t len, struct rdma_ctrl_xport *m);
 
