@@ -13,8 +13,9 @@
  * socketpair of its own, put in place of that connection's socket (dup3
  * onto the descriptor the transport reads), so the same tcp.c code reads
  * every input from its first byte to its end of stream, with nothing left
- * of the input before: tcp.c keeps no state between frames but the
- * socket. A connection per input made the harness ten times slower (its
+ * of the input before: tcp.c keeps no state between frames but the socket
+ * and its receive stage, which the error ending each input empties (each
+ * input is read until recv fails). A connection per input made the harness ten times slower (its
  * 256 KiB receive buffer alone is an mmap and a munmap under ASan).
  *
  * Beyond the sanitizers: the receive buffers sit between inaccessible
