@@ -76,11 +76,13 @@ int kemari_xport__enosys_reg(struct kemari_xport *x, void *base, uint64_t len)
 }
 
 int kemari_xport__enosys_push(struct kemari_xport *x,
-			      const struct kemari_run *runs, size_t n)
+			      const struct kemari_run *runs, size_t n,
+			      uint64_t dst_off)
 {
 	(void)x;
 	(void)runs;
 	(void)n;
+	(void)dst_off;
 	return -ENOSYS;
 }
 

@@ -341,7 +341,7 @@ static int floor__wire_us(const struct kemari_xport_ops *ops,
 	     i++) {
 		uint64_t t0 = kemari_now_ns();
 
-		err = run.npages ? ops->push(c, &run, 1) : 0;
+		err = run.npages ? ops->push(c, &run, 1, 0) : 0;
 		err = err ?: ops->flush(c);
 		err = err ?: floor__ping(ops, c, (*seq)++);
 		if (!err && i >= 0) /* two rounds of warm-up */

@@ -427,7 +427,7 @@ void kemari_engine__destroy(struct kemari_engine *e)
 		kemari_hv__destroy(e->hv);
 	kemari_fence__close(&e->fence);
 	if (e->shadow)
-		munmap(e->shadow, e->ram_size);
+		munmap(e->shadow, e->shadow_len);
 	kemari_dirty__fini(&e->dirty);
 	kemari_dirty__fini(&e->epoch_set);
 	pthread_mutex_destroy(&e->xlock);

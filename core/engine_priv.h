@@ -97,7 +97,16 @@ struct kemari_engine {
 	uint64_t repro_pages, repro_t0;
 
 	/* Secondary */
-	uint8_t *shadow; /* receive buffers: RAM-sized */
+	/*
+	 * Receive buffers: RAM-sized, two banks of it over a one-sided
+	 * transport (epoch N+1 lands in one while N is copied out of the
+	 * other; see primary__push).
+	 */
+	uint8_t *shadow;
+	uint64_t shadow_len;
+	/* Both sides: the bank the open epoch's pages land in, 0 or 1; 0 at
+	 * each connection's handshake, flipped at each acknowledged commit. */
+	unsigned int bank;
 	struct kemari_buf pend_runs, pend_cpu, pend_dev;
 	uint64_t pend_pages; /* in pend_runs: at most npages */
 	struct kemari_buf cpu_committed, dev_committed;
@@ -142,6 +151,8 @@ int primary__run(struct kemari_engine *e);
 int primary__serve(struct kemari_engine *e);
 int primary__handshake(struct kemari_engine *e);
 /* All of RAM pushed (initial: the initial sync, with its fault point). */
+int primary__push(struct kemari_engine *e, const struct kemari_run *runs,
+		  size_t n);
 int primary__push_all(struct kemari_engine *e, bool initial);
 int primary__beat(struct kemari_engine *e);
 /* The guest paused, its pages pushed: epoch as this secondary's first. */

@@ -159,9 +159,6 @@ static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
 			return 0;
 		case KEMARI_MSG_HEARTBEAT:
 			break;
-		case KEMARI_MSG_APPLIED:
-			primary__note_applied(e, &m);
-			break;
 		case KEMARI_MSG_REFUSE:
 			return kemari_err(-EPROTO, "secondary refused: %.*s",
 					  (int)m.len, (const char *)m.payload);
@@ -236,6 +233,7 @@ int primary__handshake(struct kemari_engine *e)
 	struct kemari_msg m;
 	int err;
 
+	e->bank = 0; /* a new connection: its first epoch lands in bank 0 */
 	/* The secondary proves the key before it hears about our guest. */
 	if (e->have_key) {
 		err = kemari_auth__primary(e->conn, &e->key, HANDSHAKE_MS);
@@ -308,7 +306,7 @@ int primary__push_all(struct kemari_engine *e, bool initial)
 			engine__fault(e, KEMARI_FAULT_SYNC, 0);
 		if (atomic_load(&e->stop))
 			return kemari_err(-ECANCELED, "stopped");
-		err = kemari_xport__push(e->conn, &r, 1);
+		err = primary__push(e, &r, 1);
 		if (err)
 			return err;
 		primary__progress(e, pfn + r.npages, e->npages, &last_pct);
@@ -361,6 +359,7 @@ int primary__commit_initial(struct kemari_engine *e, uint64_t epoch)
 					    30000u));
 	if (err)
 		return err;
+	e->bank ^= 1;
 	e->epoch = e->initial_epoch = epoch;
 	e->protected = true;
 	atomic_store(&e->state, KEMARI_STATE_PROTECTED);
@@ -387,44 +386,23 @@ static int primary__initial_sync(struct kemari_engine *e)
 }
 
 /*
- * One-sided pushes land in the secondary's receive buffers at once: wait
- * until it has copied the last epoch out of them into its replica.
+ * Push runs into the bank of the open epoch. One-sided writes land in the
+ * secondary's receive buffers at once, while it may still be copying the
+ * last epoch out of them into its replica: so it keeps two banks, and epoch
+ * N+1 lands in the one N does not use. It copies an epoch out before it
+ * reads the next COMMIT, so its ACK of N+1 says N is in the replica and
+ * N's bank is free for N+2: the primary never waits for the copy, and no
+ * message says it ended (protocol version 7; before, an APPLIED message
+ * after every epoch, waited for before the next push).
  */
-static int primary__wait_applied(struct kemari_engine *e)
+int primary__push(struct kemari_engine *e, const struct kemari_run *runs,
+		  size_t n)
 {
-	uint64_t deadline =
-		kemari_now_ns() +
-		(uint64_t)KEMARI_MAX(e->cfg.heartbeat_timeout_ms, 30000u) *
-			1000000ULL;
+	uint64_t off = kemari_xport__has(e->conn, KEMARI_XPORT_CAP_ONESIDED)
+			       ? e->bank * e->ram_size
+			       : 0;
 
-	if (!kemari_xport__has(e->conn, KEMARI_XPORT_CAP_ONESIDED))
-		return 0;
-	while (e->applied_next <= e->epoch) {
-		struct kemari_msg m;
-		int err = kemari_xport__recv(e->conn, &m, 10);
-
-		if (err == -ETIMEDOUT) {
-			if (kemari_now_ns() >= deadline)
-				return kemari_err(
-					-ETIMEDOUT,
-					"the secondary never applied epoch %llu",
-					(unsigned long long)e->epoch);
-			continue;
-		}
-		if (err)
-			return err;
-		e->last_rx_ns = kemari_now_ns();
-		if (m.type == KEMARI_MSG_APPLIED)
-			primary__note_applied(e, &m);
-		else if (m.type == KEMARI_MSG_BYE)
-			return kemari_err(-ECONNRESET,
-					  "the secondary shut down");
-		else if (m.type != KEMARI_MSG_HEARTBEAT)
-			return kemari_err(-EPROTO,
-					  "unexpected %s from the secondary",
-					  kemari_wire__type_name(m.type));
-	}
-	return 0;
+	return kemari_xport__push(e->conn, runs, n, off);
 }
 
 /*
@@ -444,16 +422,12 @@ static int primary__push_pending(struct kemari_engine *e, long *nruns,
 
 	if (n < 0)
 		return (int)n;
-	/* Never over an epoch the secondary has not yet applied. */
-	err = primary__wait_applied(e);
-	if (err)
-		return err;
 	if (max_runs > 0) {
-		err = kemari_xport__push(e->conn, e->runs,
-					 (size_t)KEMARI_MIN(max_runs, n));
+		err = primary__push(e, e->runs,
+				    (size_t)KEMARI_MIN(max_runs, n));
 		return err ?: kemari_xport__flush(e->conn);
 	}
-	err = kemari_xport__push(e->conn, e->runs, (size_t)n);
+	err = primary__push(e, e->runs, (size_t)n);
 	if (err)
 		return err;
 	for (uint64_t i = 0; i < e->dirty.count; i++)
@@ -540,6 +514,7 @@ static int primary__checkpoint(struct kemari_engine *e, uint64_t t0,
 			: e->cfg.heartbeat_timeout_ms);
 	if (err)
 		return err;
+	e->bank ^= 1;
 	e->epoch = epoch;
 	kemari_dirty__clear(&e->epoch_set);
 	e->spec_pages = 0;
@@ -787,8 +762,6 @@ int primary__tick(void *ctx)
 		if (m.type == KEMARI_MSG_BYE)
 			err = kemari_err(-ECONNRESET,
 					 "the secondary shut down");
-		else if (m.type == KEMARI_MSG_APPLIED)
-			primary__note_applied(e, &m);
 		else if (m.type != KEMARI_MSG_HEARTBEAT)
 			err = kemari_err(-EPROTO,
 					 "unexpected %s from the secondary",

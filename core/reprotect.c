@@ -64,7 +64,7 @@ static int reprotect__push_dirty(struct kemari_engine *e)
 
 	if (n < 0)
 		return (int)n;
-	err = n ? kemari_xport__push(e->conn, e->runs, (size_t)n) : 0;
+	err = n ? primary__push(e, e->runs, (size_t)n) : 0;
 	if (!err)
 		kemari_dirty__clear(&e->dirty);
 	return err;

@@ -299,7 +299,8 @@ static int secondary__handshake(struct kemari_engine *e)
 		memcpy(mine.disk_id, e->fence.disk_id, sizeof(mine.disk_id));
 		mine.fence_gen = e->fence.gen;
 	}
-	err = kemari_xport__reg_dst(e->conn, e->shadow, e->ram_size);
+	e->bank = 0; /* a new connection: its first epoch lands in bank 0 */
+	err = kemari_xport__reg_dst(e->conn, e->shadow, e->shadow_len);
 	return err
 		       ?: secondary__send(e, KEMARI_MSG_WELCOME, 0, &mine,
 					  sizeof(mine));
@@ -322,6 +323,7 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	struct kemari_commit c;
 	struct kemari_ack ack;
 	uint64_t npages = 0;
+	const uint8_t *bank;
 	int err;
 
 	if (m->len != sizeof(c))
@@ -360,8 +362,10 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	/*
 	 * The epoch is complete here: acknowledge first, so the primary
 	 * resumes while we copy it into the replica. Nothing of epoch N+1 can
-	 * overwrite the receive buffers meanwhile: a stream transport queues
-	 * it behind this loop, and a one-sided one waits for APPLIED.
+	 * overwrite these receive buffers meanwhile: a stream transport queues
+	 * it behind this loop, and a one-sided one writes it into the other
+	 * bank (primary__push): this bank is written again only after our
+	 * ACK of N+1, sent after this copy.
 	 *
 	 * Nothing below fails before the replica holds the whole epoch: every
 	 * check is above, the state is swapped in, not copied (a failed copy
@@ -377,6 +381,7 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 	metrics__committed(e, e->epoch);
 	err = secondary__send(e, KEMARI_MSG_ACK, e->epoch, &ack, sizeof(ack));
 	/* Even if the ack was lost, the epoch is complete: apply it. */
+	bank = e->shadow + (uint64_t)e->bank * e->ram_size;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t off = runs[i].pfn * KEMARI_PAGE_SIZE;
 		uint64_t len = (uint64_t)runs[i].npages * KEMARI_PAGE_SIZE;
@@ -386,7 +391,7 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 		for (uint64_t done = 0; done < len; done += APPLY_CHUNK) {
 			uint64_t k = KEMARI_MIN(APPLY_CHUNK, len - done);
 
-			memcpy(e->ram + off + done, e->shadow + off + done, k);
+			memcpy(e->ram + off + done, bank + off + done, k);
 			if (!err &&
 			    kemari_now_ns() - e->last_tx_ns >=
 				    (uint64_t)e->cfg.heartbeat_ms * 1000000ULL)
@@ -403,11 +408,8 @@ static int secondary__commit(struct kemari_engine *e, uint64_t expect,
 		kemari_info(
 			"initial sync complete: %llu MiB; protecting the guest",
 			(unsigned long long)(e->ram_size >> 20));
-	if (!err && kemari_xport__has(e->conn, KEMARI_XPORT_CAP_ONESIDED)) {
-		ack.applied_next = e->epoch + 1;
-		err = secondary__send(e, KEMARI_MSG_APPLIED, e->epoch, &ack,
-				      sizeof(ack));
-	}
+	if (kemari_xport__has(e->conn, KEMARI_XPORT_CAP_ONESIDED))
+		e->bank ^= 1;
 	return err;
 }
 
@@ -673,15 +675,20 @@ int secondary__run(struct kemari_engine *e)
 	int err;
 
 	/* Mapped once: a switched-over primary serves here again later. */
-	if (!e->shadow)
-		e->shadow = mmap(NULL, e->ram_size, PROT_READ | PROT_WRITE,
+	if (!e->shadow) {
+		/* One-sided: two banks (primary__push). */
+		e->shadow_len = e->ram_size;
+		if (e->cfg.xport->caps & KEMARI_XPORT_CAP_ONESIDED)
+			e->shadow_len *= 2;
+		e->shadow = mmap(NULL, e->shadow_len, PROT_READ | PROT_WRITE,
 				 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
 				 -1, 0);
+	}
 	if (e->shadow == MAP_FAILED) {
 		e->shadow = NULL;
 		return kemari_err(-ENOMEM,
 				  "cannot map %llu MiB of receive buffers",
-				  (unsigned long long)(e->ram_size >> 20));
+				  (unsigned long long)(e->shadow_len >> 20));
 	}
 	err = kemari_xport__listen(e->cfg.xport, &e->listener, e->cfg.listen,
 				   &e->cfg.xport_opts);

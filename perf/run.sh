@@ -503,10 +503,13 @@ run_cell() {
 	mib=$(to_mib "$ram")
 	name="${l//[:;]/_}-$variant-${ram}-${k}p"
 	ncell=$((ncell + 1))
-	local need=$((3 * mib + 512))
+	# A one-sided secondary's receive buffers are two banks of RAM.
+	local banks=1
+	case $l in rdma* | ofi*) banks=2 ;; esac
+	local need=$(((2 + banks) * mib + 512))
 	[ -n "$remote" ] && need=$((mib + 512))
 	if [ "$(avail_mib)" -lt "$need" ]; then
-		skip "$l $variant $ram ${k}p" "needs ~$need MiB here (primary RAM + secondary replica + receive buffers = 3 x $mib MiB, plus margin), only $(avail_mib) MiB available$([ $env_kind = vm ] && echo " in the emulated VM")"
+		skip "$l $variant $ram ${k}p" "needs ~$need MiB here (primary RAM + secondary replica + receive buffers = $((2 + banks)) x $mib MiB, plus margin), only $(avail_mib) MiB available$([ $env_kind = vm ] && echo " in the emulated VM")"
 		return 0
 	fi
 	ws=$((k * 4))

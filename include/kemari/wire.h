@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define KEMARI_WIRE_MAGIC 0x49524d4bU /* "KMRI" */
-#define KEMARI_PROTO_VERSION 6
+#define KEMARI_PROTO_VERSION 7
 #define KEMARI_MSG_MAX (256u * 1024)
 
 enum kemari_msg_type {
@@ -24,8 +24,9 @@ enum kemari_msg_type {
 	KEMARI_MSG_ACK = 8, /* secondary -> primary: epoch N is complete */
 	KEMARI_MSG_HEARTBEAT = 9, /* both ways while idle */
 	KEMARI_MSG_BYE = 10,	  /* orderly shutdown: do not take over */
-	KEMARI_MSG_APPLIED =
-		11, /* secondary -> primary: epoch N is in the replica */
+	/* Retired in protocol 7 (one-sided receivers keep two banks of
+	 * receive buffers instead): "epoch N is in the replica". */
+	KEMARI_MSG_APPLIED = 11,
 	/* primary -> secondary: the guest or the VMM died (not an orderly
 	 * stop): take over from the last committed epoch now. */
 	KEMARI_MSG_FAILED = 12,

@@ -102,15 +102,17 @@ struct kemari_xport_ops {
 	int (*reg_dst)(struct kemari_xport *x, void *base, uint64_t len);
 	/*
 	 * Push page runs: the bytes of each run leave the source region at
-	 * pfn * 4096 and land at the same offset of the peer's receive
-	 * buffers. May return before they arrived; the source pages must not
+	 * pfn * 4096 and land at dst_off + pfn * 4096 of the peer's receive
+	 * buffers. dst_off: 0 on a stream transport (tcp refuses anything
+	 * else); a one-sided receiver keeps two banks of receive buffers
+	 * (core/secondary.c) and the sender names the bank with it. May return before they arrived; the source pages must not
 	 * change until the next flush returns. Blocks while the transport's
 	 * window is full (tcp: the socket buffer; rdma, ofi: the send queue
 	 * or 8 MiB of writes in flight) until the network drains it: at most
 	 * 5 s (tcp), 10 s (ofi) or 30 s (rdma) without progress.
 	 */
 	int (*push)(struct kemari_xport *x, const struct kemari_run *runs,
-		    size_t n);
+		    size_t n, uint64_t dst_off);
 	/*
 	 * Order point: every push issued before flush is visible at the peer
 	 * before any control message sent after it, and the source pages may
@@ -162,7 +164,8 @@ int kemari_xport__enosys_accept(struct kemari_xport *listener,
 				struct kemari_xport **conn, int timeout_ms);
 int kemari_xport__enosys_reg(struct kemari_xport *x, void *base, uint64_t len);
 int kemari_xport__enosys_push(struct kemari_xport *x,
-			      const struct kemari_run *runs, size_t n);
+			      const struct kemari_run *runs, size_t n,
+			      uint64_t dst_off);
 int kemari_xport__enosys_flush(struct kemari_xport *x);
 int kemari_xport__enosys_send(struct kemari_xport *x, uint16_t type,
 			      uint64_t epoch, const void *payload,
@@ -218,11 +221,16 @@ static inline int kemari_xport__reg_dst(struct kemari_xport *x, void *base,
 	return x->ops->reg_dst(x, base, len);
 }
 
-/* Queue runs for the peer; the pages stay unchanged until the next flush. */
+/*
+ * Queue runs for the peer, landing dst_off bytes into its receive buffers
+ * (a bank; 0 on stream transports); the pages stay unchanged until the next
+ * flush.
+ */
 static inline int kemari_xport__push(struct kemari_xport *x,
-				     const struct kemari_run *runs, size_t n)
+				     const struct kemari_run *runs, size_t n,
+				     uint64_t dst_off)
 {
-	return x->ops->push(x, runs, n);
+	return x->ops->push(x, runs, n, dst_off);
 }
 
 /* Order point: pushes before it land before messages after it. */

@@ -275,7 +275,7 @@ static struct {
 } sent[64];
 static uint64_t runs_pages[16]; /* pages listed in RUNS, per epoch */
 static bool auto_ack;		/* primary tests: the peer acks every COMMIT */
-static bool onesided;		/* ...and reports APPLIED after each ACK */
+static bool onesided;		/* ...over a one-sided transport */
 static int ack_fail_at = -1;
 static unsigned int heartbeats; /* HEARTBEATs sent */
 static unsigned int hb_ms = 1;	/* the engine's heartbeat period */
@@ -330,9 +330,11 @@ static unsigned int reg_dsts; /* receive buffers registered */
 static const char *auth_key;  /* --auth-key for the next engine */
 static const char *disk;      /* --disk (no fence) for the next engine */
 
+static uint64_t reg_dst_len; /* bytes of the last one */
+
 static int fx_reg(struct kemari_xport *x, void *b, uint64_t n)
 {
-	(void)n;
+	reg_dst_len = n;
 	reg_dsts++;
 	kemari_container_of(x, struct fake_x, x)->dst = b;
 	return 0;
@@ -346,12 +348,13 @@ static int fx_reg_src(struct kemari_xport *x, void *b, uint64_t n)
 	return 0;
 }
 
-static int fx_push(struct kemari_xport *x, const struct kemari_run *r, size_t n)
+static int fx_push(struct kemari_xport *x, const struct kemari_run *r, size_t n,
+		   uint64_t dst_off)
 {
 	(void)x;
 	(void)r;
 	if (n)
-		op("push");
+		op(dst_off == RAM ? "push-bank1" : dst_off ? "push-bank?" : "push");
 	return 0;
 }
 
@@ -386,14 +389,6 @@ static int fx_send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 			s->epoch = epoch;
 			s->len = 8;
 			memcpy(s->payload, &epoch, 8);
-			if (onesided) {
-				uint64_t next = epoch + 1;
-
-				s = &script[nscript++];
-				*s = script[nscript - 2];
-				s->type = KEMARI_MSG_APPLIED;
-				memcpy(s->payload, &next, 8);
-			}
 		} else if (auto_ack) {
 			script[nscript++].kind = ST_EOF;
 		}
@@ -430,8 +425,6 @@ static int fx_recv(struct kemari_xport *x, struct kemari_msg *m, int t)
 			m->payload = s->big ? s->big : rbuf;
 			if (s->type == KEMARI_MSG_ACK)
 				op("ack");
-			if (s->type == KEMARI_MSG_APPLIED)
-				op("applied");
 			return 0;
 		}
 	}
@@ -614,6 +607,71 @@ Test(engine, secondary_applies_exactly_the_committed_epochs)
 	cr_assert(eq(u64, sent[1].epoch, 0));
 	cr_assert(eq(u16, sent[2].type, KEMARI_MSG_ACK));
 	cr_assert(eq(u64, sent[2].epoch, 1));
+}
+
+static const struct kemari_xport_ops *onesided_ops(void);
+
+/* One page of epoch e landing in receive bank `bank` (one-sided). */
+static void add_bank_epoch(uint64_t e, uint64_t pfn, unsigned int bank,
+			   uint8_t fill)
+{
+	struct kemari_run r = { .pfn = pfn, .npages = 1 };
+	struct kemari_commit c = { .nruns = 1, .npages = 1 };
+	struct step *s = add(ST_PUSH);
+
+	s->pfn = pfn + bank * PAGES;
+	s->fill = fill;
+	c.runs_crc = kemari_crc32c(0, &r, sizeof(r));
+	add_msg(KEMARI_MSG_RUNS, e, &r, sizeof(r));
+	add_msg(KEMARI_MSG_CPU_STATE, e, "cpu", 4);
+	add_msg(KEMARI_MSG_DEV_STATE, e, "dev", 4);
+	add_msg(KEMARI_MSG_COMMIT, e, &c, sizeof(c));
+}
+
+/*
+ * Over a one-sided transport the receive buffers are two banks of RAM: the
+ * initial sync in bank 0, epoch 1 in bank 1, epoch 2 in bank 0 again; each
+ * epoch is copied from its own bank, and no APPLIED message is sent.
+ */
+Test(engine, one_sided_secondary_applies_each_epoch_from_its_bank)
+{
+	struct kemari_engine_cfg cfg = {
+		.role = KEMARI_ROLE_SECONDARY,
+		.hv = &fake_hv_ops,
+		.hv_cfg = { .mem_size = RAM, .ncpus = 1 },
+		.xport = onesided_ops(),
+		.peer = "peer",
+		.listen = "127.0.0.1:7400",
+		.heartbeat_ms = hb_ms,
+		.heartbeat_timeout_ms = hb_ms * 1000,
+	};
+
+	add_hello();
+	add_initial(0xaa);
+	add_bank_epoch(1, 5, 1, 0xbb);
+	add_bank_epoch(2, 6, 0, 0xcc);
+	/* Epoch 3's page lands in bank 1 but is never committed. */
+	{
+		struct step *s = add(ST_PUSH);
+
+		s->pfn = PAGES + 7;
+		s->fill = 0xdd;
+	}
+	add(ST_EOF);
+	kemari_log_set_level(KEMARI_LOG_ERROR);
+	cr_assert(eq(int, kemari_engine__create(&engine, &cfg), 0));
+	cr_assert(eq(int, kemari_engine__run(engine), 0));
+	kemari_engine__destroy(engine);
+	cr_assert(eq(u64, reg_dst_len, 2 * RAM));
+	cr_assert(eq(int, fhv->runs, 1), "took over once");
+	cr_assert(eq(u8, fhv->ram[5 * 4096], 0xbb));
+	cr_assert(eq(u8, fhv->ram[6 * 4096 + 4095], 0xcc));
+	cr_assert(eq(u8, fhv->ram[7 * 4096], 0xaa), "uncommitted data");
+	cr_assert(eq(u8, fhv->ram[8 * 4096], 0xaa));
+	/* WELCOME, ACK 0, 1, 2. */
+	cr_assert(eq(u32, nsent, 4));
+	for (unsigned int i = 1; i < nsent; i++)
+		cr_assert(eq(u16, sent[i].type, KEMARI_MSG_ACK));
 }
 
 /* An ack is traffic: no heartbeat follows it within the period (a stale
@@ -879,7 +937,7 @@ static const struct kemari_xport_ops *onesided_ops(void)
 	return &o;
 }
 
-Test(engine, one_sided_pushes_wait_until_the_last_epoch_is_applied)
+Test(engine, one_sided_pushes_alternate_between_two_banks)
 {
 	add_welcome();
 	auto_ack = true;
@@ -902,14 +960,15 @@ Test(engine, one_sided_pushes_wait_until_the_last_epoch_is_applied)
 		kemari_engine__destroy(engine);
 	}
 	/* The ack comes before the copy into the replica; the next epoch's
-	 * pages wait for APPLIED, not just ACK. After the last epoch the
-	 * primary's BYE waits for the secondary to hang up, reading what it
-	 * still sends (the last APPLIED). */
+	 * pages go to the other bank at once (no wait for the copy, no
+	 * APPLIED message): bank 0 for the initial sync, then 1, 0. */
 	cr_assert(eq(str, oplog,
 		     "push commit ack "
-		     "pause applied push commit ack release resume "
-		     "pause applied push commit ack release resume applied "),
+		     "pause push-bank1 commit ack release resume "
+		     "pause push commit ack release resume "),
 		  "%s", oplog);
+	for (unsigned int i = 0; i < nsent; i++)
+		cr_assert(not(eq(u16, sent[i].type, KEMARI_MSG_APPLIED)));
 }
 
 /* ---- what one epoch may buffer (core/secondary.c) ----------------------- */

@@ -36,7 +36,7 @@ static size_t plan_all(const struct kemari_run *runs, size_t n,
 	struct xp_cursor c;
 	size_t k = 0;
 
-	xp_plan__start(&c, runs, n);
+	xp_plan__start(&c, runs, n, 0);
 	while (k < max && xp_plan__next(&c, l, &out[k]))
 		k++;
 	cr_assert(xp_plan__finished(&c), "more than %zu requests", max);
@@ -148,6 +148,71 @@ Test(xp_plan, a_request_never_crosses_a_remote_region)
 	cr_assert(eq(u32, wr[2].rmr, 2));
 }
 
+/*
+ * A bank offset (the receiver's second bank) moves the remote side only:
+ * remote region boundaries are taken at bias + offset, the local offsets
+ * stay those of the runs. Bank at 1.25 MiB, remote regions of 1 MiB: the
+ * run at local 0.5 MiB .. 2.5 MiB lands at 1.75 .. 3.75 MiB remotely.
+ */
+Test(xp_plan, a_bank_offset_moves_remote_region_boundaries)
+{
+	struct xp_limits l = flat;
+	struct kemari_run r = { .pfn = PAGES(MiB / 2),
+				.npages = PAGES(2 * MiB) };
+	struct xp_write wr[8];
+	struct xp_cursor c;
+	size_t k = 0;
+
+	l.max_bytes = 16 * MiB;
+	l.rpiece = MiB;
+	xp_plan__start(&c, &r, 1, MiB + MiB / 4);
+	while (k < 8 && xp_plan__next(&c, &l, &wr[k]))
+		k++;
+	cr_assert(eq(sz, k, 3));
+	cr_assert(eq(u64, wr[0].off, MiB / 2));
+	cr_assert(eq(u64, wr[0].len, MiB / 4));
+	cr_assert(eq(u32, wr[0].rmr, 1));
+	cr_assert(eq(u64, wr[1].off, MiB / 2 + MiB / 4));
+	cr_assert(eq(u64, wr[1].len, MiB));
+	cr_assert(eq(u32, wr[1].rmr, 2));
+	cr_assert(eq(u64, wr[2].off, MiB + MiB * 3 / 4));
+	cr_assert(eq(u64, wr[2].len, MiB * 3 / 4));
+	cr_assert(eq(u32, wr[2].rmr, 3));
+	for (size_t i = 0; i < k; i++) {
+		cr_assert(eq(u64, wr[i].bias, MiB + MiB / 4));
+		cr_assert(eq(u64, wr[i].seg[0].off, wr[i].off));
+	}
+}
+
+/* The receive region is checked bias bytes in: both banks must hold it. */
+Test(xp_plan, the_check_counts_the_bank_offset)
+{
+	struct kemari_run r = { .pfn = 10, .npages = 6 }; /* pages 10..15 */
+	size_t bad = 99;
+
+	cr_assert(eq(int, xp_plan__check(&r, 1, 16 * 4096, 32 * 4096, 0, &bad),
+		     XP_INSIDE));
+	cr_assert(eq(int,
+		     xp_plan__check(&r, 1, 16 * 4096, 32 * 4096, 16 * 4096,
+				    &bad),
+		     XP_INSIDE));
+	cr_assert(eq(int,
+		     xp_plan__check(&r, 1, 16 * 4096, 32 * 4096, 17 * 4096,
+				    &bad),
+		     XP_OUTSIDE_DST));
+	cr_assert(eq(sz, bad, 0));
+	/* Past the region, or not page-aligned: nothing fits. */
+	cr_assert(eq(int,
+		     xp_plan__check(&r, 1, 16 * 4096, 32 * 4096, 32 * 4096,
+				    &bad),
+		     XP_OUTSIDE_DST));
+	cr_assert(eq(int,
+		     xp_plan__check(&r, 1, 16 * 4096, 32 * 4096, 100, &bad),
+		     XP_OUTSIDE_DST));
+	cr_assert(eq(int, xp_plan__check(NULL, 0, 0, 32 * 4096, 0, &bad),
+		     XP_INSIDE));
+}
+
 Test(xp_plan, bad_runs_are_found_before_anything_is_posted)
 {
 	struct kemari_run ok[] = { { .pfn = 0, .npages = 1 },
@@ -249,7 +314,7 @@ Test(xp_plan, lists_never_exceed_the_free_send_queue)
 	for (unsigned int i = 0; i < 3000; i++)
 		runs[i] = (struct kemari_run){ .pfn = 2 * i + 1, .npages = 1 };
 	nic_init(&n, 64, 16, 4096);
-	xp_plan__start(&c, runs, 3000);
+	xp_plan__start(&c, runs, 3000, 0);
 	while (!xp_plan__finished(&c)) {
 		uint32_t room = xp_sq__room(&n.q);
 		uint32_t k = xp_plan__fill(&n.q, &c, &flat, wr, 64);
@@ -314,7 +379,7 @@ Test(xp_plan, bytes_in_flight_stay_bounded)
 	l.max_bytes = MiB;
 	l.inflight_max = 4 * MiB;
 	nic_init(&n, 256, 16, 256);
-	xp_plan__start(&c, &r, 1);
+	xp_plan__start(&c, &r, 1, 0);
 	while (!xp_plan__finished(&c)) {
 		uint32_t room = xp_sq__room(&n.q);
 		uint32_t k = xp_plan__fill(&n.q, &c, &l, wr, 64);
@@ -350,7 +415,7 @@ Test(xp_plan, no_overrun_across_many_mixed_lists)
 			(struct kemari_run){ .pfn = 3ULL * i,
 					     .npages = 1 + (uint32_t)(i % 3) };
 	nic_init(&n, 100, 16, 40000);
-	xp_plan__start(&c, runs, 20000);
+	xp_plan__start(&c, runs, 20000, 0);
 	while (!xp_plan__finished(&c)) {
 		uint32_t room = xp_sq__room(&n.q);
 
@@ -391,7 +456,7 @@ static unsigned int plan_rma(const struct kemari_run *runs, size_t n,
 	struct xp_cursor c;
 	unsigned int w = 0;
 
-	xp_plan__start(&c, runs, n);
+	xp_plan__start(&c, runs, n, 0);
 	while (w < max && xp_plan__next(&c, &l, &out[w]))
 		w++;
 	cr_assert(xp_plan__finished(&c), "more than %u writes", max);
@@ -548,7 +613,7 @@ Test(xp_plan, a_post_list_is_chained_by_more_and_ends_signalled)
 	for (unsigned int i = 0; i < 10; i++)
 		r[i] = (struct kemari_run){ .pfn = 2 * i, .npages = 1 };
 	cr_assert(eq(int, xp_sq__init(&q, 64, 4, true), 0));
-	xp_plan__start(&c, r, 10);
+	xp_plan__start(&c, r, 10, 0);
 	k = xp_plan__fill(&q, &c, &l, w, XP_BATCH);
 	cr_assert(eq(u32, k, 10));
 	for (uint32_t i = 0; i < k; i++) {
@@ -574,7 +639,7 @@ Test(xp_plan, the_byte_window_admits_one_write_when_empty)
 	struct xp_sq q;
 
 	cr_assert(eq(int, xp_sq__init(&q, 16, 16, true), 0));
-	xp_plan__start(&c, &r, 1);
+	xp_plan__start(&c, &r, 1, 0);
 	cr_assert(eq(u32, xp_plan__fill(&q, &c, &l, w, 4), 1));
 	cr_assert(eq(u64, xp_sq__inflight(&q), 16 * MiB));
 	xp_sq__fini(&q);

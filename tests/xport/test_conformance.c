@@ -250,7 +250,7 @@ static void receiver_free(struct receiver *rc)
 static int push_commit(struct side *s, const struct kemari_run *r, size_t n,
 		       uint64_t epoch)
 {
-	int err = s->cli->ops->push(s->cli, r, n);
+	int err = s->cli->ops->push(s->cli, r, n, 0);
 
 	err = err ?: s->cli->ops->flush(s->cli);
 	return err
@@ -355,9 +355,9 @@ XPORT_TEST(control_interleaved_with_pushes)
 		big[i] = (uint8_t)(i * 13);
 	cr_assert(ge(u32, max, 4096));
 	receiver_start(&rc, s);
-	cr_assert(eq(int, s->cli->ops->push(s->cli, &a, 1), 0));
+	cr_assert(eq(int, s->cli->ops->push(s->cli, &a, 1, 0), 0));
 	cr_assert(eq(int, s->cli->ops->send(s->cli, 42, 9, "first", 5), 0));
-	cr_assert(eq(int, s->cli->ops->push(s->cli, &b, 1), 0));
+	cr_assert(eq(int, s->cli->ops->push(s->cli, &b, 1, 0), 0));
 	cr_assert(eq(int, s->cli->ops->send(s->cli, 43, 9, big, blen), 0));
 	cr_assert(eq(int, push_commit(s, NULL, 0, 9), 0));
 	cr_assert(eq(u32, receiver_done(&rc, 9), 2));
@@ -450,7 +450,7 @@ XPORT_TEST(commit_arrives_intact_after_its_pages)
 		for (uint64_t p = r.pfn; p < r.pfn + r.npages; p++)
 			*(uint64_t *)(s->src + p * 4096 + 8) = ep ^ p;
 		receiver_start(&rc, s);
-		err = s->cli->ops->push(s->cli, &r, 1);
+		err = s->cli->ops->push(s->cli, &r, 1, 0);
 		err = err ?: s->cli->ops->flush(s->cli);
 		if (!err)
 			err = s->cli->ops->send(s->cli, KEMARI_MSG_COMMIT, ep,

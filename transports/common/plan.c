@@ -42,8 +42,9 @@ static void cursor_skip_empty(struct xp_cursor *c)
 }
 
 void xp_plan__start(struct xp_cursor *c, const struct kemari_run *runs,
-		    size_t n)
+		    size_t n, uint64_t bias)
 {
+	c->bias = bias;
 	c->runs = runs;
 	c->n = runs ? n : 0;
 	c->i = 0;
@@ -68,12 +69,17 @@ size_t xp_plan__bad_run(const struct kemari_run *runs, size_t n, uint64_t len)
 }
 
 enum xp_outside xp_plan__check(const struct kemari_run *runs, size_t n,
-			       uint64_t src_len, uint64_t dst_len, size_t *bad)
+			       uint64_t src_len, uint64_t dst_len,
+			       uint64_t bias, size_t *bad)
 {
 	*bad = xp_plan__bad_run(runs, n, src_len);
 	if (*bad < n)
 		return XP_OUTSIDE_SRC;
-	*bad = xp_plan__bad_run(runs, n, dst_len);
+	if (bias % KEMARI_PAGE_SIZE || bias >= dst_len) {
+		*bad = 0;
+		return n ? XP_OUTSIDE_DST : XP_INSIDE;
+	}
+	*bad = xp_plan__bad_run(runs, n, dst_len - bias);
 	return *bad < n ? XP_OUTSIDE_DST : XP_INSIDE;
 }
 
@@ -95,10 +101,12 @@ bool xp_plan__next(struct xp_cursor *c, const struct xp_limits *l,
 		return false;
 	memset(w, 0, sizeof(*w));
 	w->off = c->runs[c->i].pfn * KEMARI_PAGE_SIZE + c->done;
-	w->rmr = piece_of(w->off, l->rpiece);
+	w->bias = c->bias;
+	w->rmr = piece_of(c->bias + w->off, l->rpiece);
 	while (!xp_plan__finished(c) && w->len < l->max_bytes) {
 		const struct kemari_run *r = &c->runs[c->i];
 		uint64_t pos = r->pfn * KEMARI_PAGE_SIZE + c->done;
+		uint64_t rpos = c->bias + pos; /* remote */
 		uint64_t take = run_bytes(r) - c->done;
 		uint32_t lmr = piece_of(pos, l->lpiece);
 		struct xp_seg *s = w->nseg ? &w->seg[w->nseg - 1] : NULL;
@@ -108,11 +116,11 @@ bool xp_plan__next(struct xp_cursor *c, const struct xp_limits *l,
 		if (l->one_remote && s && !touches)
 			break;
 		take = KEMARI_MIN(take, l->max_bytes - w->len);
-		take = KEMARI_MIN(take, piece_left(pos, l->rpiece));
+		take = KEMARI_MIN(take, piece_left(rpos, l->rpiece));
 		take = KEMARI_MIN(take, piece_left(pos, l->lpiece));
 		if (touches && s->mr == lmr &&
-		    (!l->rpiece ||
-		     piece_of(s->off, l->rpiece) == piece_of(pos, l->rpiece))) {
+		    (!l->rpiece || piece_of(c->bias + s->off, l->rpiece) ==
+					   piece_of(rpos, l->rpiece))) {
 			s->len += take;
 		} else {
 			if (w->nseg == l->max_segs)
@@ -126,7 +134,8 @@ bool xp_plan__next(struct xp_cursor *c, const struct xp_limits *l,
 		c->done += take;
 		cursor_skip_empty(c);
 		/* At the end of a remote region a one-range write ends. */
-		if (l->one_remote && l->rpiece && (pos + take) % l->rpiece == 0)
+		if (l->one_remote && l->rpiece &&
+		    (rpos + take) % l->rpiece == 0)
 			break;
 	}
 	return true;

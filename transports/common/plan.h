@@ -4,9 +4,10 @@
  * libfabric (tests/unit/test_xp_plan.c), shared by rdma and ofi:
  *
  * - planning: page runs become writes. A write carries at most max_bytes
- *   and max_segs segments; a segment is one byte range, the same offset on
- *   both sides, inside one local memory region (lpiece) and one remote one
- *   (rpiece). Touching runs share a segment. one_remote: every segment of
+ *   and max_segs segments; a segment is one byte range, at the remote
+ *   offset bias + its local one (bias: the receiver's bank, a multiple of
+ *   the page size), inside one local memory region (lpiece) and one remote
+ *   one (rpiece). Touching runs share a segment. one_remote: every segment of
  *   a write continues the one before it (RDMA WRITE: one remote address).
  * - the send queue: how many operations may be posted now (never more than
  *   the queue holds) and which of them ask for a completion: every Nth and
@@ -55,15 +56,16 @@ struct xp_limits xp_limits__clip(uint64_t max_msg_size, size_t iov_limit,
 				 size_t rma_iov_limit, uint64_t cap);
 
 struct xp_seg {
-	uint64_t off; /* byte offset, the same in both regions */
+	uint64_t off; /* local byte offset; remote: bias + off */
 	uint64_t len;
 	uint32_t mr; /* local memory region index */
 };
 
 struct xp_write {
 	uint64_t seq; /* send queue sequence number */
-	uint64_t off; /* of the first segment */
-	uint64_t len; /* bytes, all segments */
+	uint64_t off;  /* of the first segment */
+	uint64_t bias; /* remote offset - local offset, every segment */
+	uint64_t len;  /* bytes, all segments */
 	uint32_t rmr; /* remote memory region of the first segment */
 	uint32_t nseg;
 	bool signaled; /* asks for a completion */
@@ -71,16 +73,20 @@ struct xp_write {
 	struct xp_seg seg[XP_MAX_SEGS];
 };
 
-/* Position in a run list: run i, of which done bytes are planned. */
+/*
+ * Position in a run list: run i, of which done bytes are planned; the runs
+ * land bias bytes further into the remote region than they are locally.
+ */
 struct xp_cursor {
 	const struct kemari_run *runs;
 	size_t n;
 	size_t i;
 	uint64_t done;
+	uint64_t bias;
 };
 
 void xp_plan__start(struct xp_cursor *c, const struct kemari_run *runs,
-		    size_t n);
+		    size_t n, uint64_t bias);
 bool xp_plan__finished(const struct xp_cursor *c);
 /* The next write of the runs; false once they are all planned. */
 bool xp_plan__next(struct xp_cursor *c, const struct xp_limits *l,
@@ -95,12 +101,14 @@ size_t xp_plan__bad_run(const struct kemari_run *runs, size_t n, uint64_t len);
 enum xp_outside { XP_INSIDE, XP_OUTSIDE_SRC, XP_OUTSIDE_DST };
 /*
  * The run bounds check of a push, before anything is posted: whether every
- * run fits the local source (src_len bytes) and then the peer's receive
- * region (dst_len); if not, which one it misses and *bad the first run
- * that does. The caller says so in its own words.
+ * run fits the local source (src_len bytes) and then, bias bytes in, the
+ * peer's receive region (dst_len); if not, which one it misses and *bad
+ * the first run that does (0 when the bias alone is past the region). The
+ * caller says so in its own words.
  */
 enum xp_outside xp_plan__check(const struct kemari_run *runs, size_t n,
-			       uint64_t src_len, uint64_t dst_len, size_t *bad);
+			       uint64_t src_len, uint64_t dst_len,
+			       uint64_t bias, size_t *bad);
 
 /*
  * Send queue accounting. ordered: the provider completes operations in

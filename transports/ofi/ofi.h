@@ -182,7 +182,8 @@ int ofi__progress(struct ofi_xport *t);
 void ofi__tx_complete(struct ofi_xport *t, struct ofi_txctx *c);
 int ofi__reg_src(struct kemari_xport *x, void *base, uint64_t len);
 int ofi__reg_dst(struct kemari_xport *x, void *base, uint64_t len);
-int ofi__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n);
+int ofi__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n,
+	      uint64_t dst_off);
 int ofi__flush(struct kemari_xport *x);
 int ofi__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 	      const void *payload, uint32_t len);

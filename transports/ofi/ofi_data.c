@@ -564,7 +564,8 @@ static ssize_t ofi__post_write(struct ofi_xport *t, const struct xp_write *w,
 		iov[j].iov_base = t->src + w->seg[j].off;
 		iov[j].iov_len = w->seg[j].len;
 		desc[j] = t->srcdesc;
-		rma[j].addr = xp_region__addr(&t->pdst, 0, w->seg[j].off);
+		rma[j].addr =
+			xp_region__addr(&t->pdst, 0, w->bias + w->seg[j].off);
 		rma[j].len = w->seg[j].len;
 		rma[j].key = xp_region__key(&t->pdst, 0);
 	}
@@ -611,7 +612,8 @@ static int ofi__post_writes(struct ofi_xport *t, const struct xp_write *w,
 	return 0;
 }
 
-int ofi__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n)
+int ofi__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n,
+	      uint64_t dst_off)
 {
 	struct ofi_xport *t = to_ofi(x);
 	struct xp_write plan[XP_BATCH];
@@ -632,7 +634,8 @@ int ofi__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n)
 				  "its receive region (reg_dst)",
 				  t->addr);
 	/* Every run is checked against both regions before any is posted. */
-	switch (xp_plan__check(runs, n, t->src_len, t->pdst.len, &bad)) {
+	switch (xp_plan__check(runs, n, t->src_len, t->pdst.len, dst_off,
+			       &bad)) {
 	case XP_INSIDE:
 		break;
 	case XP_OUTSIDE_SRC:
@@ -652,7 +655,7 @@ int ofi__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n)
 			(unsigned long long)(t->pdst.len / KEMARI_PAGE_SIZE),
 			t->addr);
 	}
-	xp_plan__start(&c, runs, n);
+	xp_plan__start(&c, runs, n, dst_off);
 	while (!xp_plan__finished(&c)) {
 		uint32_t k = xp_plan__fill(&t->sq, &c, &t->lim, plan, XP_BATCH);
 

@@ -134,7 +134,8 @@ int rdma__post_recv(struct rdma_xport *t, uint32_t slot);
 int rdma__progress(struct rdma_xport *t);
 int rdma__send_frame(struct rdma_xport *t, uint16_t type, uint64_t epoch,
 		     const void *payload, uint32_t len);
-int rdma__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n);
+int rdma__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n,
+	       uint64_t dst_off);
 int rdma__flush(struct kemari_xport *x);
 int rdma__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 	       const void *payload, uint32_t len);

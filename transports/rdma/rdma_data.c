@@ -456,7 +456,7 @@ static int rdma__post_writes(struct rdma_xport *t, const struct xp_write *plan,
 		wr[j].opcode = IBV_WR_RDMA_WRITE;
 		wr[j].send_flags = p->signaled ? IBV_SEND_SIGNALED : 0;
 		wr[j].wr.rdma.remote_addr =
-			xp_region__addr(&t->pdst, p->rmr, p->off);
+			xp_region__addr(&t->pdst, p->rmr, p->bias + p->off);
 		wr[j].wr.rdma.rkey = (uint32_t)xp_region__key(&t->pdst, p->rmr);
 	}
 	if (ibv_post_send(t->qp, wr, &bad)) {
@@ -466,7 +466,8 @@ static int rdma__post_writes(struct rdma_xport *t, const struct xp_write *plan,
 	return 0;
 }
 
-int rdma__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n)
+int rdma__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n,
+	       uint64_t dst_off)
 {
 	struct rdma_xport *t = to_rdma(x);
 	struct xp_write plan[RDMA_BATCH];
@@ -486,7 +487,8 @@ int rdma__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n)
 					  "internal: push before the peer "
 					  "registered its receive buffers");
 	}
-	switch (xp_plan__check(runs, n, t->src.len, t->pdst.len, &i)) {
+	switch (xp_plan__check(runs, n, t->src.len, t->pdst.len, dst_off,
+			       &i)) {
 	case XP_OUTSIDE_SRC:
 		return kemari_err(-ERANGE,
 				  "internal: run %llu+%u outside guest RAM",
@@ -504,7 +506,7 @@ int rdma__push(struct kemari_xport *x, const struct kemari_run *runs, size_t n)
 	}
 	lim.lpiece = t->src.piece;
 	lim.rpiece = t->pdst.piece;
-	xp_plan__start(&c, runs, n);
+	xp_plan__start(&c, runs, n, dst_off);
 	while (!xp_plan__finished(&c)) {
 		uint32_t k = xp_plan__fill(&t->sq, &c, &lim, plan, RDMA_BATCH);
 		int err;

@@ -527,13 +527,17 @@ static int tcp__writev_all(struct tcp_xport *t, struct iovec *iov, int n,
 }
 
 static int tcp__push(struct kemari_xport *x, const struct kemari_run *runs,
-		     size_t n)
+		     size_t n, uint64_t dst_off)
 {
 	struct tcp_xport *t = to_tcp(x);
 	struct kemari_wire_hdr h;
 
 	if (!t->src)
 		return kemari_err(-EINVAL, "internal: push before reg_src");
+	/* A stream needs no banks: later pushes queue behind this one. */
+	if (dst_off)
+		return kemari_err(-EINVAL,
+				  "internal: tcp push with a bank offset");
 	while (n) {
 		size_t k = KEMARI_MIN(n, (size_t)TCP_IOV_BATCH);
 		uint32_t dlen = (uint32_t)(k * sizeof(*runs));

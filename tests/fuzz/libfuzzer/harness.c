@@ -53,11 +53,13 @@ static int fuzz_xport__reg_dst(struct kemari_xport *x, void *base, uint64_t len)
 }
 
 static int fuzz_xport__push(struct kemari_xport *x,
-			    const struct kemari_run *runs, size_t n)
+			    const struct kemari_run *runs, size_t n,
+			    uint64_t dst_off)
 {
 	(void)x;
 	(void)runs;
 	(void)n;
+	(void)dst_off;
 	return 0;
 }
 
