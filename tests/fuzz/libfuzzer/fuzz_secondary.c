@@ -45,7 +45,9 @@ static void setup(void)
 	eng->npages = FUZZ_RAM_PAGES;
 	eng->image_hash = FUZZ_IMAGE_HASH;
 	eng->ram = malloc(ram_size);
-	eng->shadow = malloc(ram_size);
+	/* Two banks of receive buffers, as secondary__run maps them for a
+	 * one-sided transport; a stream one uses the first. */
+	eng->shadow = malloc(2 * ram_size);
 	if (!eng->ram || !eng->shadow)
 		abort();
 	memset(eng->key.bytes, 0x4b, sizeof(eng->key.bytes));
@@ -66,7 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	flags = data[0];
 	/* The replica starts out zero: without a commit it stays so. */
 	memset(eng->ram, 0, ram_size);
-	memset(eng->shadow, 0, ram_size);
+	eng->shadow_len = flags & FUZZ_SEC_ONESIDED ? 2 * ram_size : ram_size;
+	memset(eng->shadow, 0, eng->shadow_len);
 	eng->have_key = flags & FUZZ_SEC_KEY;
 	eng->epoch = 0;
 	fuzz_xport__init(&f, data + 1, size - 1,
