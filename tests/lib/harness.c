@@ -375,14 +375,24 @@ size_t h_synth_xports(struct h_xspec *xs, size_t max)
 	char buf[256], *save = NULL;
 	size_t n = 0;
 
+	/* ofi: FI_EP_MSG over tcp, FI_EP_RDM over shm (ofi_rdm.c). */
 	if (!env || !*env)
-		env = kemari_xport_find("ofi") ? "tcp;ofi --provider=tcp"
-					       : "tcp";
+		env = kemari_xport_find("ofi")
+			      ? "tcp;ofi --provider=tcp;ofi --provider=shm"
+			      : "tcp";
 	snprintf(buf, sizeof(buf), "%s", env);
-	for (char *t = strtok_r(buf, ";", &save); t && n < max;
-	     t = strtok_r(NULL, ";", &save))
+	for (char *t = buf; t && *t && n < max; t = save) {
+		char *sep = t;
+
+		/* "tcp;ofi_rxm" is one provider: skip a ';' before "ofi_". */
+		while ((sep = strchr(sep, ';')) && !strncmp(sep + 1, "ofi_", 4))
+			sep++;
+		save = sep ? sep + 1 : NULL;
+		if (sep)
+			*sep = 0;
 		snprintf(xs[n++].args, sizeof(xs[0].args), "--transport=%.48s",
 			 t);
+	}
 	return n;
 }
 

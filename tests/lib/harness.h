@@ -65,8 +65,10 @@ bool h_serving(struct hproc *p, const char *log, const char *server,
 void h_synth_check_output(const char *path, int n);
 /* The transports the synthetic-guest suites run over, as kemari-run
  * options ("--transport=ofi --provider=tcp"): KEMARI_SYNTH_XPORTS
- * ("tcp;ofi --provider=tcp"), by default tcp and, when compiled in, ofi
- * over its tcp provider. Returns how many it filled (at most max). */
+ * ("tcp;ofi --provider=tcp"; a ';' before "ofi_" belongs to a layered
+ * provider name: "ofi --provider=tcp;ofi_rxm"), by default tcp and, when
+ * compiled in, ofi over its tcp provider and over shm. Returns how many it
+ * filled (at most max). */
 struct h_xspec {
 	char args[64];
 };

@@ -12,7 +12,9 @@
  * nothing released was lost, nothing is missing or out of place.
  *
  * KEMARI_SYNTH_XPORTS="tcp;ofi --provider=tcp" picks the transports
- * (default: tcp, and ofi over its tcp provider when compiled in);
+ * (default: tcp, and ofi over its tcp provider and over shm, FI_EP_RDM,
+ * when compiled in; ';' separates transports, except before "ofi_":
+ * "ofi --provider=tcp;ofi_rxm" is one);
  * KEMARI_TEST_ADDR the address (169.254.77.1 for soft-RoCE; a secondary
  * without a key then gets --insecure).
  */

@@ -63,6 +63,25 @@ Test(ofi_prov, verbs_then_tcp_then_sockets_never_shm_udp_or_layers)
 	cr_assert(eq(int, ofi_prov__rank(NULL, false), -1));
 }
 
+Test(ofi_prov, rdm_for_shm_efa_and_layers_msg_otherwise)
+{
+	cr_assert(eq(int, ofi_prov__rdm("shm"), 1));
+	cr_assert(eq(int, ofi_prov__rdm("efa"), 1));
+	cr_assert(eq(int, ofi_prov__rdm("tcp;ofi_rxm"), 1));
+	cr_assert(eq(int, ofi_prov__rdm("verbs;ofi_rxm"), 1));
+	cr_assert(eq(int, ofi_prov__rdm("verbs;ofi_rxd"), 1));
+	/* MSG exactly as before, and the default choice. */
+	cr_assert(eq(int, ofi_prov__rdm("tcp"), 0));
+	cr_assert(eq(int, ofi_prov__rdm("verbs"), 0));
+	cr_assert(eq(int, ofi_prov__rdm("sockets"), 0));
+	cr_assert(eq(int, ofi_prov__rdm("shmem"), 0));
+	cr_assert(eq(int, ofi_prov__rdm(""), 0));
+	cr_assert(eq(int, ofi_prov__rdm(NULL), 0));
+	/* ... which never picks an RDM provider by itself. */
+	cr_assert(eq(int, ofi_prov__rank("efa", false), -1));
+	cr_assert(eq(int, ofi_prov__rank("shm", false), -1));
+}
+
 Test(ofi_prov, no_verbs_on_loopback)
 {
 	cr_assert(eq(int, ofi_prov__rank("verbs", true), -1));

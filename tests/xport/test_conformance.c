@@ -6,9 +6,11 @@
  * plays the primary (connect, register the source, push, flush, send).
  *
  * KEMARI_XPORTS=tcp,ofi limits the list; KEMARI_TEST_ADDR picks the address
- * (169.254.77.1 for soft-RoCE); KEMARI_OFI_PROVIDER picks a provider. A
- * transport that can encrypt (KEMARI_XPORT_CAP_TLS) also runs the suite
- * encrypted, as "NAME+tls" (--tls).
+ * (169.254.77.1 for soft-RoCE); KEMARI_OFI_PROVIDER picks the provider of
+ * "ofi". A transport that can encrypt (KEMARI_XPORT_CAP_TLS) also runs the
+ * suite encrypted, as "NAME+tls" (--tls). "ofi:PROVIDER" runs ofi over
+ * that provider: by default (no KEMARI_XPORTS) the FI_EP_RDM ones usable
+ * on one host, "ofi:shm" and "ofi:tcp;ofi_rxm", beside "ofi" (FI_EP_MSG).
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -37,8 +39,11 @@
 #define MSG_DONE 101
 
 struct xname {
-	char name[16];
+	char name[32];
 };
+
+/* FI_EP_RDM providers every host has: by default beside plain "ofi". */
+static const char *const ofi_rdm_variants[] = { "shm", "tcp;ofi_rxm" };
 
 struct side {
 	const struct kemari_xport_ops *ops;
@@ -62,6 +67,17 @@ static size_t list_xports(struct xname *out, size_t max)
 	const char *want = getenv("KEMARI_XPORTS");
 	size_t n = 0;
 
+	/* Variants named in KEMARI_XPORTS (";" is part of a provider name). */
+	if (want && *want) {
+		char list[256], *save = NULL;
+
+		snprintf(list, sizeof(list), "%s", want);
+		for (char *w = strtok_r(list, ",", &save); w && n < max;
+		     w = strtok_r(NULL, ",", &save))
+			if (!strncmp(w, "ofi:", 4) && kemari_xport_find("ofi"))
+				snprintf(out[n++].name, sizeof(out[0].name),
+					 "%s", w);
+	}
 	for (unsigned int i = 0; kemari_xport_backends[i] && n < max; i++) {
 		const char *nm = kemari_xport_backends[i]->name;
 
@@ -80,20 +96,34 @@ static size_t list_xports(struct xname *out, size_t max)
 		    n < max)
 			snprintf(out[n++].name, sizeof(out[0].name), "%s+tls",
 				 nm);
+		if (!strcmp(nm, "ofi") && !(want && *want))
+			for (size_t k = 0;
+			     k < KEMARI_ARRAY_SIZE(ofi_rdm_variants) && n < max;
+			     k++)
+				snprintf(out[n++].name, sizeof(out[0].name),
+					 "ofi:%s", ofi_rdm_variants[k]);
 	}
 	return n;
 }
 
-/* The pre-shared key of the "+tls" variants; "NAME+tls" -> NAME. */
+/*
+ * The pre-shared key of the "+tls" variants; "NAME+tls" -> NAME,
+ * "ofi:PROV" -> ofi with *prov PROV.
+ */
 static const uint8_t test_psk[32] = "kemari conformance test key 1234";
 
-static const char *base_name(const char *name, char *buf, size_t cap,
-			     bool *tls)
+static const char *base_name(const char *name, char *buf, size_t cap, bool *tls,
+			     const char **prov)
 {
 	const char *plus = strstr(name, "+tls");
+	const char *colon = strchr(name, ':');
 
 	size_t n = plus ? (size_t)(plus - name) : strlen(name);
 
+	if (colon) {
+		n = (size_t)(colon - name);
+		*prov = colon + 1;
+	}
 	*tls = plus != NULL;
 	n = n < cap ? n : cap - 1;
 	memcpy(buf, name, n);
@@ -122,12 +152,12 @@ static void open_pair(struct side *s, const char *name, uint64_t dst_len)
 				       .provider =
 					       getenv("KEMARI_OFI_PROVIDER") };
 	struct kemari_msg m;
-	char base[16];
+	char base[32];
 	bool tls;
 	int err;
 
 	memset(s, 0, sizeof(*s));
-	name = base_name(name, base, sizeof(base), &tls);
+	name = base_name(name, base, sizeof(base), &tls, &o.provider);
 	if (tls) {
 		o.tls_psk = test_psk;
 		o.tls_psk_len = sizeof(test_psk);
@@ -718,4 +748,74 @@ Test(tcp, a_frame_cut_off_midway_is_a_lost_peer, .timeout = 60)
 	close(fd);
 	s.ops->close(s.conn);
 	s.ops->close(s.l);
+}
+
+/* ---- ofi: FI_EP_MSG and FI_EP_RDM sides do not mix ---------------------- */
+
+struct mix_side {
+	const struct kemari_xport_ops *ops;
+	struct kemari_xport *l, *conn;
+	int err;
+};
+
+static void *mix_accept(void *arg)
+{
+	struct mix_side *s = arg;
+
+	s->err = s->ops->accept(s->l, &s->conn, 4000);
+	return NULL;
+}
+
+/*
+ * A secondary with provider lp, a primary with cp: the primary fails
+ * within its connect timeout and a little more, with one line; the
+ * secondary refuses it and keeps listening (its accept times out).
+ */
+static void mix_pair(const char *lp, const char *cp, unsigned int k)
+{
+	struct kemari_xport_opts lo = { .connect_timeout_ms = 2000,
+					.provider = lp };
+	struct kemari_xport_opts co = { .connect_timeout_ms = 2000,
+					.provider = cp };
+	struct mix_side s = { .ops = kemari_xport_find("ofi") };
+	struct kemari_xport *cli = NULL;
+	uint64_t t0;
+	const char *why;
+	pthread_t tid;
+	char addr[64];
+	int err;
+
+	if (!s.ops)
+		cr_skip_test("no ofi transport here");
+	tls_addr(addr, sizeof(addr), k);
+	err = s.ops->listen(&s.l, addr, &lo);
+	cr_assert(eq(int, err, 0), "listen: %s", kemari_last_error(err));
+	pthread_create(&tid, NULL, mix_accept, &s);
+	t0 = kemari_now_ns();
+	err = s.ops->connect(&cli, addr, &co);
+	why = kemari_last_error(err);
+	cr_log_info("%s primary, %s secondary: %s", cp, lp, why);
+	cr_assert(not(eq(int, err, 0)));
+	cr_assert(lt(u64, (kemari_now_ns() - t0) / 1000000, 7000));
+	cr_assert(eq(ptr, strchr(why, '\n'), NULL), "%s", why);
+	cr_assert(not(eq(ptr, strstr(why, "--provider"), NULL)), "%s", why);
+	pthread_join(tid, NULL);
+	cr_assert(eq(int, s.err, -ETIMEDOUT), "accept: %s",
+		  kemari_last_error(s.err));
+	s.ops->close(s.l);
+}
+
+Test(ofi_mix, an_msg_primary_is_refused_by_an_rdm_secondary, .timeout = 60)
+{
+	mix_pair("shm", "tcp", 0);
+}
+
+Test(ofi_mix, an_rdm_primary_is_refused_by_an_msg_secondary, .timeout = 60)
+{
+	mix_pair("tcp", "shm", 1);
+}
+
+Test(ofi_mix, rdm_providers_must_match, .timeout = 60)
+{
+	mix_pair("tcp;ofi_rxm", "shm", 2);
 }

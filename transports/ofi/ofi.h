@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The libfabric transport's private header: the connection, shared by its
- * provider choice (ofi_prov.c), connection management (ofi_cm.c) and data
- * path (ofi_data.c). The fabric-neutral machinery (control queue, credits,
- * sticky failure, the peer's region, the write planner) is
- * transports/common's.
+ * provider choice (ofi_prov.c), connection management (ofi_cm.c: FI_EP_MSG
+ * and what both kinds share; ofi_rdm.c: FI_EP_RDM's bootstrap socket and
+ * address vector) and data path (ofi_data.c). The fabric-neutral
+ * machinery (control queue, credits, sticky failure, the peer's region,
+ * the write planner) is transports/common's.
  */
 #ifndef KEMARI_OFI_H
 #define KEMARI_OFI_H
@@ -18,6 +19,7 @@
 #include <rdma/fabric.h>
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
 
 #include "../common/credit.h"
 #include "../common/ctrlq.h"
@@ -85,6 +87,20 @@ struct ofi_xport {
 	struct fid_cq *txcq, *rxcq;
 	bool connected;
 
+	/*
+	 * FI_EP_RDM (ofi_prov__rdm): no connection, an address vector holds
+	 * the peer, and the bootstrap TCP socket the hellos travelled over
+	 * stays open as the connection's liveness (a listener's: the
+	 * listening socket). FI_EP_MSG: peer is FI_ADDR_UNSPEC, boot_fd -1.
+	 */
+	bool rdm;
+	struct fid_av *av;
+	fi_addr_t peer;
+	int boot_fd;
+	uint64_t boot_check_ns; /* when the socket was last looked at */
+	bool collected;		/* the last messages were waited for */
+	bool linked;		/* the peer's OFI_XP_LINK arrived */
+
 	struct ofi_mr_use mru;
 	struct xp_limits lim;
 	bool selective; /* transmit completions in order: signal some */
@@ -92,6 +108,7 @@ struct ofi_xport {
 	uint32_t max_msg;
 	size_t frame;		       /* header + max_msg */
 	uint64_t spin_ns, hot_spin_ns; /* 0: block at once (software) */
+	bool cq_poll; /* CQs without a trusted wait: ofi__cq_sread polls */
 
 	/* transmit side */
 	uint32_t depth;
@@ -116,6 +133,9 @@ struct ofi_xport {
 	struct fid_mr *rxmr;
 	void *rxdesc;
 	struct xp_ctrlq q; /* received, undelivered buffers; one held */
+	/* RDM: buffers in posting order, completed lengths + 1 (0: not yet) */
+	uint32_t *rxorder, *rxlen;
+	uint32_t rxhead, rxtail;
 
 	/* regions */
 	uint8_t *src;
@@ -150,17 +170,24 @@ uint64_t ofi_mr__requested_key(const struct ofi_mr_use *u, uint64_t ours);
 /*
  * Default provider order: real RDMA first, then the kernel-socket ones.
  * Negative: cannot serve a connected FI_EP_MSG endpoint with RMA between
- * hosts (shm is host-local, udp has no RMA, "x;ofi_rxm" are RDM layers),
+ * hosts (shm is host-local, udp has no RMA, "x;ofi_rxm" and efa are RDM:
+ * those only when named, ofi_prov__rdm),
  * or not at this address: rdma_cm maps a loopback address to the first
  * RDMA device, so verbs listens and resolves there, but its fi_connect
  * fails (ENODEV).
  */
 int ofi_prov__rank(const char *name, bool loopback);
+/*
+ * Whether a provider is used through FI_EP_RDM endpoints: shm, efa and
+ * every layered name ("tcp;ofi_rxm", "verbs;ofi_rxm"); the others, and
+ * the default choice (NULL), through FI_EP_MSG.
+ */
+bool ofi_prov__rdm(const char *name);
 /* 127.0.0.0/8, host byte order. */
 bool ofi_addr__loopback(uint32_t ip);
 const char *ofi__strerror(ssize_t ret);
 int ofi__errno(ssize_t ret);
-struct fi_info *ofi__hints(const char *prov);
+struct fi_info *ofi__hints(const char *prov, bool rdm);
 int ofi__candidates(struct fi_info **list, struct fi_info **cand, size_t max,
 		    size_t *n, const char *prov, const char *host,
 		    const char *port, bool source);
@@ -168,9 +195,40 @@ int ofi__split_addr(const char *addr, char *host, size_t hlen, char *port,
 		    size_t plen);
 
 /* ofi_cm.c */
+int ofi__fabric_open(struct ofi_fabric **out, struct fi_info *info);
+struct ofi_xport *ofi__alloc(const char *addr, const struct fi_info *i);
+void ofi__free(struct ofi_xport *t);
+int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info);
 int ofi__reg(struct ofi_xport *t, void *base, uint64_t len, uint64_t access,
 	     uint64_t key, const char *what, struct fid_mr **mr);
 void ofi__dereg(struct fid_mr **mr);
+
+/* ofi_rdm.c: FI_EP_RDM's listen, accept and connect, and its liveness */
+int ofi_rdm__listen(struct kemari_xport **out, const char *addr,
+		    const struct kemari_xport_opts *opts);
+int ofi_rdm__accept(struct ofi_xport *l, struct kemari_xport **conn,
+		    int timeout_ms);
+int ofi_rdm__connect(struct kemari_xport **out, const char *addr,
+		     const struct kemari_xport_opts *opts);
+/*
+ * The peer is still there: its bootstrap socket is open (looked at once
+ * a millisecond at most); else the connection is lost, -ECONNRESET.
+ */
+int ofi_rdm__alive(struct ofi_xport *t);
+/*
+ * The key to ask for the receive region (where the provider lets us
+ * pick): random, since an RDM endpoint takes writes from anyone who knows
+ * its name and the key.
+ */
+uint64_t ofi_rdm__dst_key(const struct ofi_xport *t);
+/*
+ * Bytes a provider sends eagerly (0: no limit we know of). rxm moves
+ * larger messages by rendezvous or in segments, which go on only while
+ * the sender's application calls into it (manual progress): a control
+ * message must arrive even when its sender makes no further call, so
+ * they are kept below this.
+ */
+uint64_t ofi_rdm__eager(const char *prov);
 
 /* ofi_data.c */
 int ofi__die(struct ofi_xport *t, int err, const char *fmt, ...)
@@ -178,6 +236,9 @@ int ofi__die(struct ofi_xport *t, int err, const char *fmt, ...)
 int ofi__lost(struct ofi_xport *t, const char *why);
 int ofi__check(struct ofi_xport *t);
 int ofi__post_rx(struct ofi_xport *t, uint32_t i);
+/* One completion within ms (fi_cq_sread, or polled: cq_poll). */
+ssize_t ofi__cq_sread(struct ofi_xport *t, struct fid_cq *cq,
+		      struct fi_cq_data_entry *c, int ms);
 int ofi__progress(struct ofi_xport *t);
 void ofi__tx_complete(struct ofi_xport *t, struct ofi_txctx *c);
 int ofi__reg_src(struct kemari_xport *x, void *base, uint64_t len);
@@ -189,5 +250,10 @@ int ofi__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 	      const void *payload, uint32_t len);
 int ofi__recv(struct kemari_xport *x, struct kemari_msg *m, int timeout_ms);
 uint32_t ofi__max_msg(struct kemari_xport *x);
+/*
+ * RDM: send OFI_XP_LINK and wait up to timeout_ms for the peer's, driving
+ * progress meanwhile (what shm needs before it takes sends).
+ */
+int ofi__link(struct ofi_xport *t, int timeout_ms);
 
 #endif

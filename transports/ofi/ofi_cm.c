@@ -2,10 +2,13 @@
 /*
  * libfabric transport: connected FI_EP_MSG endpoints with FI_MSG | FI_RMA,
  * set up through a passive endpoint and an event queue (fi_listen,
- * fi_connect, fi_accept). Page runs are one-sided RMA writes from the
- * registered source (guest RAM) to the same offset of the receiver's
- * registered region; control messages are sends into pre-posted receive
- * buffers under credit flow control.
+ * fi_connect, fi_accept); or, for the providers ofi_prov__rdm names (shm,
+ * efa, "tcp;ofi_rxm", "verbs;ofi_rxm"), unconnected FI_EP_RDM endpoints
+ * with an address vector, set up over a bootstrap TCP socket that stays
+ * open as their liveness signal (ofi_rdm.c; the rest is shared). Page
+ * runs are one-sided RMA writes from the registered source (guest RAM) to
+ * the same offset of the receiver's registered region; control messages
+ * are sends into pre-posted receive buffers under credit flow control.
  *
  * Memory registration follows the domain's mr_mode: FI_MR_LOCAL registers
  * the local buffers and passes their descriptors, FI_MR_VIRT_ADDR makes the
@@ -16,13 +19,14 @@
  * reg_dst; the writer adds byte offsets to that base and never needs to
  * know the receiver's mr_mode.
  *
- * Ordering (flush): every provider this was run on (verbs, tcp, sockets)
- * promises FI_ORDER_SAW on both sides, i.e. a send is placed at the target
- * after the RMA writes posted before it, so flush only waits for the
- * writes' local completions (after which the source may change), and the
- * commit sent after flush cannot overtake them. A provider without SAW gets
- * its writes posted with FI_DELIVERY_COMPLETE instead, so that the local
- * completion flush waits for already means "placed at the target". FI_FENCE
+ * Ordering (flush): the MSG providers this was run on (verbs, tcp,
+ * sockets) and rxm promise FI_ORDER_SAW on both sides, i.e. a send is
+ * placed at the target after the RMA writes posted before it, so flush
+ * only waits for the writes' local completions (after which the source may
+ * change), and the commit sent after flush cannot overtake them. A
+ * provider without SAW (shm) gets its writes posted with
+ * FI_DELIVERY_COMPLETE instead, so that the local completion flush waits
+ * for already means "placed at the target". FI_FENCE
  * was not chosen: on verbs it only orders after RDMA reads and atomics.
  *
  * Flow control: each side posts window + 2 receive buffers and tells the
@@ -93,7 +97,7 @@ extern const struct kemari_xport_ops kemari_xport_ofi;
 
 /* --- fabric reference -------------------------------------------------- */
 
-static int ofi__fabric_open(struct ofi_fabric **out, struct fi_info *info)
+int ofi__fabric_open(struct ofi_fabric **out, struct fi_info *info)
 {
 	struct ofi_fabric *f = calloc(1, sizeof(*f));
 	int ret;
@@ -186,7 +190,7 @@ void ofi__dereg(struct fid_mr **mr)
 
 /* --- connection setup --------------------------------------------------- */
 
-static void ofi__free(struct ofi_xport *t)
+void ofi__free(struct ofi_xport *t)
 {
 	struct ofi_pending *p;
 
@@ -201,6 +205,8 @@ static void ofi__free(struct ofi_xport *t)
 	}
 	if (t->ep)
 		fi_close(&t->ep->fid);
+	if (t->av)
+		fi_close(&t->av->fid);
 	ofi__dereg(&t->srcmr);
 	ofi__dereg(&t->dstmr);
 	ofi__dereg(&t->txmr);
@@ -225,19 +231,27 @@ static void ofi__free(struct ofi_xport *t)
 	xp_sq__fini(&t->sq);
 	xp_ctrlq__fini(&t->q);
 	xp_region__fini(&t->pdst);
+	/* RDM: the peer sees the end of the connection from here on. */
+	if (t->boot_fd >= 0)
+		close(t->boot_fd);
 	free(t->txbuf);
 	free(t->rx);
+	free(t->rxorder);
+	free(t->rxlen);
 	free(t->rxbuf);
 	free(t);
 }
 
-static struct ofi_xport *ofi__alloc(const char *addr, const struct fi_info *i)
+struct ofi_xport *ofi__alloc(const char *addr, const struct fi_info *i)
 {
 	struct ofi_xport *t = calloc(1, sizeof(*t));
 
 	if (!t)
 		return NULL;
 	t->x.ops = &kemari_xport_ofi;
+	t->rdm = i->ep_attr->type == FI_EP_RDM;
+	t->peer = FI_ADDR_UNSPEC;
+	t->boot_fd = -1;
 	snprintf(t->addr, sizeof(t->addr), "%s", addr);
 	snprintf(t->prov, sizeof(t->prov), "%s", i->fabric_attr->prov_name);
 	return t;
@@ -249,6 +263,7 @@ static void ofi__attrs(struct ofi_xport *t)
 	const struct fi_info *i = t->info;
 	uint64_t order = i->tx_attr->msg_order & i->rx_attr->msg_order;
 	uint64_t hdr = sizeof(struct kemari_wire_hdr);
+	uint32_t spare;
 
 	/* Test knob: behave as if the provider did not promise SAW. */
 	if (kemari_testcfg__get()->ofi_no_saw)
@@ -262,19 +277,25 @@ static void ofi__attrs(struct ofi_xport *t)
 	t->write_flags = (order & FI_ORDER_SAW) ? 0 : FI_DELIVERY_COMPLETE;
 	t->max_msg = (uint32_t)KEMARI_MIN((uint64_t)OFI_MSG_MAX,
 					  i->ep_attr->max_msg_size - hdr);
+	if (t->rdm && ofi_rdm__eager(t->prov) > hdr + 4096)
+		t->max_msg = (uint32_t)KEMARI_MIN(
+			(uint64_t)t->max_msg, ofi_rdm__eager(t->prov) - hdr);
 	t->frame = hdr + t->max_msg;
 	t->depth = (uint32_t)KEMARI_MIN((size_t)OFI_TX_DEPTH_MAX,
 					i->tx_attr->size);
+	/* shm 1.17: fi_cq_sread ignores its timeout when nothing comes. */
+	t->cq_poll = !strcmp(t->prov, "shm");
 	if (!strncmp(t->prov, "verbs", 5)) {
 		t->spin_ns = OFI_SPIN_NS;
 		t->hot_spin_ns = OFI_HOT_SPIN_NS;
 	}
+	/* RDM: one more receive for the peer's OFI_XP_LINK. */
+	spare = OFI_CREDIT_RESERVE + (t->rdm ? 1 : 0);
 	t->window = OFI_WINDOW;
-	if (i->rx_attr->size &&
-	    i->rx_attr->size < OFI_WINDOW + OFI_CREDIT_RESERVE)
-		t->window = (uint32_t)KEMARI_MAX(
-			(size_t)2, i->rx_attr->size - OFI_CREDIT_RESERVE);
-	t->nrx = t->window + OFI_CREDIT_RESERVE;
+	if (i->rx_attr->size && i->rx_attr->size < OFI_WINDOW + spare)
+		t->window = (uint32_t)KEMARI_MAX((size_t)2,
+						 i->rx_attr->size - spare);
+	t->nrx = t->window + spare;
 	kemari_debug("ofi: %s: provider %s, mr_mode%s%s%s%s, %s, %u-deep tx, "
 		     "%llu-byte/%u-iov writes",
 		     t->addr, t->prov, t->mru.local ? " local" : "",
@@ -290,13 +311,16 @@ static void ofi__attrs(struct ofi_xport *t)
 /*
  * Domain, endpoint, queues and buffers for one connection from info (which
  * t takes over), with every receive buffer posted: ready for fi_connect or
- * fi_accept. Errors here are local (resources), never the peer's absence.
+ * fi_accept (MSG), or for the peer's address (RDM: an address vector
+ * instead of the event queue). Errors here are local (resources), never
+ * the peer's absence.
  */
-static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
+int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 {
 	struct fi_eq_attr eqa = { .size = 16, .wait_obj = FI_WAIT_UNSPEC };
 	struct fi_cq_attr cqa = { .format = FI_CQ_FORMAT_DATA,
 				  .wait_obj = FI_WAIT_UNSPEC };
+	struct fi_av_attr ava = { .type = FI_AV_TABLE, .count = 2 };
 	const char *step;
 	int ret;
 
@@ -311,13 +335,26 @@ static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 	ret = fi_domain(t->fab->fab, info, &t->dom, NULL);
 	if (ret)
 		goto err;
-	step = "fi_eq_open";
-	ret = fi_eq_open(t->fab->fab, &eqa, &t->eq, NULL);
+	if (t->rdm) {
+		step = "fi_av_open";
+		ret = fi_av_open(t->dom, &ava, &t->av, NULL);
+	} else {
+		step = "fi_eq_open";
+		ret = fi_eq_open(t->fab->fab, &eqa, &t->eq, NULL);
+	}
 	if (ret)
 		goto err;
 	step = "fi_cq_open";
 	cqa.size = t->depth;
+	if (t->cq_poll)
+		cqa.wait_obj = FI_WAIT_NONE;
 	ret = fi_cq_open(t->dom, &cqa, &t->txcq, NULL);
+	if (ret && cqa.wait_obj != FI_WAIT_NONE) {
+		/* No wait objects (efa): poll (ofi__cq_sread). */
+		t->cq_poll = true;
+		cqa.wait_obj = FI_WAIT_NONE;
+		ret = fi_cq_open(t->dom, &cqa, &t->txcq, NULL);
+	}
 	if (ret)
 		goto err;
 	cqa.size = t->nrx;
@@ -329,7 +366,7 @@ static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 	if (ret)
 		goto err;
 	step = "fi_ep_bind";
-	ret = fi_ep_bind(t->ep, &t->eq->fid, 0);
+	ret = fi_ep_bind(t->ep, t->rdm ? &t->av->fid : &t->eq->fid, 0);
 	ret = ret
 		      ?: fi_ep_bind(t->ep, &t->txcq->fid,
 				    FI_TRANSMIT | FI_SELECTIVE_COMPLETION);
@@ -347,6 +384,12 @@ static int ofi__conn_setup(struct ofi_xport *t, struct fi_info *info)
 	t->rx = calloc(t->nrx, sizeof(*t->rx));
 	t->rxbuf =
 		aligned_alloc(4096, KEMARI_ALIGN_UP(t->nrx * t->frame, 4096));
+	if (t->rdm) {
+		t->rxorder = calloc(t->nrx, sizeof(*t->rxorder));
+		t->rxlen = calloc(t->nrx, sizeof(*t->rxlen));
+		if (!t->rxorder || !t->rxlen)
+			return -ENOMEM;
+	}
 	if (!t->txc || !t->txbuf || !t->rx || !t->rxbuf)
 		return -ENOMEM;
 	/*
@@ -525,6 +568,8 @@ static int ofi__listen(struct kemari_xport **out, const char *addr,
 	size_t n;
 	int err;
 
+	if (opts && ofi_prov__rdm(opts->provider))
+		return ofi_rdm__listen(out, addr, opts);
 	err = ofi__split_addr(addr, host, sizeof(host), port, sizeof(port));
 	err = err
 		      ?: ofi__candidates(&list, cand, KEMARI_ARRAY_SIZE(cand),
@@ -581,6 +626,8 @@ static int ofi__accept(struct kemari_xport *lx, struct kemari_xport **conn,
 	uint64_t deadline = kemari_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	struct ofi_cm cm = { .magic = OFI_CM_MAGIC };
 
+	if (l->rdm)
+		return ofi_rdm__accept(l, conn, timeout_ms);
 	for (;;) {
 		struct {
 			struct fi_eq_cm_entry e;
@@ -681,6 +728,8 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 	size_t n;
 	int err;
 
+	if (ofi_prov__rdm(opts->provider))
+		return ofi_rdm__connect(out, addr, opts);
 	err = ofi__split_addr(addr, host, sizeof(host), port, sizeof(port));
 	err = err
 		      ?: ofi__candidates(&list, cand, 1, &n, opts->provider,
@@ -727,6 +776,21 @@ static int ofi__connect(struct kemari_xport **out, const char *addr,
 			break;
 		}
 		ofi__free(t);
+		/*
+		 * Reset: the listener is not this provider's (a secondary
+		 * with an FI_EP_RDM --provider closes what is not its hello).
+		 */
+		if (err == -ECONNRESET) {
+			err = kemari_err_override(
+				-EPROTO,
+				"cannot connect to the secondary at %s with "
+				"libfabric provider %s: it closed the connection "
+				"(a secondary with another --provider, e.g. an "
+				"FI_EP_RDM one such as shm?): use the same "
+				"--provider on both sides",
+				addr, cand[0]->fabric_attr->prov_name);
+			break;
+		}
 		/* Refused: not listening yet. Anything else is worth a line. */
 		if (err != -ECONNREFUSED && err != -ETIMEDOUT && err != -EPROTO)
 			kemari_warn("ofi: connecting to %s: %s; retrying", addr,
@@ -761,6 +825,7 @@ static void ofi__close(struct kemari_xport *x)
 	 * has not completed. Give it a moment; pushes are not waited for on
 	 * their own, but finish on the way.
 	 */
+	/* RDM: the bootstrap socket closes after this, in ofi__free. */
 	while (!t->listener && t->ep && !t->fail.dead &&
 	       (t->bl_head || !xp_sq__idle(&t->sq)) &&
 	       kemari_now_ns() < until) {
@@ -768,7 +833,7 @@ static void ofi__close(struct kemari_xport *x)
 
 		if (ofi__progress(t))
 			break;
-		if (fi_cq_sread(t->txcq, &c, 1, NULL, 10) == 1)
+		if (ofi__cq_sread(t, t->txcq, &c, 10) == 1)
 			ofi__tx_complete(t, c.op_context);
 	}
 	ofi__free(t);

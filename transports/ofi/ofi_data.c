@@ -126,6 +126,7 @@ int ofi__post_rx(struct ofi_xport *t, uint32_t i)
 		.msg_iov = &iov,
 		.desc = &desc,
 		.iov_count = 1,
+		.addr = FI_ADDR_UNSPEC, /* RDM: from anyone; MSG: ignored */
 		.context = &t->rx[i].ctx,
 	};
 	ssize_t r;
@@ -136,6 +137,8 @@ int ofi__post_rx(struct ofi_xport *t, uint32_t i)
 	if (r)
 		return t->fail.dead ? t->fail.dead
 				    : ofi__lost(t, ofi__strerror(r));
+	if (t->rdm)
+		t->rxorder[t->rxtail++ % t->nrx] = i;
 	return 0;
 }
 
@@ -181,6 +184,10 @@ static int ofi__absorb(struct ofi_xport *t, uint32_t i,
 			return ofi__die(t, -ENOMEM, "out of memory");
 		err = ofi__consumed(t, i);
 		return err;
+	case OFI_XP_LINK:
+		/* Costs no credit: one of the spare buffers (nrx). */
+		t->linked = true;
+		return ofi__post_rx(t, i);
 	default:
 		return ofi__die(
 			t, -EBADMSG,
@@ -189,21 +196,70 @@ static int ofi__absorb(struct ofi_xport *t, uint32_t i,
 	}
 }
 
-/* One receive completion: check the frame, absorb it or queue it. */
-static int ofi__rx_one(struct ofi_xport *t, const struct fi_cq_data_entry *c)
+/*
+ * A frame that arrived in buffer i (len bytes): checked, then absorbed
+ * or queued; last (the peer is gone): what does not check out is dropped
+ * in silence, transport messages too.
+ */
+static int ofi__rx_frame(struct ofi_xport *t, uint32_t i, size_t len, bool last)
 {
-	struct ofi_rxbuf *b = c->op_context;
-	uint32_t i = (uint32_t)(b - t->rx);
+	const uint8_t *data = t->rx[i].data;
 	struct kemari_wire_hdr h;
 	int err;
 
-	err = kemari_wire__check_frame(b->data, c->len, t->max_msg, &h);
+	if (last) {
+		if (len < sizeof(h))
+			return 0;
+		memcpy(&h, data, sizeof(h));
+		if (h.magic != KEMARI_WIRE_MAGIC ||
+		    h.type == KEMARI_MSG_XPORT || h.len > t->max_msg ||
+		    sizeof(h) + h.len != len ||
+		    kemari_wire__check_crc(&h, data + sizeof(h)))
+			return 0;
+		xp_ctrlq__push(&t->q, &h, data + sizeof(h), i);
+		return 0;
+	}
+	err = kemari_wire__check_frame(data, len, t->max_msg, &h);
 	if (err)
 		return ofi__die(t, err, "%s", kemari_last_error(err));
 	if (h.type == KEMARI_MSG_XPORT)
 		return ofi__absorb(t, i, &h);
-	xp_ctrlq__push(&t->q, &h, b->data + sizeof(h), i);
+	xp_ctrlq__push(&t->q, &h, data + sizeof(h), i);
 	return 0;
+}
+
+/*
+ * One receive completion. Buffers fill in the order they were posted, but
+ * an RDM provider may complete them out of order (rxm: a large message
+ * read from the sender completes after small ones behind it): RDM takes
+ * frames in posting order (rxorder), holding completions that come early.
+ */
+static int ofi__rx_done(struct ofi_xport *t, const struct fi_cq_data_entry *c,
+			bool last)
+{
+	struct ofi_rxbuf *b = c->op_context;
+	uint32_t i = (uint32_t)(b - t->rx);
+
+	if (!t->rdm)
+		return ofi__rx_frame(t, i, c->len, last);
+	t->rxlen[i] = (uint32_t)c->len + 1;
+	while (t->rxhead != t->rxtail &&
+	       t->rxlen[t->rxorder[t->rxhead % t->nrx]]) {
+		uint32_t j = t->rxorder[t->rxhead++ % t->nrx];
+		size_t len = t->rxlen[j] - 1;
+		int err;
+
+		t->rxlen[j] = 0;
+		err = ofi__rx_frame(t, j, len, last);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int ofi__rx_one(struct ofi_xport *t, const struct fi_cq_data_entry *c)
+{
+	return ofi__rx_done(t, c, false);
 }
 
 static int ofi__reap_rx(struct ofi_xport *t)
@@ -228,7 +284,10 @@ static int ofi__reap_rx(struct ofi_xport *t)
 	}
 }
 
-/* Connection-management events of an established connection. */
+/*
+ * Connection-management events of an established connection; RDM has
+ * none: its bootstrap socket says whether the peer is there.
+ */
 static int ofi__check_eq(struct ofi_xport *t)
 {
 	struct {
@@ -237,7 +296,11 @@ static int ofi__check_eq(struct ofi_xport *t)
 	} ev;
 	struct fi_eq_err_entry ee;
 	uint32_t type;
-	ssize_t r = fi_eq_read(t->eq, &type, &ev, sizeof(ev), 0);
+	ssize_t r;
+
+	if (t->rdm)
+		return ofi_rdm__alive(t);
+	r = fi_eq_read(t->eq, &type, &ev, sizeof(ev), 0);
 
 	if (r == -FI_EAGAIN)
 		return 0;
@@ -308,7 +371,7 @@ static int ofi__wait_tx(struct ofi_xport *t, enum ofi_wait w)
 			return ofi__lost(t, "no transmit completion for 10 s");
 		if (now - t0 < t->hot_spin_ns)
 			continue;
-		r = fi_cq_sread(t->txcq, &c, 1, NULL, OFI_SLICE_MS);
+		r = ofi__cq_sread(t, t->txcq, &c, OFI_SLICE_MS);
 		if (r == 1)
 			ofi__tx_complete(t, c.op_context);
 		else if (r == -FI_EAVAIL)
@@ -327,6 +390,7 @@ static int ofi__post_send(struct ofi_xport *t, int slot, uint32_t len)
 		.msg_iov = &iov,
 		.desc = &desc,
 		.iov_count = 1,
+		.addr = t->peer,
 	};
 	uint64_t t0 = kemari_now_ns();
 	ssize_t r;
@@ -522,7 +586,8 @@ int ofi__reg_dst(struct kemari_xport *x, void *base, uint64_t len)
 		return err;
 	if (t->dst)
 		return kemari_err(-EBUSY, "internal: reg_dst twice");
-	err = ofi__reg(t, base, len, FI_REMOTE_WRITE, OFI_KEY_DST,
+	err = ofi__reg(t, base, len, FI_REMOTE_WRITE,
+		       t->rdm ? ofi_rdm__dst_key(t) : OFI_KEY_DST,
 		       "receive buffers", &t->dstmr);
 	if (err)
 		return err;
@@ -556,6 +621,7 @@ static ssize_t ofi__post_write(struct ofi_xport *t, const struct xp_write *w,
 		.iov_count = w->nseg,
 		.rma_iov = rma,
 		.rma_iov_count = w->nseg,
+		.addr = t->peer,
 		.context = &ofi__txctx(t, w->seq, -1)->ctx,
 	};
 	uint64_t flags = t->write_flags;
@@ -703,25 +769,27 @@ int ofi__send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 	return ofi__queue(t, type, epoch, payload, len);
 }
 
-/* The peer is gone: pick up data messages that arrived before the end. */
+/*
+ * The peer is gone: pick up data messages that arrived before the end.
+ * RDM learns of the end from its bootstrap socket, which may overtake the
+ * last messages inside the provider: those get a short while (once).
+ */
 static void ofi__collect_last(struct ofi_xport *t)
 {
+	int waits = t->rdm && !t->collected ? 5 : 0;
 	struct fi_cq_data_entry c;
-	struct kemari_wire_hdr h;
 
-	while (fi_cq_read(t->rxcq, &c, 1) == 1) {
-		struct ofi_rxbuf *b = c.op_context;
+	t->collected = true;
+	for (;;) {
+		ssize_t r = fi_cq_read(t->rxcq, &c, 1);
 
-		if (c.len < sizeof(h))
-			continue;
-		memcpy(&h, b->data, sizeof(h));
-		if (h.magic != KEMARI_WIRE_MAGIC ||
-		    h.type == KEMARI_MSG_XPORT || h.len > t->max_msg ||
-		    sizeof(h) + h.len != c.len ||
-		    kemari_wire__check_crc(&h, b->data + sizeof(h)))
-			continue;
-		xp_ctrlq__push(&t->q, &h, b->data + sizeof(h),
-			       (uint32_t)(b - t->rx));
+		while (r != 1 && waits > 0) {
+			waits--;
+			r = ofi__cq_sread(t, t->rxcq, &c, 10);
+		}
+		if (r != 1)
+			break;
+		ofi__rx_done(t, &c, true);
 	}
 }
 
@@ -761,7 +829,7 @@ int ofi__recv(struct kemari_xport *x, struct kemari_msg *m, int timeout_ms)
 		if (timeout_ms > 0)
 			ms = (int)KEMARI_MIN((uint64_t)ms,
 					     (deadline - now) / 1000000 + 1);
-		r = fi_cq_sread(t->rxcq, &c, 1, NULL, ms);
+		r = ofi__cq_sread(t, t->rxcq, &c, ms);
 		if (r == 1)
 			ofi__rx_one(t, &c);
 		else if (r == -FI_EAVAIL)
@@ -769,6 +837,31 @@ int ofi__recv(struct kemari_xport *x, struct kemari_msg *m, int timeout_ms)
 		else if (r < 0 && r != -FI_EAGAIN && r != -FI_EINTR)
 			ofi__lost(t, ofi__strerror(r));
 	}
+}
+
+int ofi__link(struct ofi_xport *t, int timeout_ms)
+{
+	struct ofi_xp xp = { .op = OFI_XP_LINK };
+	uint64_t deadline = kemari_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	int err = ofi__send_frame(t, KEMARI_MSG_XPORT, 0, &xp, sizeof(xp));
+
+	while (!err && !t->linked) {
+		struct fi_cq_data_entry c;
+		ssize_t r;
+
+		if (kemari_now_ns() >= deadline)
+			return kemari_err(-ETIMEDOUT,
+					  "%s did not answer over libfabric "
+					  "provider %s within %d ms",
+					  t->addr, t->prov, timeout_ms);
+		r = ofi__cq_sread(t, t->rxcq, &c, 10);
+		if (r == 1)
+			err = ofi__rx_one(t, &c);
+		else if (r == -FI_EAVAIL)
+			err = ofi__cq_error(t, t->rxcq, false);
+		err = err ?: ofi__progress(t);
+	}
+	return err;
 }
 
 uint32_t ofi__max_msg(struct kemari_xport *x)

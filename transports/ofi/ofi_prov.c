@@ -44,13 +44,20 @@ uint64_t ofi_mr__requested_key(const struct ofi_mr_use *u, uint64_t ours)
 	return u->prov_key ? 0 : ours;
 }
 
+bool ofi_prov__rdm(const char *name)
+{
+	return name && (!strcmp(name, "shm") || !strcmp(name, "efa") ||
+			strchr(name, ';'));
+}
+
 int ofi_prov__rank(const char *name, bool loopback)
 {
 	static const char *const order[] = { "verbs", "tcp", "sockets" };
 
-	if (!name || strchr(name, ';') || !strncmp(name, "ofi_", 4) ||
-	    !strcmp(name, "shm") || !strcmp(name, "udp") ||
-	    (loopback && !strcmp(name, "verbs")))
+	/* RDM providers only on request (--provider): host-local or not
+	 * connected, so never a default. */
+	if (!name || ofi_prov__rdm(name) || !strncmp(name, "ofi_", 4) ||
+	    !strcmp(name, "udp") || (loopback && !strcmp(name, "verbs")))
 		return -1;
 	for (size_t i = 0; i < KEMARI_ARRAY_SIZE(order); i++)
 		if (!strcmp(name, order[i]))
@@ -82,7 +89,7 @@ int ofi__errno(ssize_t ret)
 
 /* --- provider choice ---------------------------------------------------- */
 
-struct fi_info *ofi__hints(const char *prov)
+struct fi_info *ofi__hints(const char *prov, bool rdm)
 {
 	struct fi_info *h = fi_allocinfo();
 
@@ -95,8 +102,23 @@ struct fi_info *ofi__hints(const char *prov)
 	 * nothing.
 	 */
 	h->mode = FI_CONTEXT | FI_CONTEXT2 | FI_RX_CQ_DATA;
-	h->addr_format = FI_SOCKADDR_IN;
-	h->ep_attr->type = FI_EP_MSG;
+	/*
+	 * MSG: IPv4, where fi_listen and fi_connect take --listen/--peer.
+	 * RDM: whatever the provider names its endpoints with (shm: a
+	 * string, efa: its own): the names travel in the hello.
+	 */
+	h->addr_format = rdm ? FI_FORMAT_UNSPEC : FI_SOCKADDR_IN;
+	h->ep_attr->type = rdm ? FI_EP_RDM : FI_EP_MSG;
+	if (rdm) {
+		h->domain_attr->av_type = FI_AV_TABLE;
+		/*
+		 * Messages in order (MSG endpoints are ordered streams): an
+		 * RDM layer keeps it only when asked (rxm delivered a 64 KiB
+		 * rendezvous message after the small ones sent behind it).
+		 */
+		h->tx_attr->msg_order = FI_ORDER_SAS;
+		h->rx_attr->msg_order = FI_ORDER_SAS;
+	}
 	h->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR |
 				  FI_MR_ALLOCATED | FI_MR_PROV_KEY |
 				  FI_MR_ENDPOINT;
@@ -129,19 +151,26 @@ static void ofi__names(const struct fi_info *list, char *out, size_t len)
 }
 
 static int ofi__no_provider(const char *prov, const char *host,
-			    const char *port, uint64_t flags)
+			    const char *port, uint64_t flags, bool rdm)
 {
-	struct fi_info *h = ofi__hints(NULL), *all = NULL;
+	struct fi_info *h = ofi__hints(NULL, rdm), *all = NULL;
 	char have[256] = "none";
 	int ret;
 
 	if (!h)
 		return -ENOMEM;
-	ret = fi_getinfo(OFI_API, host, port, flags, h, &all);
+	ret = rdm ? fi_getinfo(OFI_API, NULL, NULL, 0, h, &all)
+		  : fi_getinfo(OFI_API, host, port, flags, h, &all);
 	fi_freeinfo(h);
 	if (!ret && all)
 		ofi__names(all, have, sizeof(have));
 	fi_freeinfo(all);
+	if (rdm)
+		return kemari_err(
+			-ENOENT,
+			"libfabric provider '%s' not available for FI_EP_RDM with "
+			"RMA (have: %s): use --provider=NAME",
+			prov, have);
 	if (prov)
 		return kemari_err(
 			-ENOENT,
@@ -158,14 +187,18 @@ static int ofi__no_provider(const char *prov, const char *host,
 /*
  * Usable fi_info entries for host:port, best first, one per provider:
  * the named provider only, or by ofi_prov__rank (verbs unless loopback,
- * tcp, sockets, others; never shm, udp or RDM layers). *list owns the entries.
+ * tcp, sockets, others; never shm, udp or RDM layers). *list owns the
+ * entries. A provider ofi_prov__rdm names is looked up for FI_EP_RDM,
+ * without an address: its endpoints get theirs per connection (ofi_rdm.c).
  */
 int ofi__candidates(struct fi_info **list, struct fi_info **cand, size_t max,
 		    size_t *n, const char *prov, const char *host,
 		    const char *port, bool source)
 {
 	uint64_t flags = source ? FI_SOURCE : 0;
-	struct fi_info *h = ofi__hints(prov);
+	bool rdm = ofi_prov__rdm(prov);
+	uint32_t type = rdm ? FI_EP_RDM : FI_EP_MSG;
+	struct fi_info *h = ofi__hints(prov, rdm);
 	struct in_addr a = { 0 };
 	bool loopback;
 	int ret;
@@ -178,14 +211,15 @@ int ofi__candidates(struct fi_info **list, struct fi_info **cand, size_t max,
 		/* An empty --provider= means the default choice. */
 		fi_freeinfo(h);
 		prov = NULL;
-		h = ofi__hints(NULL);
+		h = ofi__hints(NULL, false);
 	}
 	if (!h)
 		return -ENOMEM;
-	ret = fi_getinfo(OFI_API, host, port, flags, h, list);
+	ret = rdm ? fi_getinfo(OFI_API, NULL, NULL, 0, h, list)
+		  : fi_getinfo(OFI_API, host, port, flags, h, list);
 	fi_freeinfo(h);
 	if (ret == -FI_ENODATA || (!ret && !*list))
-		return ofi__no_provider(prov, host, port, flags);
+		return ofi__no_provider(prov, host, port, flags, rdm);
 	if (ret)
 		return kemari_err(ofi__errno(ret), "fi_getinfo(%s:%s): %s",
 				  host, port, ofi__strerror(ret));
@@ -198,7 +232,7 @@ int ofi__candidates(struct fi_info **list, struct fi_info **cand, size_t max,
 				continue;
 			if (prov && rank > 0)
 				break;
-			if (i->ep_attr->type != FI_EP_MSG ||
+			if (i->ep_attr->type != type ||
 			    (i->caps & (FI_MSG | FI_RMA)) != (FI_MSG | FI_RMA))
 				continue;
 			for (size_t k = 0; k < *n; k++)
@@ -211,7 +245,7 @@ int ofi__candidates(struct fi_info **list, struct fi_info **cand, size_t max,
 	if (*n == 0) {
 		fi_freeinfo(*list);
 		*list = NULL;
-		return ofi__no_provider(prov, host, port, flags);
+		return ofi__no_provider(prov, host, port, flags, rdm);
 	}
 	return 0;
 }

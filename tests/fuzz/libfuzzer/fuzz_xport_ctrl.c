@@ -3,13 +3,14 @@
  * The message transports' control data: a whole frame as rdma and ofi
  * receive it (kemari_wire__check_frame), the rdma transport's CM private
  * data and KEMARI_MSG_XPORT messages (transports/rdma/ctrl.c), the ofi
- * transport's connection data and transport messages
- * (transports/ofi/ctrl.c). Input: one byte choosing the decoder, then its
+ * transport's connection data (FI_EP_MSG), its FI_EP_RDM hello and its
+ * transport messages (transports/ofi/ctrl.c). Input: one byte choosing the decoder, then its
  * bytes; a frame whose header has flags 0 gets its checksum computed here.
  *
  * Beyond the sanitizers: what a decoder accepts is what its users rely
  * on (a frame's length is exact, the regions an rdma peer lists cover its
- * length, ofi credits and windows are in range).
+ * length, ofi credits and windows are in range, a hello's address fits
+ * and its length is exact).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-enum { T_FRAME, T_RDMA_HS, T_RDMA_XPORT, T_OFI_CM, T_OFI_XP, T_N };
+enum { T_FRAME, T_RDMA_HS, T_RDMA_XPORT, T_OFI_CM, T_OFI_XP, T_OFI_HELLO, T_N };
 
 #define FUZZ_FRAME_MAX 4096 /* a receive slot's payload */
 
@@ -55,6 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct rdma_hs hs;
 	struct ofi_cm cm;
 	struct ofi_xp xp;
+	struct ofi_hello hello;
 
 	if (size < 1)
 		return 0;
@@ -95,6 +97,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    xp.op == OFI_XP_CREDIT && !xp.credits)
 			abort();
 		break;
+	case T_OFI_HELLO:
+		if (!ofi_ctrl__hello(data + 1, size - 1, &hello) &&
+		    (hello.magic != OFI_HELLO_MAGIC || !hello.window ||
+		     hello.window > OFI_WINDOW_MAX || !hello.addrlen ||
+		     hello.addrlen > OFI_HELLO_ADDR_MAX ||
+		     ofi_ctrl__hello_len(hello.addrlen) != size - 1 ||
+		     !memchr(hello.prov, 0, sizeof(hello.prov)) ||
+		     memcmp(hello.addr, data + 1 + OFI_HELLO_HDR,
+			    hello.addrlen)))
+			abort();
+		break;
 	}
 	kemari_err_clear();
 	return 0;
@@ -130,7 +143,14 @@ void fuzz_seeds(void)
 			  .piece = 4 << 12 } };
 	struct ofi_cm cm = { .magic = OFI_CM_MAGIC, .window = 32 };
 	struct ofi_xp credit = { .op = OFI_XP_CREDIT, .credits = 16 },
-		      region = { .op = OFI_XP_REGION, .len = 1 << 20 };
+		      region = { .op = OFI_XP_REGION, .len = 1 << 20 },
+		      link = { .op = OFI_XP_LINK };
+	struct ofi_hello hello = { .magic = OFI_HELLO_MAGIC,
+				   .version = OFI_HELLO_VERSION,
+				   .addrlen = 16,
+				   .window = 32,
+				   .prov = "tcp;ofi_rxm",
+				   .addr = { 2, 0, 0x9c, 0x40, 127, 0, 0, 1 } };
 	struct {
 		struct kemari_wire_hdr h;
 		uint8_t payload[16];
@@ -145,4 +165,6 @@ void fuzz_seeds(void)
 	seed("ofi-cm", T_OFI_CM, &cm, sizeof(cm));
 	seed("ofi-credit", T_OFI_XP, &credit, sizeof(credit));
 	seed("ofi-region", T_OFI_XP, &region, sizeof(region));
+	seed("ofi-link", T_OFI_XP, &link, sizeof(link));
+	seed("ofi-hello", T_OFI_HELLO, &hello, ofi_ctrl__hello_len(16));
 }
