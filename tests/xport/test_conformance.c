@@ -22,7 +22,11 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "kemari/dirty.h"
@@ -818,4 +822,71 @@ Test(ofi_mix, an_rdm_primary_is_refused_by_an_msg_secondary, .timeout = 60)
 Test(ofi_mix, rdm_providers_must_match, .timeout = 60)
 {
 	mix_pair("tcp;ofi_rxm", "shm", 2);
+}
+
+/* ---- ofi shm: nothing left in /dev/shm by a killed side --------------- */
+
+/* Files of /dev/shm whose name starts with "PID:" (shm's region names). */
+static int shm_files_of(pid_t pid)
+{
+	char own[32];
+	struct dirent *e;
+	DIR *d = opendir("/dev/shm");
+	int n = 0;
+
+	cr_assert(not(eq(ptr, d, NULL)), "/dev/shm: %s", strerror(errno));
+	snprintf(own, sizeof(own), "%d:", (int)pid);
+	while ((e = readdir(d)))
+		n += !strncmp(e->d_name, own, strlen(own));
+	closedir(d);
+	return n;
+}
+
+/*
+ * A primary killed by SIGKILL leaves no region behind (shm's are 16 MiB
+ * of tmpfs each, and libfabric removes them only at a close the killed
+ * process never reaches): both regions are unlinked once the link is up.
+ */
+Test(ofi_shm, a_killed_side_leaves_no_region_in_dev_shm, .timeout = 60)
+{
+	struct kemari_xport_opts lo = { .connect_timeout_ms = 10000,
+					.provider = "shm" };
+	struct mix_side s = { .ops = kemari_xport_find("ofi") };
+	struct kemari_msg m;
+	char addr[64];
+	pid_t child;
+	int err, st;
+
+	if (!s.ops)
+		cr_skip_test("no ofi transport here");
+	tls_addr(addr, sizeof(addr), 3);
+	err = s.ops->listen(&s.l, addr, &lo);
+	cr_assert(eq(int, err, 0), "listen: %s", kemari_last_error(err));
+	child = fork();
+	cr_assert(ge(int, child, 0));
+	if (child == 0) {
+		struct kemari_xport *cli = NULL;
+
+		/* Never outlive the test, whatever happens to it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		alarm(30);
+		if (s.ops->connect(&cli, addr, &lo))
+			_exit(2);
+		s.ops->send(cli, KEMARI_MSG_HELLO, 0, "up", 2);
+		for (;;)
+			pause();
+	}
+	err = s.ops->accept(s.l, &s.conn, 20000);
+	cr_assert(eq(int, err, 0), "accept: %s", kemari_last_error(err));
+	err = s.ops->recv(s.conn, &m, 10000);
+	cr_assert(eq(int, err, 0), "recv: %s", kemari_last_error(err));
+	/* Linked and in use: neither region has a name any more. */
+	cr_assert(eq(int, shm_files_of(getpid()), 0));
+	cr_assert(eq(int, shm_files_of(child), 0));
+	kill(child, SIGKILL);
+	waitpid(child, &st, 0);
+	cr_assert(eq(int, shm_files_of(child), 0));
+	s.ops->close(s.conn);
+	s.ops->close(s.l);
+	cr_assert(eq(int, shm_files_of(getpid()), 0));
 }

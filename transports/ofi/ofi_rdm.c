@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -300,6 +301,38 @@ static int rdm__add_peer(struct ofi_xport *t, const struct ofi_hello *h)
 	return 0;
 }
 
+/*
+ * shm keeps each endpoint's region in a file of /dev/shm named after the
+ * endpoint ("PID:N:M", 16 MiB of tmpfs). libfabric unlinks it when the
+ * endpoint closes, which a process killed by SIGKILL (the very failure
+ * this project exists for) never does: every such death would leave one
+ * behind. Once the peer's LINK has arrived, the peer has mapped our
+ * region (shm maps a peer once, when it first sends to it, and never
+ * opens it by name again), so nothing needs the name any more: unlink it
+ * now, and the kernel frees the memory with the last mapping, however
+ * the processes end. Only a name that is ours (our pid first) is touched.
+ */
+static void rdm__unlink_region(struct ofi_xport *t)
+{
+	char name[OFI_HELLO_ADDR_MAX + 1], own[32];
+	size_t alen = OFI_HELLO_ADDR_MAX;
+	const char *n = name, *p;
+
+	if (strcmp(t->prov, "shm"))
+		return;
+	if (fi_getname(&t->ep->fid, name, &alen) || alen == 0)
+		return;
+	name[alen < sizeof(name) ? alen : sizeof(name) - 1] = '\0';
+	p = strstr(n, "://");
+	if (p)
+		n = p + 3;
+	snprintf(own, sizeof(own), "%d:", (int)getpid());
+	if (strncmp(n, own, strlen(own)) || strchr(n, '/'))
+		return;
+	if (shm_unlink(n) && errno != ENOENT)
+		kemari_debug("ofi: shm_unlink %s: %s", n, strerror(errno));
+}
+
 /* --- waiting (cq_poll) -------------------------------------------------- */
 
 /*
@@ -441,6 +474,7 @@ int ofi_rdm__accept(struct ofi_xport *l, struct kemari_xport **conn,
 		err = err ?: rdm__add_peer(t, &h);
 		err = err ?: ofi__link(t, OFI_HELLO_MS);
 		if (!err) {
+			rdm__unlink_region(t);
 			*conn = &t->x;
 			return 0;
 		}
@@ -527,6 +561,7 @@ int ofi_rdm__connect(struct kemari_xport **out, const char *addr,
 		err = err ?: rdm__add_peer(t, &h);
 		err = err ?: ofi__link(t, OFI_HELLO_MS);
 		if (!err) {
+			rdm__unlink_region(t);
 			kemari_debug("ofi: connected to %s with libfabric "
 				     "provider %s (FI_EP_RDM)",
 				     addr, t->prov);
