@@ -243,6 +243,16 @@ run() {
 				echo "vm.sh: rerunning the whole job in a fresh VM (attempt $((attempt + 1)) of $attempts)" >&2
 			continue
 		fi
+		# Someone else stopped QEMU (it exits 0 on SIGTERM, and says so
+		# on its console): not the emulated machine's doing, and no
+		# result either; name the sender and do not run the job again.
+		local sig
+		sig=$(grep -a -m1 -o 'terminating on signal [0-9]* from pid [0-9]*' "$log" | tr -d '\r')
+		if [ -z "$rc" ] && [ -n "$sig" ] && [ "$qrc" != 124 ]; then
+			local spid=${sig##* }
+			echo "vm.sh: QEMU was stopped from outside ($sig: $(tr '\0' ' ' </proc/"$spid"/cmdline 2>/dev/null || echo 'that process has ended')); not rerunning" >&2
+			break
+		fi
 		# The emulated machine ended by itself before the timeout, with
 		# no result and no panic line: seen once in CI during a nested
 		# Linux guest's failover test, the console silent after the
