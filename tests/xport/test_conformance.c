@@ -890,3 +890,62 @@ Test(ofi_shm, a_killed_side_leaves_no_region_in_dev_shm, .timeout = 60)
 	s.ops->close(s.l);
 	cr_assert(eq(int, shm_files_of(getpid()), 0));
 }
+
+/*
+ * A primary killed with a message still in flight: shm's receiver copies
+ * that message out of the dead process, which fails (its memory goes
+ * before its sockets close). That is the peer's death, and it reads as
+ * such, not as an I/O error of this side.
+ */
+Test(ofi_shm, a_peer_killed_mid_message_reads_as_closed_by_the_peer,
+     .timeout = 60)
+{
+	struct kemari_xport_opts lo = { .connect_timeout_ms = 10000,
+					.provider = "shm" };
+	struct mix_side s = { .ops = kemari_xport_find("ofi") };
+	struct kemari_msg m;
+	char addr[64];
+	const char *why;
+	int go[2], err, st;
+	pid_t child;
+	char c = 0;
+
+	if (!s.ops)
+		cr_skip_test("no ofi transport here");
+	tls_addr(addr, sizeof(addr), 4);
+	err = s.ops->listen(&s.l, addr, &lo);
+	cr_assert(eq(int, err, 0), "listen: %s", kemari_last_error(err));
+	cr_assert(eq(int, pipe(go), 0));
+	child = fork();
+	cr_assert(ge(int, child, 0));
+	if (child == 0) {
+		static uint8_t big[12 * 1024]; /* past shm's inline size */
+		struct kemari_xport *cli = NULL;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		alarm(30);
+		if (s.ops->connect(&cli, addr, &lo))
+			_exit(2);
+		/* The secondary has accepted: the message, then the end. */
+		if (read(go[0], &c, 1) != 1)
+			_exit(4);
+		s.ops->send(cli, KEMARI_MSG_HELLO, 0, big, sizeof(big));
+		raise(SIGKILL);
+		_exit(3);
+	}
+	err = s.ops->accept(s.l, &s.conn, 20000);
+	cr_assert(eq(int, err, 0), "accept: %s", kemari_last_error(err));
+	cr_assert(eq(long, (long)write(go[1], &c, 1), 1L));
+	waitpid(child, &st, 0);
+	cr_assert(eq(int, WIFSIGNALED(st) ? WTERMSIG(st) : -1, SIGKILL),
+		  "the primary ended with status %d", st);
+	err = s.ops->recv(s.conn, &m, 10000);
+	why = kemari_last_error(err);
+	cr_log_info("recv after the kill: %d, %s", err, why);
+	cr_assert(not(eq(int, err, 0)));
+	cr_assert(not(eq(ptr, strstr(why, "closed by the peer"), NULL)), "%s",
+		  why);
+	cr_assert(eq(ptr, strstr(why, "error"), NULL), "%s", why);
+	s.ops->close(s.conn);
+	s.ops->close(s.l);
+}

@@ -216,6 +216,13 @@ int ofi_rdm__connect(struct kemari_xport **out, const char *addr,
  */
 int ofi_rdm__alive(struct ofi_xport *t);
 /*
+ * Whether the peer's bootstrap socket ends (end of file or an error)
+ * within ms: the peer process is gone. A peer killed by SIGKILL loses
+ * its memory before the kernel closes its sockets, so a completion error
+ * (shm: the copy from a vanished process) can come first.
+ */
+bool ofi_rdm__peer_gone(struct ofi_xport *t, int ms);
+/*
  * The key to ask for the receive region (where the provider lets us
  * pick): random, since an RDM endpoint takes writes from anyone who knows
  * its name and the key.

@@ -29,6 +29,8 @@
 #define OFI_BACKLOG_MAX (64u << 20)
 #define OFI_HOT_NS 2000000	/* a recv this soon after a send: a pause */
 #define OFI_CREDIT_WAIT_MS 2000 /* a send waits this long for a credit */
+#define OFI_GONE_MS 500	/* RDM: how long a failed operation waits to
+			 * see the peer's socket close */
 
 /* What a transmit wait waits for. */
 enum ofi_wait {
@@ -82,6 +84,9 @@ static int ofi__cq_error(struct ofi_xport *t, struct fid_cq *cq, bool tx)
 	if (e.err == FI_ECANCELED)
 		return ofi__lost(t,
 				 "operations flushed (the peer disconnected)");
+	/* RDM: a dead peer's operations fail before its socket closes. */
+	if (t->rdm && ofi_rdm__peer_gone(t, OFI_GONE_MS))
+		return ofi__lost(t, "closed by the peer");
 	snprintf(
 		buf, sizeof(buf), "%s %s (%s)",
 		tx ? "transmit failed:" : "receive failed:", fi_strerror(e.err),

@@ -637,6 +637,26 @@ int ofi_rdm__alive(struct ofi_xport *t)
 	return 0;
 }
 
+bool ofi_rdm__peer_gone(struct ofi_xport *t, int ms)
+{
+	uint64_t deadline = kemari_now_ns() + (uint64_t)ms * 1000000ULL;
+	char buf[64];
+
+	if (t->boot_fd < 0)
+		return false;
+	for (;;) {
+		ssize_t r = recv(t->boot_fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN &&
+				errno != EWOULDBLOCK))
+			return true;
+		if (r > 0 || (r < 0 && errno == EINTR))
+			continue;
+		if (rdm__poll(t->boot_fd, POLLIN, deadline))
+			return false;
+	}
+}
+
 uint64_t ofi_rdm__dst_key(const struct ofi_xport *t)
 {
 	size_t bytes = t->info->domain_attr->mr_key_size;
