@@ -133,9 +133,13 @@ struct ofi_xport {
 	struct fid_mr *rxmr;
 	void *rxdesc;
 	struct xp_ctrlq q; /* received, undelivered buffers; one held */
-	/* RDM: buffers in posting order, completed lengths + 1 (0: not yet) */
+	/*
+	 * RDM: buffers in posting order, completed lengths + 1 (0: not yet;
+	 * OFI_RX_STRANGER: from a sender other than the peer, dropped).
+	 */
 	uint32_t *rxorder, *rxlen;
 	uint32_t rxhead, rxtail;
+	uint64_t strangers; /* messages dropped for their sender */
 
 	/* regions */
 	uint8_t *src;
@@ -238,14 +242,18 @@ uint64_t ofi_rdm__dst_key(const struct ofi_xport *t);
 uint64_t ofi_rdm__eager(const char *prov);
 
 /* ofi_data.c */
+#define OFI_RX_STRANGER UINT32_MAX
 int ofi__die(struct ofi_xport *t, int err, const char *fmt, ...)
 	KEMARI_PRINTF(3, 4);
 int ofi__lost(struct ofi_xport *t, const char *why);
 int ofi__check(struct ofi_xport *t);
 int ofi__post_rx(struct ofi_xport *t, uint32_t i);
-/* One completion within ms (fi_cq_sread, or polled: cq_poll). */
+/*
+ * One completion within ms (fi_cq_sread, or polled: cq_poll); src, where
+ * not NULL, gets its sender (RDM receive queues: FI_SOURCE).
+ */
 ssize_t ofi__cq_sread(struct ofi_xport *t, struct fid_cq *cq,
-		      struct fi_cq_data_entry *c, int ms);
+		      struct fi_cq_data_entry *c, fi_addr_t *src, int ms);
 int ofi__progress(struct ofi_xport *t);
 void ofi__tx_complete(struct ofi_xport *t, struct ofi_txctx *c);
 int ofi__reg_src(struct kemari_xport *x, void *base, uint64_t len);

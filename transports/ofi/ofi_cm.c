@@ -833,7 +833,7 @@ static void ofi__close(struct kemari_xport *x)
 
 		if (ofi__progress(t))
 			break;
-		if (ofi__cq_sread(t, t->txcq, &c, 10) == 1)
+		if (ofi__cq_sread(t, t->txcq, &c, NULL, 10) == 1)
 			ofi__tx_complete(t, c.op_context);
 	}
 	ofi__free(t);

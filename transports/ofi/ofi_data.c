@@ -240,39 +240,70 @@ static int ofi__rx_frame(struct ofi_xport *t, uint32_t i, size_t len, bool last)
  * frames in posting order (rxorder), holding completions that come early.
  */
 static int ofi__rx_done(struct ofi_xport *t, const struct fi_cq_data_entry *c,
-			bool last)
+			fi_addr_t src, bool last)
 {
 	struct ofi_rxbuf *b = c->op_context;
 	uint32_t i = (uint32_t)(b - t->rx);
 
 	if (!t->rdm)
 		return ofi__rx_frame(t, i, c->len, last);
-	t->rxlen[i] = (uint32_t)c->len + 1;
+	/*
+	 * Only the peer's messages count: an RDM endpoint takes messages
+	 * from anyone who knows its name (rxm: its address and port), and
+	 * the peer alone proved the key. A stranger's is dropped (its
+	 * buffer reposted, in its turn), with one line the first time.
+	 */
+	if (src != t->peer) {
+		if (!t->strangers++)
+			kemari_warn("ofi: dropped a message to the connection "
+				    "with %s from another sender (libfabric "
+				    "provider %s): something else sends to "
+				    "this endpoint",
+				    t->addr, t->prov);
+		t->rxlen[i] = OFI_RX_STRANGER;
+	} else {
+		t->rxlen[i] = (uint32_t)c->len + 1;
+	}
 	while (t->rxhead != t->rxtail &&
 	       t->rxlen[t->rxorder[t->rxhead % t->nrx]]) {
 		uint32_t j = t->rxorder[t->rxhead++ % t->nrx];
-		size_t len = t->rxlen[j] - 1;
+		uint32_t got = t->rxlen[j];
 		int err;
 
 		t->rxlen[j] = 0;
-		err = ofi__rx_frame(t, j, len, last);
+		err = got == OFI_RX_STRANGER
+			      ? (last ? 0 : ofi__post_rx(t, j))
+			      : ofi__rx_frame(t, j, got - 1, last);
 		if (err)
 			return err;
 	}
 	return 0;
 }
 
-static int ofi__rx_one(struct ofi_xport *t, const struct fi_cq_data_entry *c)
+static int ofi__rx_one(struct ofi_xport *t, const struct fi_cq_data_entry *c,
+		       fi_addr_t src)
 {
-	return ofi__rx_done(t, c, false);
+	return ofi__rx_done(t, c, src, false);
+}
+
+/* Receive completions and their senders (RDM; MSG has one peer). */
+static ssize_t ofi__rx_read(struct ofi_xport *t, struct fi_cq_data_entry *c,
+			    size_t n, fi_addr_t *src)
+{
+	if (t->rdm)
+		return fi_cq_readfrom(t->rxcq, c, n, src);
+	for (size_t k = 0; k < n; k++)
+		src[k] = FI_ADDR_UNSPEC;
+	return fi_cq_read(t->rxcq, c, n);
 }
 
 static int ofi__reap_rx(struct ofi_xport *t)
 {
 	struct fi_cq_data_entry c[16];
+	fi_addr_t src[16];
 
 	for (;;) {
-		ssize_t r = fi_cq_read(t->rxcq, c, KEMARI_ARRAY_SIZE(c));
+		ssize_t r = ofi__rx_read(t, c, KEMARI_ARRAY_SIZE(c), src);
 
 		if (r == -FI_EAGAIN)
 			return 0;
@@ -281,7 +312,7 @@ static int ofi__reap_rx(struct ofi_xport *t)
 		if (r < 0)
 			return ofi__lost(t, ofi__strerror(r));
 		for (ssize_t k = 0; k < r; k++) {
-			int err = ofi__rx_one(t, &c[k]);
+			int err = ofi__rx_one(t, &c[k], src[k]);
 
 			if (err)
 				return err;
@@ -376,7 +407,7 @@ static int ofi__wait_tx(struct ofi_xport *t, enum ofi_wait w)
 			return ofi__lost(t, "no transmit completion for 10 s");
 		if (now - t0 < t->hot_spin_ns)
 			continue;
-		r = ofi__cq_sread(t, t->txcq, &c, OFI_SLICE_MS);
+		r = ofi__cq_sread(t, t->txcq, &c, NULL, OFI_SLICE_MS);
 		if (r == 1)
 			ofi__tx_complete(t, c.op_context);
 		else if (r == -FI_EAVAIL)
@@ -783,18 +814,19 @@ static void ofi__collect_last(struct ofi_xport *t)
 {
 	int waits = t->rdm && !t->collected ? 5 : 0;
 	struct fi_cq_data_entry c;
+	fi_addr_t src;
 
 	t->collected = true;
 	for (;;) {
-		ssize_t r = fi_cq_read(t->rxcq, &c, 1);
+		ssize_t r = ofi__rx_read(t, &c, 1, &src);
 
 		while (r != 1 && waits > 0) {
 			waits--;
-			r = ofi__cq_sread(t, t->rxcq, &c, 10);
+			r = ofi__cq_sread(t, t->rxcq, &c, &src, 10);
 		}
 		if (r != 1)
 			break;
-		ofi__rx_done(t, &c, true);
+		ofi__rx_done(t, &c, src, true);
 	}
 }
 
@@ -814,6 +846,7 @@ int ofi__recv(struct kemari_xport *x, struct kemari_msg *m, int timeout_ms)
 		ofi__consumed(t, (uint32_t)held);
 	for (;;) {
 		struct fi_cq_data_entry c;
+		fi_addr_t src = FI_ADDR_UNSPEC;
 		ssize_t r;
 		int ms;
 
@@ -834,9 +867,9 @@ int ofi__recv(struct kemari_xport *x, struct kemari_msg *m, int timeout_ms)
 		if (timeout_ms > 0)
 			ms = (int)KEMARI_MIN((uint64_t)ms,
 					     (deadline - now) / 1000000 + 1);
-		r = ofi__cq_sread(t, t->rxcq, &c, ms);
+		r = ofi__cq_sread(t, t->rxcq, &c, t->rdm ? &src : NULL, ms);
 		if (r == 1)
-			ofi__rx_one(t, &c);
+			ofi__rx_one(t, &c, src);
 		else if (r == -FI_EAVAIL)
 			ofi__cq_error(t, t->rxcq, false);
 		else if (r < 0 && r != -FI_EAGAIN && r != -FI_EINTR)
@@ -852,6 +885,7 @@ int ofi__link(struct ofi_xport *t, int timeout_ms)
 
 	while (!err && !t->linked) {
 		struct fi_cq_data_entry c;
+		fi_addr_t src;
 		ssize_t r;
 
 		if (kemari_now_ns() >= deadline)
@@ -859,9 +893,9 @@ int ofi__link(struct ofi_xport *t, int timeout_ms)
 					  "%s did not answer over libfabric "
 					  "provider %s within %d ms",
 					  t->addr, t->prov, timeout_ms);
-		r = ofi__cq_sread(t, t->rxcq, &c, 10);
+		r = ofi__cq_sread(t, t->rxcq, &c, &src, 10);
 		if (r == 1)
-			err = ofi__rx_one(t, &c);
+			err = ofi__rx_one(t, &c, src);
 		else if (r == -FI_EAVAIL)
 			err = ofi__cq_error(t, t->rxcq, false);
 		err = err ?: ofi__progress(t);

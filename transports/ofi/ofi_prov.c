@@ -112,6 +112,12 @@ struct fi_info *ofi__hints(const char *prov, bool rdm)
 	if (rdm) {
 		h->domain_attr->av_type = FI_AV_TABLE;
 		/*
+		 * Who sent each message: an RDM endpoint takes messages from
+		 * anyone who knows its name, and only the peer's count
+		 * (ofi__rx_done drops the rest). shm, rxm and efa have it.
+		 */
+		h->caps |= FI_SOURCE;
+		/*
 		 * Messages in order (MSG endpoints are ordered streams): an
 		 * RDM layer keeps it only when asked (rxm delivered a 64 KiB
 		 * rendezvous message after the small ones sent behind it).

@@ -343,16 +343,18 @@ static void rdm__unlink_region(struct ofi_xport *t)
  * naps of OFI_NAP_NS.
  */
 ssize_t ofi__cq_sread(struct ofi_xport *t, struct fid_cq *cq,
-		      struct fi_cq_data_entry *c, int ms)
+		      struct fi_cq_data_entry *c, fi_addr_t *src, int ms)
 {
 	uint64_t t0, deadline;
 
 	if (!t->cq_poll)
-		return fi_cq_sread(cq, c, 1, NULL, ms);
+		return src ? fi_cq_sreadfrom(cq, c, 1, src, NULL, ms)
+			   : fi_cq_sread(cq, c, 1, NULL, ms);
 	t0 = kemari_now_ns();
 	deadline = t0 + (uint64_t)ms * 1000000ULL;
 	for (;;) {
-		ssize_t r = fi_cq_read(cq, c, 1);
+		ssize_t r = src ? fi_cq_readfrom(cq, c, 1, src)
+				: fi_cq_read(cq, c, 1);
 		uint64_t now;
 
 		if (r != -FI_EAGAIN)
@@ -467,11 +469,12 @@ int ofi_rdm__accept(struct ofi_xport *l, struct kemari_xport **conn,
 		err = rdm__recv_hello(
 			t, &h, kemari_now_ns() + OFI_HELLO_MS * 1000000ULL);
 		err = err ?: rdm__endpoint(t, l->info);
+		/* The peer known before it can send: its sends carry it. */
+		err = err ?: rdm__add_peer(t, &h);
 		err = err
 			      ?: rdm__send_hello(t, kemari_now_ns() +
 							    OFI_HELLO_MS *
 								    1000000ULL);
-		err = err ?: rdm__add_peer(t, &h);
 		err = err ?: ofi__link(t, OFI_HELLO_MS);
 		if (!err) {
 			rdm__unlink_region(t);
