@@ -247,10 +247,12 @@ run() {
 		# on its console): not the emulated machine's doing, and no
 		# result either; name the sender and do not run the job again.
 		local sig
-		sig=$(grep -a -m1 -o 'terminating on signal [0-9]* from pid [0-9]*' "$log" | tr -d '\r')
+		# (|| true: no such line is the usual case, and set -e with
+		# pipefail would end vm.sh on the failed grep.)
+		sig=$(grep -a -m1 -o 'terminating on signal [0-9]* from pid [0-9]*' "$log" | tr -d '\r' || true)
 		if [ -z "$rc" ] && [ -n "$sig" ] && [ "$qrc" != 124 ]; then
 			local spid=${sig##* }
-			echo "vm.sh: QEMU was stopped from outside ($sig: $(tr '\0' ' ' </proc/"$spid"/cmdline 2>/dev/null || echo 'that process has ended')); not rerunning" >&2
+			echo "vm.sh: QEMU was stopped from outside ($sig: $(tr '\0' ' ' 2>/dev/null </proc/"$spid"/cmdline || echo 'that process has ended')); not rerunning" >&2
 			break
 		fi
 		# The emulated machine ended by itself before the timeout, with
