@@ -310,6 +310,9 @@ check-run: all tests man linux-guest-test
 	$(Q)echo "== KVM integration tests (tcp; the Linux guest)"
 	$(Q)tests/rerun-crashed.sh "KVM integration (tcp)" \
 		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
+	$(Q)echo "== KVM integration, the freestanding guest, natively where this host's KVM is PVM (as make demo runs)"
+	$(Q)tests/run-kvm.sh --pvm-native $(INTEG_BIN) --jobs 1 --short-filename \
+		--filter '@(replication|standalone)/*'
 ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
 	$(Q)echo "== failover over ofi (libfabric tcp provider)"
 	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "failover over ofi-tcp" \

@@ -113,6 +113,10 @@ struct kvm_vm {
 	bool dirty_logging;
 	bool manual_protect;
 	bool dirty_ring; /* KVM dirty ring instead of KVM_GET_DIRTY_LOG */
+	/* A ring ran past its end (kvm_vm__harvest): entries may be lost,
+	 * so the next collection takes all RAM. */
+	bool ring_lost;
+	unsigned int ring_overflows; /* how many times, for the warning */
 	uint32_t ring_bytes;
 	uint64_t *kvm_bitmap; /* scratch for KVM_GET_DIRTY_LOG */
 

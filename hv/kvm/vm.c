@@ -571,13 +571,66 @@ void kvm_vm__unmap_ring(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
 	vcpu->ring = NULL;
 }
 
-/* Harvest every vCPU's ring into d (or into the pending set if d is NULL). */
-static int kvm_vm__harvest(struct kvm_vm *vm, struct kemari_dirty *d)
+/*
+ * KVM stops a vCPU (KVM_EXIT_DIRTY_RING_FULL) before its ring is full, but
+ * under PVM it has been seen to log past the end: an entry then overwrites
+ * the oldest unharvested one (that page is lost), and after the next reset
+ * KVM's index sits one hole ahead of ours. Our entry is then never written
+ * again, every later one is, and the vCPU exits for a full ring forever
+ * (measured natively: a secondary that took over under load, 64949 dirty
+ * entries behind a hole of 46, the guest stuck). Both are caught here: a
+ * ring found entirely dirty may have been overrun, and a hole is flagged
+ * for reset (KVM re-protects the stale gfn it names: harmless) so KVM can
+ * move on. Either way the next collection takes all RAM.
+ */
+static uint32_t kvm_vm__ring_hole(struct kvm_vcpu *v)
+{
+	uint32_t hole = 0;
+
+	while (hole < v->ring_entries) {
+		struct kvm_dirty_gfn *e =
+			&v->ring[(v->ring_fetch + hole) & (v->ring_entries - 1)];
+
+		if (__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) &
+		    KVM_DIRTY_GFN_F_DIRTY)
+			break;
+		hole++;
+	}
+	if (hole == v->ring_entries)
+		return 0; /* empty: nothing to skip */
+	for (uint32_t i = 0; i < hole; i++)
+		__atomic_store_n(&v->ring[(v->ring_fetch + i) &
+					  (v->ring_entries - 1)]
+					  .flags,
+				 KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+	v->ring_fetch += hole;
+	return hole;
+}
+
+static void kvm_vm__ring_overrun(struct kvm_vm *vm, unsigned int cpu,
+				 const char *what, uint32_t n)
+{
+	vm->ring_lost = true;
+	/* Unprotected, nothing is lost that anyone needs: stay quiet. */
+	if (vm->dirty_logging && vm->ring_overflows++ == 0)
+		kemari_warn(
+			"kvm: the dirty ring of vCPU %u ran past its end (%s %u entries; KVM logged beyond its limit, seen under PVM): the next commit sends all RAM (--dirty-track=bitmap avoids the ring)",
+			cpu, what, n);
+}
+
+/*
+ * Harvest every vCPU's ring into d (or into the pending set if d is NULL).
+ * full: called for a KVM_EXIT_DIRTY_RING_FULL, so an empty harvest means
+ * a hole (above).
+ */
+static int kvm_vm__harvest(struct kvm_vm *vm, struct kemari_dirty *d,
+			   bool full)
 {
 	uint64_t n = 0;
 
 	for (unsigned int i = 0; i < vm->ncpus; i++) {
 		struct kvm_vcpu *v = &vm->vcpus[i];
+		uint64_t got = 0;
 
 		for (;;) {
 			struct kvm_dirty_gfn *e =
@@ -585,8 +638,15 @@ static int kvm_vm__harvest(struct kvm_vm *vm, struct kemari_dirty *d)
 			uint32_t flags =
 				__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
 
-			if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
-				break;
+			if (!(flags & KVM_DIRTY_GFN_F_DIRTY)) {
+				uint32_t hole;
+
+				if (got || !full || !(hole = kvm_vm__ring_hole(v)))
+					break;
+				kvm_vm__ring_overrun(vm, i, "a hole of", hole);
+				n += hole;
+				continue;
+			}
 			uint16_t slot = (uint16_t)e->slot; /* address space 0 */
 
 			if (slot < vm->nslots &&
@@ -604,8 +664,11 @@ static int kvm_vm__harvest(struct kvm_vm *vm, struct kemari_dirty *d)
 			__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET,
 					 __ATOMIC_RELEASE);
 			v->ring_fetch++;
-			n++;
+			got++;
 		}
+		if (got >= v->ring_entries)
+			kvm_vm__ring_overrun(vm, i, "found full with", (uint32_t)got);
+		n += got;
 	}
 	if (n && ioctl(vm->vm_fd, KVM_RESET_DIRTY_RINGS, 0) < 0)
 		return kemari_err(-errno, "KVM_RESET_DIRTY_RINGS: %s",
@@ -618,7 +681,7 @@ int kvm_vm__ring_full(struct kvm_vm *vm)
 	int err;
 
 	pthread_mutex_lock(&vm->dirty_lock);
-	err = kvm_vm__harvest(vm, NULL);
+	err = kvm_vm__harvest(vm, NULL, true);
 	pthread_mutex_unlock(&vm->dirty_lock);
 	return err;
 }
@@ -662,7 +725,7 @@ int kvm_vm__dirty_start(struct kvm_vm *vm)
 	pthread_mutex_lock(&vm->dirty_lock);
 	if (vm->dirty_ring) {
 		/* Discard what was logged so far: the caller syncs all RAM. */
-		err = kvm_vm__harvest(vm, NULL);
+		err = kvm_vm__harvest(vm, NULL, true);
 	} else {
 		if (!vm->manual_protect &&
 		    ioctl(vm->sys_fd, KVM_CHECK_EXTENSION,
@@ -676,6 +739,7 @@ int kvm_vm__dirty_start(struct kvm_vm *vm)
 	for (uint64_t i = 0; i < vm->pend_count; i++)
 		vm->pend_bitmap[vm->pend_list[i] / 64] = 0;
 	vm->pend_count = 0;
+	vm->ring_lost = false;
 	vm->dirty_logging = !err;
 	pthread_mutex_unlock(&vm->dirty_lock);
 	return err;
@@ -688,7 +752,11 @@ int kvm_vm__collect_dirty(struct kvm_vm *vm, struct kemari_dirty *d)
 
 	pthread_mutex_lock(&vm->dirty_lock);
 	if (vm->dirty_ring) {
-		err = kvm_vm__harvest(vm, d);
+		err = kvm_vm__harvest(vm, d, false);
+		if (vm->ring_lost) {
+			kemari_dirty__mark_all(d);
+			vm->ring_lost = false;
+		}
 	} else {
 		err = kvm_vm__get_log(vm);
 		if (!err)
