@@ -117,6 +117,7 @@ struct kvm_vm {
 	 * so the next collection takes all RAM. */
 	bool ring_lost;
 	unsigned int ring_overflows; /* how many times, for the warning */
+	unsigned int ring_empty_exits; /* ring-full exits in a row, empty */
 	uint32_t ring_bytes;
 	uint64_t *kvm_bitmap; /* scratch for KVM_GET_DIRTY_LOG */
 
