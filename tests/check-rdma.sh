@@ -8,7 +8,8 @@
 #      commit sent as a plain SEND: the transport's alternative paths), and
 #      rdma's one-line errors through kemari-run (peer unreachable, address
 #      in use, RLIMIT_MEMLOCK too low),
-#   2. the conformance suite over ofi with libfabric's verbs provider,
+#   2. the conformance suite over ofi with libfabric's verbs provider
+#      (FI_EP_MSG) and over verbs;ofi_rxm (FI_EP_RDM),
 #   3. the kill -9 failover consistency tests over --transport=rdma,
 #   4. the same over --transport=ofi --provider=verbs.
 # Parts 2 and 4 run only when BUILD/kemari-run lists the ofi transport, and
@@ -84,7 +85,8 @@ inside() {
 		"$BUILD/tests/integration" --jobs 1 --short-filename \
 		--filter 'rdma_errors/*'
 	if [ $ofi = 1 ]; then
-		part "ofi-verbs conformance" env KEMARI_XPORTS=ofi \
+		part "ofi-verbs conformance (FI_EP_MSG, and FI_EP_RDM over verbs;ofi_rxm)" \
+			env "KEMARI_XPORTS=ofi,ofi:verbs;ofi_rxm" \
 			KEMARI_OFI_PROVIDER=verbs \
 			"$BUILD/tests/xport" --jobs 1 --short-filename
 	else
