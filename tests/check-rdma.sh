@@ -153,7 +153,7 @@ if ! "$BUILD/kemari-run" --list-transports | grep -qx rdma; then
 fi
 echo "check-rdma: booting the soft-RoCE test VM (QEMU TCG; takes minutes)"
 tests/vm/vm.sh run -t "${KEMARI_VM_TIMEOUT:-7200}" -m 3072 -- \
-	env BUILD="$BUILD" \
+	env BUILD="$BUILD" KEMARI_EMULATED_VM=1 \
 	${KEMARI_FAILOVER_RUNS:+KEMARI_FAILOVER_RUNS="$KEMARI_FAILOVER_RUNS"} \
 	${KEMARI_TIME_SCALE:+KEMARI_TIME_SCALE="$KEMARI_TIME_SCALE"} \
 	${KEMARI_TEST_HB:+KEMARI_TEST_HB="$KEMARI_TEST_HB"} \

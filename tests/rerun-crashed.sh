@@ -8,6 +8,9 @@
 #     been seen to crash now and then (docs/testing.md, the open issue
 #     "make demo fails for a new user"). Each such test alone is run once
 #     more (--filter), with a "CRASH-RERUN:" line; it must pass then.
+#     Only there: a suite that ran on this host's own KVM (no "run-kvm:
+#     ... running inside the emulated test VM" line, and not inside it:
+#     KEMARI_EMULATED_VM unset) is never rerun.
 #   - anything else (data lost, no takeover, a timeout, an assertion): the
 #     suite fails at once, nothing is rerun.
 # Tests that crash a guest on purpose (names with "crash", "stack_overflow",
@@ -43,6 +46,11 @@ for t in "${failed[@]}"; do
 	esac
 	if [ -z "$sig" ]; then
 		echo "RERUN: $name: $t failed without a guest crash: a real failure, nothing is rerun"
+		exit "$rc"
+	fi
+	if [ -z "${KEMARI_EMULATED_VM:-}" ] &&
+		! plain | grep -q '^run-kvm: .*running inside the emulated test VM'; then
+		echo "RERUN: $name: $t: its guest crashed on this host's own KVM, not in the emulated VM: a real failure, nothing is rerun"
 		exit "$rc"
 	fi
 	crashed+=("$t|$sig")

@@ -40,7 +40,7 @@ why="no /dev/kvm"
 [ "${KEMARI_FORCE_VM:-0}" = 1 ] && why="KEMARI_FORCE_VM=1"
 echo "run-kvm: $why on this host: running inside the emulated test VM (QEMU TCG, kvm_amd)"
 exec "$here/vm/vm.sh" run -t "${KEMARI_VM_TIMEOUT:-4000}" -m 3072 -- \
-	env KEMARI_TIME_SCALE="${KEMARI_TIME_SCALE:-4}" \
+	env KEMARI_EMULATED_VM=1 KEMARI_TIME_SCALE="${KEMARI_TIME_SCALE:-4}" \
 	KEMARI_TEST_HB="${KEMARI_TEST_HB:---heartbeat-ms=50 --heartbeat-timeout-ms=3000}" \
 	KEMARI_FAILOVER_RUNS="${KEMARI_FAILOVER_RUNS:-20}" \
 	"$@"

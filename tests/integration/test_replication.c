@@ -177,8 +177,10 @@ ParameterizedTestParameters(replication, kill9_at_random_moment)
  * with its replica verified equal to the primary's RAM, its IDT, GDT, TSS
  * and stack intact after the crash (the VMM's post-mortem) and once the
  * emulated machine's own kernel panicking in the same thread (docs/testing
- * .md). A run that ends so is reported with both logs and run again, at
- * most twice, so CI shows the crash without failing on it; a crash in all
+ * .md). There, and only there (KEMARI_EMULATED_VM, set by run-kvm.sh), a
+ * run that ends so is reported with both logs and run again, at most
+ * twice, so CI shows the crash without failing on it; natively (no guest
+ * crash in any native run: docs/testing.md) a crash fails at once; a crash in all
  * three attempts, and every other failure (data lost or applied twice, no
  * takeover), fails the test. A primary whose guest dies no longer ends in
  * order: the secondary takes over (primary_guest_crash_is_taken_over).
@@ -187,6 +189,9 @@ ParameterizedTest(int *run, replication, kill9_at_random_moment)
 {
 	struct h_load *l = NULL;
 	unsigned int delay;
+
+	/* Only inside the emulated VM (tests/run-kvm.sh says so). */
+	const bool emulated = getenv("KEMARI_EMULATED_VM") != NULL;
 
 	srand((unsigned int)time(NULL) ^ (unsigned int)(*run * 7919));
 	for (int attempt = 0;; attempt++) {
@@ -219,6 +224,9 @@ ParameterizedTest(int *run, replication, kill9_at_random_moment)
 			break;
 		h_dump(plog);
 		h_dump(slog);
+		if (!emulated)
+			cr_fatal("run %d: %s (this KVM is not the emulated test VM's: a guest crash is never run again here)",
+				 *run, where);
 		if (attempt == 2)
 			cr_fatal("run %d: %s, in three attempts", *run, where);
 		cr_log_info(
