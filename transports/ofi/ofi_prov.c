@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,9 +90,27 @@ int ofi__errno(ssize_t ret)
 
 /* --- provider choice ---------------------------------------------------- */
 
+/*
+ * libfabric sizes a layered provider's queues for FI_UNIVERSE_SIZE peers,
+ * 256 by default: rxm opens its verbs completion queue with (rx + tx) x 256
+ * entries, more than soft-RoCE's rxe allows, and the primary's endpoint
+ * then failed at fi_enable ("Unable to create verbs CQ", check-rdma). A
+ * Kemari endpoint has one peer, so ask for a universe of 4 unless the user
+ * chose one. libfabric reads it once, when it initialises: before the
+ * first fi_getinfo, which every path reaches through ofi__hints.
+ */
+static void ofi__universe(void)
+{
+	setenv("FI_UNIVERSE_SIZE", "4", 0);
+}
+
 struct fi_info *ofi__hints(const char *prov, bool rdm)
 {
-	struct fi_info *h = fi_allocinfo();
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	struct fi_info *h;
+
+	pthread_once(&once, ofi__universe);
+	h = fi_allocinfo();
 
 	if (!h)
 		return NULL;
