@@ -318,10 +318,10 @@ ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
 	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "failover over ofi-tcp" \
 		tests/run-kvm.sh env "KEMARI_TEST_TRANSPORT=ofi --provider=tcp" \
 		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/*'
-	$(Q)echo "== failover over ofi (libfabric shm provider, FI_EP_RDM)"
-	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "failover over ofi-shm" \
+	$(Q)echo "== kill -9 failover over ofi (libfabric shm provider, FI_EP_RDM)"
+	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "kill -9 failover over ofi-shm" \
 		tests/run-kvm.sh env "KEMARI_TEST_TRANSPORT=ofi --provider=shm" \
-		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/*'
+		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/kill9*'
 endif
 
 # make demo: the freestanding kvstore guest (fast); make demo GUEST=linux:
