@@ -7,14 +7,19 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-kvm_usable() {
-	[ "${KEMARI_FORCE_VM:-0}" = 1 ] && return 1
-	[ -c /dev/kvm ] || return 1
-	(exec 3<>/dev/kvm) 2>/dev/null || return 1
-	# A /dev/kvm without vmx/svm in the CPU flags is KVM through PVM,
-	# where a guest's SSE fails (docs/testing.md): Debian's kernel, which
-	# the Linux-guest suites boot, cannot run there.
+kvm_opens() {
+	[ -c /dev/kvm ] && (exec 3<>/dev/kvm) 2>/dev/null
+}
+
+# A /dev/kvm without vmx/svm in the CPU flags is KVM through PVM, where a
+# guest's SSE fails (docs/testing.md): Debian's kernel, which the
+# Linux-guest suites boot, cannot run there.
+hw_virt() {
 	grep -qwE 'vmx|svm' /proc/cpuinfo
+}
+
+kvm_usable() {
+	[ "${KEMARI_FORCE_VM:-0}" != 1 ] && kvm_opens && hw_virt
 }
 
 # --pvm-native: the freestanding guest's suites natively on a host whose
@@ -23,8 +28,7 @@ kvm_usable() {
 # covered this, so it does not apply.
 if [ "${1:-}" = --pvm-native ]; then
 	shift
-	if [ -c /dev/kvm ] && (exec 3<>/dev/kvm) 2>/dev/null &&
-		! grep -qwE 'vmx|svm' /proc/cpuinfo; then
+	if kvm_opens && ! hw_virt; then
 		exec "$@"
 	fi
 	echo "run-kvm: this host's KVM is not PVM (or there is none): the native PVM stage does not apply here"
@@ -35,7 +39,7 @@ if kvm_usable; then
 fi
 why="no /dev/kvm"
 [ -e /dev/kvm ] && why="/dev/kvm does not open"
-[ -e /dev/kvm ] && (exec 3<>/dev/kvm) 2>/dev/null &&
+kvm_opens &&
 	why="/dev/kvm is KVM without vmx/svm (PVM: guests cannot use SSE, Debian's kernel cannot boot)"
 [ "${KEMARI_FORCE_VM:-0}" = 1 ] && why="KEMARI_FORCE_VM=1"
 echo "run-kvm: $why on this host: running inside the emulated test VM (QEMU TCG, kvm_amd)"

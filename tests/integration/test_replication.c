@@ -180,9 +180,9 @@ ParameterizedTestParameters(replication, kill9_at_random_moment)
  * .md). There, and only there (KEMARI_EMULATED_VM, set by run-kvm.sh), a
  * run that ends so is reported with both logs and run again, at most
  * twice, so CI shows the crash without failing on it; natively (no guest
- * crash in any native run: docs/testing.md) a crash fails at once; a crash in all
- * three attempts, and every other failure (data lost or applied twice, no
- * takeover), fails the test. A primary whose guest dies no longer ends in
+ * crash in any native run: docs/testing.md) a crash fails at once; a
+ * crash in all three attempts, and every other failure (data lost or
+ * applied twice, no takeover), fails the test. A primary whose guest dies no longer ends in
  * order: the secondary takes over (primary_guest_crash_is_taken_over).
  */
 ParameterizedTest(int *run, replication, kill9_at_random_moment)
@@ -291,7 +291,8 @@ ParameterizedTest(struct phase_case *pc, replication, kill9_at_each_phase)
  * KVM logged past the ring's end there and our harvest then found an
  * unwritten entry where KVM's next one was due: the vCPU exited for a full
  * ring forever and the guest never answered again (make demo failed 4 of 4
- * on such a host); hv/kvm/vm.c now skips such a hole.
+ * on such a host); --dirty-track=auto now takes the bitmap there
+ * (hv/kvm/vm.c).
  */
 Test(replication, takeover_then_seconds_of_load_are_served)
 {
