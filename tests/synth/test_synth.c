@@ -717,6 +717,8 @@ Test(synth, tls_pair_replicates_and_fails_over)
 	wait_secondary_done();
 	cr_assert(eq(i64, verified_round(), 39));
 	check_output(ROUNDS);
+	if (h_count_lines(slog, "error") != 0)
+		h_dump(slog);
 	cr_assert(eq(int, h_count_lines(slog, "error"), 0));
 }
 

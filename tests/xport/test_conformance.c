@@ -668,6 +668,65 @@ Test(tls, a_peer_in_the_clear_is_refused)
 	cr_assert(eq(int, ce, -ECONNRESET), "client: %d", ce);
 }
 
+/* This process's socket connected to port (the client's side of a pair
+ * made here), or -1. */
+static int socket_to_port(unsigned int port)
+{
+	for (int fd = 3; fd < 1024; fd++) {
+		struct sockaddr_in sa;
+		socklen_t len = sizeof(sa);
+
+		if (!getpeername(fd, (struct sockaddr *)&sa, &len) &&
+		    sa.sin_family == AF_INET && ntohs(sa.sin_port) == port)
+			return fd;
+	}
+	return -1;
+}
+
+/*
+ * A peer that dies with nothing unread ends its TLS connection with a bare
+ * FIN, no close_notify (a SIGKILLed primary does; seen in the emulated VM,
+ * where the secondary's "primary lost" line then said "error:0A000126:SSL
+ * routines::unexpected eof while reading"). That is the peer closing, read
+ * as such: "closed by the peer", no OpenSSL error text in the line.
+ */
+Test(tls, a_peer_gone_without_close_notify_reads_as_closed_by_the_peer)
+{
+	struct kemari_xport_opts o = { .connect_timeout_ms = 10000,
+				       .tls_psk = test_psk,
+				       .tls_psk_len = 32 };
+	struct tls_side s = { .ops = kemari_xport_find("tcp") };
+	struct kemari_xport *cli = NULL;
+	struct kemari_msg m;
+	const char *why;
+	pthread_t tid;
+	char addr[64];
+	int err, fd;
+
+	tls_addr(addr, sizeof(addr), 3);
+	err = s.ops->listen(&s.l, addr, &o);
+	cr_assert(eq(int, err, 0), "listen: %s", kemari_last_error(err));
+	pthread_create(&tid, NULL, tls_accept, &s);
+	err = s.ops->connect(&cli, addr, &o);
+	pthread_join(tid, NULL);
+	cr_assert(eq(int, err, 0), "connect: %s", kemari_last_error(err));
+	cr_assert(eq(int, s.err, 0), "accept: %s", kemari_last_error(s.err));
+	fd = socket_to_port((unsigned int)atoi(strrchr(addr, ':') + 1));
+	cr_assert(ge(int, fd, 0), "the client's socket");
+	cr_assert(eq(int, shutdown(fd, SHUT_WR), 0));
+	kemari_err_clear();
+	err = s.ops->recv(s.conn, &m, 10000);
+	why = kemari_last_error(err);
+	cr_log_info("recv after a bare FIN: %d, %s", err, why);
+	cr_assert(eq(int, err, -ECONNRESET), "%s", why);
+	cr_assert(not(eq(ptr, strstr(why, "closed by the peer"), NULL)), "%s",
+		  why);
+	cr_assert(eq(ptr, strstr(why, "error"), NULL), "%s", why);
+	s.ops->close(cli);
+	s.ops->close(s.conn);
+	s.ops->close(s.l);
+}
+
 static void *tls_raw_server(void *arg)
 {
 	int *fd = arg;

@@ -292,6 +292,24 @@ static const char *tcp__tls_why(void)
 	return buf;
 }
 
+/*
+ * The peer's socket ended with a bare FIN, no close_notify: what a peer
+ * killed with nothing unread sends (OpenSSL 3 reports it as an error, "unexpected eof
+ * while reading"). Frames are length-prefixed, so nothing can be cut
+ * unnoticed: the connection is lost as when the peer closes it.
+ */
+static bool tcp__tls_bare_eof(int ssl_err)
+{
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+	return ssl_err == SSL_ERROR_SSL &&
+	       ERR_GET_REASON(ERR_peek_error()) ==
+		       SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#else
+	(void)ssl_err;
+	return false;
+#endif
+}
+
 /* Wait for the socket to allow what OpenSSL asked for; 0 or -ETIMEDOUT. */
 static int tcp__tls_wait(struct tcp_xport *t, int ssl_err, int timeout_ms)
 {
@@ -427,6 +445,13 @@ static int tcp__tls_write(struct tcp_xport *t, const void *buf, size_t len)
 			if (tcp__tls_wait(t, r, TCP_STALL_MS))
 				return tcp__lost(t, -ETIMEDOUT);
 			continue;
+		}
+		/* The peer gone (EPIPE, ECONNRESET): lost, in its words. */
+		if (r == SSL_ERROR_SYSCALL && errno) {
+			int e = errno;
+
+			ERR_clear_error();
+			return tcp__lost(t, -e);
 		}
 		kemari_err(-ECONNRESET, "TLS write to %s: %s", t->addr,
 			   tcp__tls_why());
@@ -644,8 +669,11 @@ static ssize_t tcp__read_some(struct tcp_xport *t, struct iovec *iov, int n)
 				continue;
 			}
 			if (e == SSL_ERROR_ZERO_RETURN ||
-			    (e == SSL_ERROR_SYSCALL && !ERR_peek_error()))
+			    (e == SSL_ERROR_SYSCALL && !ERR_peek_error()) ||
+			    tcp__tls_bare_eof(e)) {
+				ERR_clear_error();
 				return tcp__lost(t, 0);
+			}
 			kemari_err(-EBADMSG, "TLS read from %s: %s", t->addr,
 				   tcp__tls_why());
 			return tcp__lost(t, -EBADMSG);
