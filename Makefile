@@ -307,20 +307,22 @@ check-run: all tests man linux-guest-test
 	$(Q)echo "== the Linux guest image (make linux-guest) under QEMU TCG"
 	$(Q)BUILD=$(BUILD) tests/linux-guest-qemu.sh; rc=$$?; \
 	if [ $$rc -eq 77 ]; then echo "linux-guest-qemu: SKIPPED"; exit 0; fi; exit $$rc
-	$(Q)echo "== KVM integration tests (tcp; the Linux guest)"
-	$(Q)tests/rerun-crashed.sh "KVM integration (tcp)" \
-		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename
-	$(Q)echo "== KVM integration, the freestanding guest, natively where this host's KVM is PVM (as make demo runs)"
-	$(Q)tests/run-kvm.sh --pvm-native $(INTEG_BIN) --jobs 1 --short-filename \
-		--filter '@(replication|standalone)/*'
+	$(Q)echo "== KVM integration, the freestanding guest (tcp; natively where /dev/kvm opens, PVM included)"
+	$(Q)tests/rerun-crashed.sh "KVM integration, freestanding guest (tcp)" \
+		tests/run-kvm.sh --freestanding $(INTEG_BIN) --jobs 1 --short-filename \
+		--filter '!(linux_*)/*'
+	$(Q)echo "== KVM integration, the Linux guest (tcp; natively where KVM has vmx/svm)"
+	$(Q)tests/rerun-crashed.sh "KVM integration, Linux guest (tcp)" \
+		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename \
+		--filter 'linux_*/*'
 ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
-	$(Q)echo "== failover over ofi (libfabric tcp provider)"
-	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "failover over ofi-tcp" \
-		tests/run-kvm.sh env "KEMARI_TEST_TRANSPORT=ofi --provider=tcp" \
-		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/*'
+	$(Q)echo "== kill -9 failover over ofi (libfabric tcp provider, FI_EP_MSG)"
+	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "kill -9 failover over ofi-tcp" \
+		tests/run-kvm.sh --freestanding env "KEMARI_TEST_TRANSPORT=ofi --provider=tcp" \
+		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/kill9*'
 	$(Q)echo "== kill -9 failover over ofi (libfabric shm provider, FI_EP_RDM)"
 	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "kill -9 failover over ofi-shm" \
-		tests/run-kvm.sh env "KEMARI_TEST_TRANSPORT=ofi --provider=shm" \
+		tests/run-kvm.sh --freestanding env "KEMARI_TEST_TRANSPORT=ofi --provider=shm" \
 		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/kill9*'
 endif
 
