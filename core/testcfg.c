@@ -46,6 +46,7 @@ void kemari_testcfg__parse(struct kemari_testcfg *c,
 	c->tsc_khz = v ? (uint32_t)strtoul(v, NULL, 10) : 0;
 	v = get("KEMARI_KVM_DEV");
 	c->kvm_dev = v && *v ? v : NULL;
+	c->kvm_la57 = get("KEMARI_KVM_LA57") != NULL;
 }
 
 static const char *env(const char *name)

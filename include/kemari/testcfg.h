@@ -12,6 +12,9 @@
  *     refusal tests pose as a host at another frequency).
  * KEMARI_KVM_DEV=PATH  kvm: open PATH instead of /dev/kvm (the tests of
  *     its error lines).
+ * KEMARI_KVM_LA57  kvm: offer the guest 5-level paging where KVM supports
+ *     it, as before it was hidden (the A/B of the Linux guests' crashes
+ *     inside the emulated test VM, docs/testing.md).
  *
  * KEMARI_RDMA_MR_MAX=SRC[,DST]  rdma: register guest RAM (and the receive
  *     buffers) in memory regions of at most that size, as a device with a
@@ -36,6 +39,7 @@ struct kemari_testcfg {
 	uint32_t proto_version; /* 0: the real one */
 	uint32_t tsc_khz;	/* 0: the host's */
 	const char *kvm_dev;	/* NULL: /dev/kvm */
+	bool kvm_la57;		/* offer CPUID's LA57 */
 };
 
 /* The knobs, read on the first call. */

@@ -274,6 +274,7 @@ Test(testcfg, knobs_parse_as_the_engine_vmm_and_transports_read_them)
 					 "KEMARI_TEST_PROTO_VERSION=5",
 					 "KEMARI_TEST_TSC_KHZ=2400000",
 					 "KEMARI_KVM_DEV=/dev/null",
+					 "KEMARI_KVM_LA57=1",
 					 NULL };
 	static const char *const b[] = { "KEMARI_RDMA_MR_MAX=2M",
 					 "KEMARI_RDMA_COMMIT=imm",
@@ -289,6 +290,7 @@ Test(testcfg, knobs_parse_as_the_engine_vmm_and_transports_read_them)
 	cr_assert(eq(u32, c.proto_version, 0));
 	cr_assert(eq(u32, c.tsc_khz, 0));
 	cr_assert(eq(ptr, (void *)c.kvm_dev, NULL));
+	cr_assert(not(c.kvm_la57), "LA57 hidden unless asked");
 	parse(&c, a);
 	cr_assert(eq(u64, c.rdma_mr_max_src, 1 << 20));
 	cr_assert(eq(u64, c.rdma_mr_max_dst, 3 << 20));
@@ -297,6 +299,7 @@ Test(testcfg, knobs_parse_as_the_engine_vmm_and_transports_read_them)
 	cr_assert(eq(u32, c.proto_version, 5));
 	cr_assert(eq(u32, c.tsc_khz, 2400000));
 	cr_assert(eq(str, (char *)c.kvm_dev, "/dev/null"));
+	cr_assert(c.kvm_la57);
 	parse(&c, b);
 	cr_assert(eq(u64, c.rdma_mr_max_src, 2 << 20));
 	cr_assert(eq(u64, c.rdma_mr_max_dst, 2 << 20), "one size: both");
