@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,17 +47,44 @@ void h_rmtree(const char *dir)
 		fprintf(stderr, "could not remove %s\n", dir);
 }
 
+/* Whether nothing holds TCP port p (bound the way kemari-run binds). */
+static bool h_port_free(uint16_t p)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons(p),
+				  .sin_addr.s_addr = htonl(INADDR_ANY) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+	if (fd < 0)
+		return true;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ok = !bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	return ok;
+}
+
 uint16_t h_port(void)
 {
 	static unsigned int next;
+	uint16_t p = 0;
 
 	/*
 	 * Criterion runs each test in its own process: spread by pid, over
 	 * 20400-31599, below the kernel's ephemeral range (32768 and up):
 	 * there a client socket (the tests' own, or a transport's) could
-	 * hold the port that a service binds later, at a takeover.
+	 * hold the port that a service binds later, at a takeover. A port
+	 * something still holds (a test whose pid shared this one's slot
+	 * modulo 1400, its side not yet gone: CI once saw "address already
+	 * in use" for a secondary) is passed over.
 	 */
-	return (uint16_t)(20400 + (getpid() % 1400) * 8 + (next++ % 8));
+	for (int i = 0; i < 64; i++) {
+		p = (uint16_t)(20400 +
+			       ((unsigned int)(getpid() % 1400) * 8 + next++) %
+				       11200);
+		if (h_port_free(p))
+			break;
+	}
+	return p;
 }
 
 int h_ms(int ms)
