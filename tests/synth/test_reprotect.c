@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -31,6 +32,33 @@ static char addr_a[64], addr_b[64], addr_c[64];
 static struct hproc pa, pb, pc;
 /* --insecure when the test address is not loopback (soft-RoCE). */
 static char insecure[16];
+
+/* When this test began (CLOCK_MONOTONIC, ms). */
+static long long t_begin;
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/*
+ * A wait scaled by KEMARI_TIME_SCALE, but ending before the suite's 240 s
+ * timeout, which prints nothing: a wait that fails then still dumps every
+ * side's log (CI saw switchover_there_and_back time out silently over rdma
+ * and ofi-verbs, its scaled waits adding up past 240 s).
+ */
+static int wait_ms(int ms)
+{
+	long long left = t_begin + 225000 - now_ms();
+	long long v = h_ms(ms);
+
+	if (v > left)
+		v = left;
+	return v < 1 ? 1 : (int)v;
+}
 
 static void setup(void)
 {
@@ -49,6 +77,7 @@ static void setup(void)
 	snprintf(insecure, sizeof(insecure), "%s",
 		 kemari_auth__loopback(addr_a) ? "" : "--insecure");
 	pa.pid = pb.pid = pc.pid = 0;
+	t_begin = now_ms();
 }
 
 static void teardown(void)
@@ -76,7 +105,7 @@ static void start_secondary(struct hproc *p, const char *log,
 			     " --guest-arg=think_us=2000 %s",
 			     listen, peer, h_ms(1000), out, xport, insecure),
 		     0));
-	if (h_wait_log(log, "waiting for the primary", h_ms(20000))) {
+	if (h_wait_log(log, "waiting for the primary", wait_ms(20000))) {
 		h_dump(log);
 		cr_fatal("the secondary at %s did not start", listen);
 	}
@@ -91,7 +120,7 @@ static void start_primary(struct hproc *p, const char *log, const char *peer,
 			     " --guest-arg=pages=64 --guest-arg=rounds=%d --guest-arg=think_us=2000",
 			     peer, h_ms(1000), out, xport, ROUNDS),
 		     0));
-	if (h_wait_log(log, "the guest starts protected", h_ms(20000))) {
+	if (h_wait_log(log, "the guest starts protected", wait_ms(20000))) {
 		h_dump(log);
 		cr_fatal("no initial sync");
 	}
@@ -119,19 +148,19 @@ static void kill_after(struct hproc *p, const char *log, long n)
 {
 	long until = records() + n;
 
-	for (int i = 0; i < h_ms(30000) / 10 && records() < until; i++)
+	for (int i = 0; i < wait_ms(30000) / 10 && records() < until; i++)
 		usleep(10000);
 	if (h_wait(p, 0) != -ETIMEDOUT) {
 		dump_all();
 		cr_fatal("%s ended before the kill", log);
 	}
 	h_kill(p, SIGKILL);
-	cr_assert(eq(int, h_wait(p, h_ms(10000)), 128 + SIGKILL));
+	cr_assert(eq(int, h_wait(p, wait_ms(10000)), 128 + SIGKILL));
 }
 
 static void expect_log(const char *log, const char *needle, int ms)
 {
-	if (h_wait_log(log, needle, h_ms(ms))) {
+	if (h_wait_log(log, needle, wait_ms(ms))) {
 		dump_all();
 		cr_fatal("no '%s' in %s", needle, log);
 	}
@@ -149,7 +178,7 @@ static void log_reprotected(const char *log, const char *xport)
 /* The last side runs every remaining round and ends in order. */
 static void expect_done(struct hproc *p, const char *log)
 {
-	int st = h_wait(p, h_ms(120000));
+	int st = h_wait(p, wait_ms(120000));
 
 	if (st != 0) {
 		dump_all();
@@ -226,24 +255,12 @@ ParameterizedTest(struct h_xspec *x, reprotect,
 	expect_done(&pc, log_c);
 }
 
-/*
- * A wait scaled by KEMARI_TIME_SCALE but never past 150 s: a longer one
- * would end at the suite's 240 s timeout, which prints nothing (CI saw
- * two such timeouts of switchover_there_and_back, cause unknown).
- */
-static int capped_ms(int ms)
-{
-	int v = h_ms(ms);
-
-	return v > 150000 ? 150000 : v;
-}
-
 /* Wait until the output holds n records while p serves, else fail with
  * every log. */
 static void wait_records(struct hproc *p, const char *log, long n)
 {
 	for (int i = 0; records() < n; i++) {
-		if (i >= capped_ms(60000) / 10 || h_wait(p, 0) != -ETIMEDOUT) {
+		if (i >= wait_ms(60000) / 10 || h_wait(p, 0) != -ETIMEDOUT) {
 			dump_all();
 			cr_fatal("%s: %ld records, not %ld (%s)", log,
 				 records(), n,
@@ -322,8 +339,8 @@ ParameterizedTest(struct h_xspec *x, reprotect, switchover_there_and_back)
 	expect_log(log_a, "re-protected: the secondary at", 60000);
 	log_reprotected(log_a, x->args);
 	/* The guest's own end on A: B hears BYE and ends in order too. */
-	if (h_wait(&pa, capped_ms(120000)) != 0 ||
-	    h_wait(&pb, capped_ms(20000)) != 0) {
+	if (h_wait(&pa, wait_ms(120000)) != 0 ||
+	    h_wait(&pb, wait_ms(20000)) != 0) {
 		dump_all();
 		cr_fatal("the pair did not end in order");
 	}
