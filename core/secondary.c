@@ -598,6 +598,12 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 				goto dropped;
 			if (err)
 				return secondary__lost(e, err);
+			/* The primary's silence counts from here: while this
+			 * side handled the message (applying the initial
+			 * sync's whole RAM is slow in the emulated VM) it
+			 * did not listen; what the primary sent meanwhile is
+			 * read next. */
+			e->last_rx_ns = kemari_now_ns();
 		}
 		/* Fresh time: an ack sent above is newer than now. */
 		if (kemari_now_ns() - e->last_tx_ns >=
