@@ -539,8 +539,8 @@ static void kvm_cpu__postmortem(struct kvm_vcpu *vcpu)
 	for (unsigned int v = 8; v <= 14; v += v == 8 ? 5 : 1) {
 		const uint64_t *g = NULL;
 
-		if (kvm_cpu__walk(vcpu->vm, s, s->idt.base + v * 16, &pa,
-				  trail, sizeof(trail)))
+		if (kvm_cpu__walk(vcpu->vm, s, s->idt.base + v * 16, &pa, trail,
+				  sizeof(trail)))
 			g = kvm_vm__gpa(vcpu->vm, pa, 16);
 		if (g)
 			kemari_warn(
@@ -548,8 +548,7 @@ static void kvm_cpu__postmortem(struct kvm_vcpu *vcpu)
 				(unsigned long long)g[1],
 				(unsigned long long)g[0]);
 	}
-	if (kvm_cpu__walk(vcpu->vm, s, s->tr.base, &pa, trail,
-			  sizeof(trail))) {
+	if (kvm_cpu__walk(vcpu->vm, s, s->tr.base, &pa, trail, sizeof(trail))) {
 		const uint64_t *t = kvm_vm__gpa(vcpu->vm, pa, 104);
 
 		/* IST1-3 at byte offsets 36, 44, 52 (unaligned in the TSS). */

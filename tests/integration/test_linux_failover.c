@@ -20,10 +20,12 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,9 @@
 static char dir[256], disk[300], plog[300], slog[300], pcon[300], scon[300],
 	peer[64], ptap[16], stap[16], common[1024];
 static struct hproc pri, sec;
+/* wait_serving: the last boot printed nothing (a stall, not a failure of
+ * what these tests are about; started again like a boot crash). */
+static bool boot_stalled;
 
 static const char *env_or(const char *k, const char *def)
 {
@@ -94,10 +99,20 @@ TestSuite(linux_failover, .init = setup, .fini = teardown, .timeout = 1200);
 static int wait_serving(void)
 {
 	for (int i = 0; i < h_ms(150000) / 500; i++) {
+		struct stat st;
+
 		if (h_log_has(pcon, "kemari-guest: ready"))
 			return h_kv_ready(LF_SERVER, h_ms(20000)) ? -1 : 0;
 		if (h_wait(&pri, 0) >= 0)
 			return -1;
+		/* Not one byte from the guest in a minute (scaled): its
+		 * boot stalled before the console, as nested guests do now
+		 * and then in the emulated VM (docs/testing.md). */
+		if (i >= h_ms(60000) / 500 &&
+		    (stat(pcon, &st) || st.st_size == 0)) {
+			boot_stalled = true;
+			return -1;
+		}
 		usleep(500000);
 	}
 	return -1;
@@ -105,8 +120,9 @@ static int wait_serving(void)
 
 /*
  * Both sides, the primary's guest booted to its ready line. In the
- * emulated test VM a guest sometimes dies in its first seconds (nested KVM
- * under TCG: docs/testing.md); such a start is reported and made again,
+ * emulated test VM a guest sometimes dies in its first seconds, or prints
+ * nothing at all for minutes (nested KVM under TCG: docs/testing.md); such
+ * a start is reported with every log and made again,
  * at most twice, before any load or fault: a boot crash is not what these
  * tests are about, and the primary_guest_crash case covers the takeover.
  */
@@ -136,12 +152,17 @@ static void start_pair(const char *pextra)
 		h_dump(plog);
 		h_dump(pcon);
 		h_dump(slog);
-		if (attempt == 2 || !h_log_has(plog, "guest stopped"))
+		if (attempt == 2 ||
+		    (!h_log_has(plog, "guest stopped") && !boot_stalled))
 			cr_fatal("the protected Linux guest never served");
 		/* Not cr_log_warn: Criterion 2.4 then exits 1 although every
 		 * test passed (the suite's verdict would be lost). */
 		cr_log_info(
-			"WARNING: the primary's guest died while booting (logs above; nested KVM under TCG?): starting again");
+			"WARNING: the primary's guest %s (logs above; nested KVM under TCG?): starting again",
+			boot_stalled
+				? "printed nothing for a minute of its boot"
+				: "died while booting");
+		boot_stalled = false;
 		h_reap(&pri);
 		h_reap(&sec);
 		/* The logs are appended to: start them afresh. */
@@ -455,6 +476,22 @@ Test(linux_failover, tcp_connection_survives_the_failover)
 
 /* --- the restore self-check ---------------------------------------------- */
 
+/* The guest's own words on its clocks (clocksource switches, an unstable
+ * TSC), for a clock that fell behind. */
+static void guest_clock_lines(const char *con)
+{
+	char line[512];
+	FILE *f = fopen(con, "r");
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "clocksource") || strstr(line, "tsc") ||
+		    strstr(line, "TSC") || strstr(line, "clock"))
+			cr_log_info("guest: %s", line);
+	fclose(f);
+}
+
 /*
  * --verify-restore: the primary loads the state it has just saved back into
  * its own vCPUs, irqchip, PIT, clock and devices at every epoch. The guest
@@ -470,12 +507,19 @@ Test(linux_failover, guest_runs_on_its_own_restored_state)
 	start_pair("--verify-restore");
 	cr_assert(eq(int, h_wait_log(pcon, "kemari-guest: tick ", h_ms(20000)),
 		     0));
-	d0 = last_tick(pcon, &n);
+	/* The line whole (a tick line still being written reads as -1:
+	 * once the test passed on that, its clock unchecked). */
+	for (int i = 0; (d0 = last_tick(pcon, &n)) < 0 && i < h_ms(10000) / 100;
+	     i++)
+		usleep(100000);
+	cr_assert(ge(i64, d0, 0), "no whole tick line from the guest");
 	h_load_start(&l, LF_SERVER, 2, 8, h_ms(60000));
 	sleep(60);
 	load_check(&l);
 	d1 = last_tick(pcon, &n);
 	cr_log_info("guest clock %lld -> %lld over 60 s", d0, d1);
+	if (d1 - d0 < 30)
+		guest_clock_lines(pcon);
 	cr_assert(ge(i64, d1 - d0, 30),
 		  "the guest's clock went from %lld to %lld", d0, d1);
 	h_kill(&pri, SIGTERM);
