@@ -78,7 +78,7 @@ static void usage(FILE *f)
 		"  --tap-console         also synchronize at console output\n"
 		"  --dirty-track=MODE    auto, ring (KVM dirty ring: cost follows the dirty\n"
 		"                        set) or bitmap (KVM_GET_DIRTY_LOG); default auto:\n"
-		"                        the ring, but the bitmap where KVM is PVM or nested\n"
+		"                        the ring, but the bitmap where KVM is PVM\n"
 		"\n"
 		"Replication:\n"
 		"  --heartbeat-ms=N            heartbeat period (default 20)\n"

@@ -351,37 +351,26 @@ int kvm_vm__irq_line(struct kvm_vm *vm, unsigned int gsi, int level)
 }
 
 /*
- * Why --dirty-track=auto takes the bitmap on this host, or NULL for the
- * ring, from the CPU's flags (as tests/run-kvm.sh reads them):
- * - no vmx/svm: KVM through PVM pages the guest by shadow page tables,
- *   which overrun the dirty ring under load (below);
- * - "hypervisor": this host is itself a VM, its KVM nested. In the
- *   emulated test VM (kvm_amd under QEMU TCG) the freestanding demo lost
- *   its new primary's service after clean takeovers with the ring (4 of 14
- *   demos, then 1 of 5 on 2026-12-03: "no reply" with no error from either
- *   side) and never with the bitmap (10 of 10): the symptom PVM's overrun
- *   showed natively. Correctness first where KVM is not on hardware; the
- *   ring stays the default on bare metal.
+ * KVM without vmx/svm under it (PVM) pages the guest by shadow page tables,
+ * which overrun the dirty ring (below): the CPU's flags tell, as
+ * tests/run-kvm.sh reads them.
  */
-static const char *kvm_vm__ring_unsafe(void)
+static bool kvm_vm__shadow_paging(void)
 {
 	char line[4096];
-	const char *why = NULL;
+	bool shadow = false;
 	FILE *f = fopen("/proc/cpuinfo", "r");
 
 	if (!f)
-		return NULL;
+		return false;
 	while (fgets(line, sizeof(line), f)) {
 		if (strncmp(line, "flags", 5))
 			continue;
-		if (!strstr(line, " vmx") && !strstr(line, " svm"))
-			why = "this host's KVM has no vmx/svm (PVM, shadow paging), where KVM overruns its dirty ring under load";
-		else if (strstr(line, " hypervisor"))
-			why = "this host is itself a VM (nested KVM), where the ring lost a new primary's service after takeovers";
+		shadow = !strstr(line, " vmx") && !strstr(line, " svm");
 		break;
 	}
 	fclose(f);
-	return why;
+	return shadow;
 }
 
 int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
@@ -440,13 +429,12 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 	if (err)
 		goto err_destroy;
 	/* The ring must be enabled before any vCPU exists. */
-	if (cfg->dirty_track == KEMARI_DIRTY_AUTO && kvm_vm__ring_unsafe()) {
+	if (cfg->dirty_track == KEMARI_DIRTY_AUTO && kvm_vm__shadow_paging()) {
 		static bool told;
 
 		if (!told)
 			kemari_info(
-				"kvm: dirty pages tracked by bitmap: %s (--dirty-track=ring to use it anyway)",
-				kvm_vm__ring_unsafe());
+				"kvm: dirty pages tracked by bitmap: this host's KVM has no vmx/svm (PVM, shadow paging), where KVM overruns its dirty ring under load");
 		told = true;
 	} else if (cfg->dirty_track != KEMARI_DIRTY_BITMAP) {
 		err = kvm_vm__enable_ring(vm);
@@ -625,7 +613,7 @@ void kvm_vm__unmap_ring(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
  * 64949 dirty entries behind 46 empty ones, its guest never answered
  * again). KVM's reset does not check its own bounds, so no resynchronising
  * from user space is safe. Hence: the bitmap by default where paging is
- * shadowed or nested (kvm_vm__ring_unsafe), and with the ring a harvest that finds
+ * shadowed (kvm_vm__shadow_paging), and with the ring a harvest that finds
  * a ring entirely dirty makes the next collection take all RAM, and a vCPU
  * that keeps exiting for a full ring with nothing to harvest ends with an
  * error that says so instead of spinning.
