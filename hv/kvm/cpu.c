@@ -3,6 +3,7 @@
  * vCPUs: creation, the run loop (a plain while around KVM_RUN with a switch
  * on the exit reason), the pause protocol and state save/restore.
  */
+#include <asm/processor-flags.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -457,10 +458,6 @@ static int kvm_cpu__tick(struct kvm_vcpu *vcpu)
 	return err;
 }
 
-/* CR4.LA57: the guest pages with five levels (Linux does where CPUID
- * offers it). */
-#define KVM_CR4_LA57 (1ULL << 12)
-
 /*
  * Guest-virtual to guest-physical through the tables at CR3: five levels
  * where CR4.LA57 is set, else four. The entries read on the way go into
@@ -472,7 +469,7 @@ static bool kvm_cpu__walk(struct kvm_vm *vm, const struct kvm_sregs *s,
 	uint64_t table = s->cr3 & 0x000ffffffffff000ULL;
 	size_t used = 0;
 
-	for (int level = s->cr4 & KVM_CR4_LA57 ? 4 : 3; level >= 0; level--) {
+	for (int level = s->cr4 & X86_CR4_LA57 ? 4 : 3; level >= 0; level--) {
 		uint64_t *t = kvm_vm__gpa(vm, table, 4096);
 		uint64_t e = t ? t[(va >> (12 + 9 * level)) & 511] : 0;
 

@@ -16,11 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
 #include "kemari/auth.h"
+#include "kemari/kemari.h"
 
 /* Rounds of ~2 ms of guest time: long enough for a pre-copy to finish
  * while the guest runs, and for two takeovers, on a loaded machine. */
@@ -33,15 +33,12 @@ static struct hproc pa, pb, pc;
 /* --insecure when the test address is not loopback (soft-RoCE). */
 static char insecure[16];
 
-/* When this test began (CLOCK_MONOTONIC, ms). */
+/* When this test began (kemari_now_ns, in ms). */
 static long long t_begin;
 
 static long long now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+	return (long long)(kemari_now_ns() / 1000000);
 }
 
 /*
@@ -147,8 +144,9 @@ static long records(void)
 static void kill_after(struct hproc *p, const char *log, long n)
 {
 	long until = records() + n;
+	int tries = wait_ms(30000) / 10;
 
-	for (int i = 0; i < wait_ms(30000) / 10 && records() < until; i++)
+	for (int i = 0; i < tries && records() < until; i++)
 		usleep(10000);
 	if (h_wait(p, 0) != -ETIMEDOUT) {
 		dump_all();
@@ -259,8 +257,10 @@ ParameterizedTest(struct h_xspec *x, reprotect,
  * every log. */
 static void wait_records(struct hproc *p, const char *log, long n)
 {
+	int tries = wait_ms(60000) / 10;
+
 	for (int i = 0; records() < n; i++) {
-		if (i >= wait_ms(60000) / 10 || h_wait(p, 0) != -ETIMEDOUT) {
+		if (i >= tries || h_wait(p, 0) != -ETIMEDOUT) {
 			dump_all();
 			cr_fatal("%s: %ld records, not %ld (%s)", log,
 				 records(), n,

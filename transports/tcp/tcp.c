@@ -294,9 +294,9 @@ static const char *tcp__tls_why(void)
 
 /*
  * The peer's socket ended with a bare FIN, no close_notify: what a peer
- * killed with nothing unread sends (OpenSSL 3 reports it as an error, "unexpected eof
- * while reading"). Frames are length-prefixed, so nothing can be cut
- * unnoticed: the connection is lost as when the peer closes it.
+ * killed with nothing unread sends (OpenSSL 3 reports it as an error,
+ * "unexpected eof while reading"). Frames are length-prefixed, so nothing
+ * can be cut unnoticed: the connection is lost as when the peer closes it.
  */
 static bool tcp__tls_bare_eof(int ssl_err)
 {
