@@ -432,7 +432,7 @@ if [ $has_linux = 1 ]; then
 			none
 		fi
 		echo "set title 'replicated / standalone'; set yrange [0:1.15]; set ylabel 'ratio'"
-		if awk '$NF != "NaN"' plot/linux_rps.dat | grep -q .; then
+		if grep -q . < <(awk '$NF != "NaN"' plot/linux_rps.dat); then
 			echo "set xrange [-0.6:$(($(wc -l <plot/linux_rps.dat) - 1)).6]; set boxwidth 0.5"
 			echo "plot 'plot/linux_rps.dat' using 0:4:xtic(1) with boxes lc rgb '#59a14f' title 'replicated / standalone', 0.5 with lines dt 2 lw 2 lc rgb 'black' title 'goal >= 0.5', '' using 0:4:(sprintf('%.2f',\$4)) with labels offset 0,0.7 notitle"
 			echo "set autoscale x; unset boxwidth"

@@ -394,7 +394,7 @@ for t in ${want//,/ }; do
 		xlabels+=(tcp)
 		xhost[tcp]=$host
 		# The same link encrypted (--tls): its own row, "tcp:tls".
-		if "$K" --help 2>&1 | grep -q -- '--tls'; then
+		if grep -q -- '--tls' < <("$K" --help 2>&1); then
 			xlabels+=(tcp:tls)
 			xhost[tcp:tls]=$host
 		fi

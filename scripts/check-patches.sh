@@ -78,7 +78,7 @@ enable_deb_src() {
 		sed 's/^Types:.*/Types: deb-src/' "$src" >"$ours"
 		apt-get update -qq -o Acquire::Retries=3 >/dev/null 2>&1 ||
 			say "apt-get update reported errors (continuing)"
-	elif ! apt-cache showsrc xen 2>/dev/null | grep -q '^Version:'; then
+	elif ! grep -q '^Version:' < <(apt-cache showsrc xen 2>/dev/null); then
 		apt-get update -qq -o Acquire::Retries=3 >/dev/null 2>&1 || true
 	fi
 }

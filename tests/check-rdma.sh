@@ -83,7 +83,7 @@ inside() {
 		echo "check-rdma: FAIL no soft-RoCE device rxe0 inside the VM (rdma_rxe did not load; see the console log)"
 		exit 1
 	fi
-	"$BUILD/kemari-run" --list-transports | grep -qx ofi && ofi=1
+	grep -qx ofi < <("$BUILD/kemari-run" --list-transports) && ofi=1
 
 	part "rdma conformance" env KEMARI_XPORTS=rdma \
 		"$BUILD/tests/xport" --jobs 1 --short-filename
@@ -152,7 +152,7 @@ for f in kemari-run tests/xport tests/integration tests/synth guests/kvstore.elf
 		exit 1
 	fi
 done
-if ! "$BUILD/kemari-run" --list-transports | grep -qx rdma; then
+if ! grep -qx rdma < <("$BUILD/kemari-run" --list-transports); then
 	echo "check-rdma: FAIL the rdma transport is not in $BUILD (libibverbs/librdmacm not found at build time: run 'make deps')"
 	exit 1
 fi

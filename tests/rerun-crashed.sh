@@ -59,8 +59,12 @@ for t in "${failed[@]}"; do
 		echo "RERUN: $name: $t failed without a guest crash: a real failure, nothing is rerun"
 		exit "$rc"
 	fi
+	# grep reads a process substitution, not a pipe: with pipefail, a
+	# grep -q that stops at its match makes the writer die of SIGPIPE
+	# and the pipeline fail (CI stop 20: a suite that ran in the VM was
+	# taken for one on the host's own KVM, and not rerun).
 	if [ -z "${KEMARI_EMULATED_VM:-}" ] &&
-		! plain | grep -q '^run-kvm: .*running inside the emulated test VM'; then
+		! grep -q '^run-kvm: .*running inside the emulated test VM' < <(plain); then
 		echo "RERUN: $name: $t: its guest crashed on this host's own KVM, not in the emulated VM: a real failure, nothing is rerun"
 		exit "$rc"
 	fi
