@@ -289,7 +289,7 @@ check-run: all tests man linux-guest-test
 	$(Q)echo "== manual pages: render without warnings, every option documented"
 	$(Q)BUILD=$(BUILD) tests/man.sh
 	$(Q)echo "== the test scripts judged on made-up suites (tests/scripts)"
-	$(Q)tests/scripts/rerun-crashed-selftest.sh
+	$(Q)tests/scripts/runner-selftest.sh
 	$(Q)echo "== make install into a temporary DESTDIR"
 	$(Q)BUILD=$(BUILD) MAKE="$(MAKE)" tests/install.sh
 	$(Q)echo "== fuzz: replication stream over tcp, kvstore datagrams"

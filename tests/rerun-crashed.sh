@@ -63,6 +63,11 @@ for t in "${failed[@]}"; do
 	# grep -q that stops at its match makes the writer die of SIGPIPE
 	# and the pipeline fail (CI stop 20: a suite that ran in the VM was
 	# taken for one on the host's own KVM, and not rerun).
+	# Inside the VM, tests/vm/by-test.sh already gave each test its rerun.
+	if grep -qF "$t failed again: FAILED" < <(plain); then
+		echo "RERUN: $name: $t crashed its guest again on its rerun inside the emulated VM: FAILED"
+		exit "$rc"
+	fi
 	if [ -z "${KEMARI_EMULATED_VM:-}" ] &&
 		! grep -q '^run-kvm: .*running inside the emulated test VM' < <(plain); then
 		echo "RERUN: $name: $t: its guest crashed on this host's own KVM, not in the emulated VM: a real failure, nothing is rerun"

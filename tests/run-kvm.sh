@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Run a test program that needs KVM: natively when /dev/kvm works on this
 # host, otherwise inside the emulated test VM (QEMU TCG with kvm_amd inside,
-# tests/vm/vm.sh), where everything is slower, so timeouts are scaled.
+# tests/vm/vm.sh), where everything is slower, so timeouts are scaled, and
+# the program runs one test at a time (tests/vm/by-test.sh: a guest crash
+# gets its rerun there, and a fresh VM after the emulated machine's own
+# panic runs only the tests that had not passed yet).
 #   tests/run-kvm.sh PROGRAM [ARGS...]
 #   tests/run-kvm.sh --freestanding PROGRAM [ARGS...]   (below)
 set -euo pipefail
@@ -46,4 +49,4 @@ exec "$here/vm/vm.sh" run -t "${KEMARI_VM_TIMEOUT:-4000}" -m 3072 -- \
 	env KEMARI_EMULATED_VM=1 KEMARI_TIME_SCALE="${KEMARI_TIME_SCALE:-4}" \
 	KEMARI_TEST_HB="${KEMARI_TEST_HB:---heartbeat-ms=50 --heartbeat-timeout-ms=3000}" \
 	KEMARI_FAILOVER_RUNS="${KEMARI_FAILOVER_RUNS:-20}" \
-	"$@"
+	"$here/vm/by-test.sh" run-kvm "$@"

@@ -158,8 +158,12 @@ run() {
 		share=(-virtfs "local,path=$cwd,mount_tag=cwd,security_model=none,readonly=on,multidevs=remap")
 		;;
 	esac
+	# KEMARI_VM_JOB: the job's directory, shared writable: a job records
+	# there what it finished (tests/vm/by-test.sh, tests/check-rdma.sh),
+	# so that a rerun in a fresh VM (below) does only the rest.
 	{
 		echo "set -e"
+		printf 'export KEMARI_VM_JOB=%q\n' "$job"
 		printf '%q ' "$@"
 		echo
 	} >"$job/job.sh"
@@ -227,7 +231,7 @@ run() {
 		if [ $frozen = 1 ]; then
 			cp "$log" "$log.frozen$attempt" 2>/dev/null || true
 			[ $attempt -lt $attempts ] &&
-				echo "vm.sh: rerunning the whole job in a fresh VM (attempt $((attempt + 1)) of $attempts)" >&2
+				echo "vm.sh: running the job again in a fresh VM (attempt $((attempt + 1)) of $attempts; what it recorded as passed in $job/passed is not run again)" >&2
 			continue
 		fi
 		rc=$(sed -n 's/^KEMARI-VM-RC=\([0-9]*\).*/\1/p' "$log" | tail -1)
@@ -240,7 +244,7 @@ run() {
 			echo "vm.sh: the emulated machine's kernel panicked ($(grep -a -m1 -o 'Kernel panic - not syncing: .*' "$log" | tr -d '\r'); attempt $attempt of $attempts)" >&2
 			cp "$log" "$log.panic$attempt" 2>/dev/null || true
 			[ $attempt -lt $attempts ] &&
-				echo "vm.sh: rerunning the whole job in a fresh VM (attempt $((attempt + 1)) of $attempts)" >&2
+				echo "vm.sh: running the job again in a fresh VM (attempt $((attempt + 1)) of $attempts; what it recorded as passed in $job/passed is not run again)" >&2
 			continue
 		fi
 		# Someone else stopped QEMU (it exits 0 on SIGTERM, and says so
@@ -272,7 +276,7 @@ run() {
 			cp "$log" "$log.ended$attempt" 2>/dev/null || true
 			cp "$job/qemu-reset.log" "$job/qemu-reset.log.$attempt" 2>/dev/null || true
 			[ $attempt -lt $attempts ] &&
-				echo "vm.sh: rerunning the whole job in a fresh VM (attempt $((attempt + 1)) of $attempts)" >&2
+				echo "vm.sh: running the job again in a fresh VM (attempt $((attempt + 1)) of $attempts; what it recorded as passed in $job/passed is not run again)" >&2
 			continue
 		fi
 		break

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# tests/vm/by-test.sh NAME CMD... [--filter GLOB] [ARGS...]: inside the
+# emulated test VM (tests/run-kvm.sh starts it there), run a Criterion
+# program one test at a time, each through tests/rerun-crashed.sh (a guest
+# that crashed by itself gets its one rerun here, in the same VM), and
+# record every test that passed in $KEMARI_VM_JOB/passed. When the emulated
+# machine itself panics or freezes, tests/vm/vm.sh boots a fresh one and
+# runs the job again: the tests already recorded are not run again (one
+# such panic in CI stop 20 cost a 20-minute stage its whole run).
+#
+# CMD is the program with its leading words (env VAR=... PROGRAM); the
+# tests are those `CMD --list` names whose "suite/name" matches --filter
+# (Criterion's own glob syntax, extglob: !(...), @(a|b)). Exit status: 0
+# when every test passed, else 1 after running all of them.
+set -uo pipefail
+shopt -s extglob
+here=$(cd "$(dirname "$0")/.." && pwd)
+name=$1
+shift
+filter='*'
+cmd=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--filter)
+		filter=$2
+		shift 2
+		;;
+	--filter=*)
+		filter=${1#--filter=}
+		shift
+		;;
+	*)
+		cmd+=("$1")
+		shift
+		;;
+	esac
+done
+ledger=${KEMARI_VM_JOB:+$KEMARI_VM_JOB/passed}
+
+# Criterion's --list: "suite: N tests", then "├── name" / "└── name".
+tests=()
+suite=
+while IFS= read -r line; do
+	case $line in
+	*": "*" test"*) suite=${line%%:*} ;;
+	*"── "*)
+		t="$suite/${line##*── }"
+		# shellcheck disable=SC2053 # the filter is a glob on purpose
+		[[ $t == $filter ]] && tests+=("$t")
+		;;
+	esac
+done < <("${cmd[@]}" --list 2>&1)
+if [ ${#tests[@]} -eq 0 ]; then
+	echo "by-test: $name: no test matches '$filter' in ${cmd[*]}"
+	exit 1
+fi
+
+failed=()
+for t in "${tests[@]}"; do
+	if [ -n "$ledger" ] && grep -qxF "$t" "$ledger" 2>/dev/null; then
+		echo "by-test: $name: $t passed in an earlier boot of the emulated machine: not run again"
+		continue
+	fi
+	if "$here/rerun-crashed.sh" "$name: $t" "${cmd[@]}" --filter "$t"; then
+		[ -n "$ledger" ] && echo "$t" >>"$ledger"
+	else
+		failed+=("$t")
+	fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+	echo "by-test: $name: ${#failed[@]} of ${#tests[@]} tests failed: ${failed[*]}"
+	exit 1
+fi
+echo "by-test: $name: ${#tests[@]} of ${#tests[@]} tests passed"
