@@ -284,45 +284,45 @@ check: deps
 
 check-run: all tests man linux-guest-test
 	$(Q)guest/check-nosse.sh $(GUEST_ELFS)
-	$(Q)echo "== unit tests"
+	$(Q)echo "== unit tests [$$(date -u +%T)]"
 	$(Q)$(UNIT_BIN) --jobs 2 --short-filename
-	$(Q)echo "== manual pages: render without warnings, every option documented"
+	$(Q)echo "== manual pages: render without warnings, every option documented [$$(date -u +%T)]"
 	$(Q)BUILD=$(BUILD) tests/man.sh
-	$(Q)echo "== the test scripts judged on made-up suites (tests/scripts)"
+	$(Q)echo "== the test scripts judged on made-up suites (tests/scripts) [$$(date -u +%T)]"
 	$(Q)tests/scripts/runner-selftest.sh
-	$(Q)echo "== make install into a temporary DESTDIR"
+	$(Q)echo "== make install into a temporary DESTDIR [$$(date -u +%T)]"
 	$(Q)BUILD=$(BUILD) MAKE="$(MAKE)" tests/install.sh
-	$(Q)echo "== fuzz: replication stream over tcp, kvstore datagrams"
+	$(Q)echo "== fuzz: replication stream over tcp, kvstore datagrams [$$(date -u +%T)]"
 	$(Q)$(FUZZ_BIN) --jobs 2 --short-filename
 	$(Q)if [ -n "$(HAVE_LIBFUZZER)" ]; then \
-		echo "== libFuzzer: every decoder's harness for $(FUZZ_CHECK_SECS) s"; \
+		echo "== libFuzzer: every decoder's harness for $(FUZZ_CHECK_SECS) s [$$(date -u +%T)]"; \
 		$(MAKE) --no-print-directory fuzz FUZZ_SECS=$(FUZZ_CHECK_SECS); \
 	else \
-		echo "== libFuzzer: SKIPPED ($(FUZZ_CC) cannot link -fsanitize=fuzzer; 'make deps' installs clang and libclang-rt-14-dev)"; \
+		echo "== libFuzzer: SKIPPED ($(FUZZ_CC) cannot link -fsanitize=fuzzer; 'make deps' installs clang and libclang-rt-14-dev) [$$(date -u +%T)]"; \
 	fi
-	$(Q)echo "== transport conformance (every transport usable here)"
+	$(Q)echo "== transport conformance (every transport usable here) [$$(date -u +%T)]"
 	$(Q)$(XPORT_BIN) --jobs 1 --short-filename
-	$(Q)echo "== engine failover with the synthetic guest, natively (every transport usable here)"
+	$(Q)echo "== engine failover with the synthetic guest, natively (every transport usable here) [$$(date -u +%T)]"
 	$(Q)$(SYNTH_BIN) --jobs 1 --short-filename
-	$(Q)echo "== kemari-kvstore (the Linux guest's service), natively"
+	$(Q)echo "== kemari-kvstore (the Linux guest's service), natively [$$(date -u +%T)]"
 	$(Q)BUILD=$(BUILD) tests/linux-kvstore.sh
-	$(Q)echo "== the Linux guest image (make linux-guest) under QEMU TCG"
+	$(Q)echo "== the Linux guest image (make linux-guest) under QEMU TCG [$$(date -u +%T)]"
 	$(Q)BUILD=$(BUILD) tests/linux-guest-qemu.sh; rc=$$?; \
 	if [ $$rc -eq 77 ]; then echo "linux-guest-qemu: SKIPPED"; exit 0; fi; exit $$rc
-	$(Q)echo "== KVM integration, the freestanding guest (tcp; natively where /dev/kvm opens, PVM included)"
+	$(Q)echo "== KVM integration, the freestanding guest (tcp; natively where /dev/kvm opens, PVM included) [$$(date -u +%T)]"
 	$(Q)tests/rerun-crashed.sh "KVM integration, freestanding guest (tcp)" \
 		tests/run-kvm.sh --freestanding $(INTEG_BIN) --jobs 1 --short-filename \
 		--filter '!(linux_*)/*'
-	$(Q)echo "== KVM integration, the Linux guest (tcp; natively where KVM has vmx/svm)"
+	$(Q)echo "== KVM integration, the Linux guest (tcp; natively where KVM has vmx/svm) [$$(date -u +%T)]"
 	$(Q)tests/rerun-crashed.sh "KVM integration, Linux guest (tcp)" \
 		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename \
 		--filter 'linux_*/*'
 ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
-	$(Q)echo "== kill -9 failover over ofi (libfabric tcp provider, FI_EP_MSG)"
+	$(Q)echo "== kill -9 failover over ofi (libfabric tcp provider, FI_EP_MSG) [$$(date -u +%T)]"
 	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "kill -9 failover over ofi-tcp" \
 		tests/run-kvm.sh --freestanding env "KEMARI_TEST_TRANSPORT=ofi --provider=tcp" \
 		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/kill9*'
-	$(Q)echo "== kill -9 failover over ofi (libfabric shm provider, FI_EP_RDM)"
+	$(Q)echo "== kill -9 failover over ofi (libfabric shm provider, FI_EP_RDM) [$$(date -u +%T)]"
 	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "kill -9 failover over ofi-shm" \
 		tests/run-kvm.sh --freestanding env "KEMARI_TEST_TRANSPORT=ofi --provider=shm" \
 		$(INTEG_BIN) --jobs 1 --short-filename --filter 'replication/kill9*'

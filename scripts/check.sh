@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make check: every test, in three stages (after make deps):
+# make check: every test, in three stages (after make deps; check-patches
+# before check-rdma when its builds are in the cache):
 #   1. make check-run     unit, fuzz, transport conformance, synth failover, the KVM
 #                         integration tests over tcp and failover over ofi-tcp
 #                         (inside the emulated test VM where /dev/kvm is
@@ -19,6 +20,7 @@ start=$(date +%s)
 deadline=${KEMARI_CHECK_DEADLINE:-}
 stages=",${KEMARI_CHECK_STAGES:-run,rdma,patches},"
 failed=()
+skipped=()
 logdir=${BUILD:-build}/check-logs
 mkdir -p "$logdir"
 
@@ -33,6 +35,7 @@ stage() { # NAME MAKE-TARGET MIN-SECONDS
 	if [ -n "$deadline" ]; then
 		if [ "$(left)" -lt "$need" ]; then
 			echo "check: SKIPPED make $target: $(($(left) / 60)) min left before the deadline, it needs ~$((need / 60))"
+			skipped+=("$target")
 			return 0
 		fi
 		run=(timeout --kill-after=30 "$(($(left) - 30))" "${run[@]}")
@@ -44,17 +47,19 @@ stage() { # NAME MAKE-TARGET MIN-SECONDS
 }
 
 stage run check-run 600
-stage rdma check-rdma 1200
 # The patch series: a first build of Xen, Linux and QEMU takes 30-45 min;
 # with all three already built in the cache (only the boot test and the
-# quick checks left) about 8 min.
-patches_need=2100
+# quick checks left) about 8 min: then it goes before check-rdma (long,
+# and the one that runs in the emulated VM), otherwise after it.
 cache=${KEMARI_PATCHES_CACHE:-/var/cache/kemari-patches}
 if [ -f "$cache/build/xen.built" ] && [ -f "$cache/build/linux.built" ] &&
 	[ -f "$cache/build/qemu.built" ]; then
-	patches_need=900
+	stage patches check-patches 900
+	stage rdma check-rdma 1500
+else
+	stage rdma check-rdma 1500
+	stage patches check-patches 2100
 fi
-stage patches check-patches $patches_need
 if [ ${#failed[@]} -gt 0 ]; then
 	# Repeat the failures' ends last: a log cut to its tail still shows them.
 	for t in "${failed[@]}"; do
@@ -64,5 +69,10 @@ if [ ${#failed[@]} -gt 0 ]; then
 	done
 	echo "check: FAILED: ${failed[*]}"
 	exit 1
+fi
+if [ ${#skipped[@]} -gt 0 ]; then
+	# Not a failure of what ran, and not a pass of what did not.
+	echo "check: the stages that ran passed ($((($(date +%s) - start) / 60)) min); SKIPPED for time, NOT tested: ${skipped[*]}"
+	exit 0
 fi
 echo "check: all stages passed ($((($(date +%s) - start) / 60)) min)"

@@ -70,7 +70,7 @@ inside() {
 			echo "check-rdma: PASS $name (in an earlier boot of the emulated machine)"
 			return
 		fi
-		echo "check-rdma: ---- $name"
+		echo "check-rdma: ---- $name [$(date -u +%T)]"
 		case $name in
 		*failover*) tests/rerun-crashed.sh "$name" "$@" ;;
 		*) "$@" ;;
