@@ -252,7 +252,8 @@ static const struct kemari_hv_ops fake_hv_ops = {
 
 /* ---- a scripted transport --------------------------------------------- */
 
-enum step_kind { ST_MSG, ST_PUSH, ST_EOF, ST_GARBAGE };
+/* ST_QUIET: one receive that times out (the peer sent nothing meanwhile). */
+enum step_kind { ST_MSG, ST_PUSH, ST_EOF, ST_GARBAGE, ST_QUIET };
 
 struct step {
 	enum step_kind kind;
@@ -279,6 +280,7 @@ static bool onesided;		/* ...over a one-sided transport */
 static int ack_fail_at = -1;
 static unsigned int heartbeats; /* HEARTBEATs sent */
 static unsigned int hb_ms = 1;	/* the engine's heartbeat period */
+static unsigned int ack0_ms;	/* sending ACK 0 takes this long (slow apply) */
 
 struct fake_x {
 	struct kemari_xport x;
@@ -374,6 +376,8 @@ static int fx_send(struct kemari_xport *x, uint16_t type, uint64_t epoch,
 	}
 	sent[nsent].type = type;
 	sent[nsent++].epoch = epoch;
+	if (type == KEMARI_MSG_ACK && epoch == 0 && ack0_ms)
+		usleep(ack0_ms * 1000);
 	if (type == KEMARI_MSG_RUNS && epoch < 16)
 		for (uint32_t i = 0; i < len / sizeof(struct kemari_run); i++)
 			runs_pages[epoch] +=
@@ -417,6 +421,8 @@ static int fx_recv(struct kemari_xport *x, struct kemari_msg *m, int t)
 			return kemari_err(-ECONNRESET, "scripted EOF");
 		case ST_GARBAGE:
 			return kemari_err(-EBADMSG, "scripted garbage");
+		case ST_QUIET:
+			return -ETIMEDOUT;
 		case ST_MSG:
 			memcpy(rbuf, s->payload, s->big ? 0 : s->len);
 			m->type = s->type;
@@ -548,6 +554,7 @@ static void reset(void)
 	open_disk_err = disk_opens = 0;
 	sent_at_open = 0;
 	hb_ms = 1;
+	ack0_ms = 0;
 	memset(runs_pages, 0, sizeof(runs_pages));
 	auto_ack = false;
 	onesided = false;
@@ -689,6 +696,31 @@ Test(engine, secondary_sends_no_heartbeat_right_after_an_ack)
 	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
 	cr_assert(eq(u32, nsent, 4), "WELCOME and three ACKs");
 	cr_assert(eq(u32, heartbeats, 0));
+}
+
+/*
+ * The primary's silence counts from the end of this side's own handling:
+ * handling the initial sync (here its ACK) takes longer than the heartbeat
+ * timeout (1 s), then the primary is quiet for one receive. That is no
+ * loss: epoch 1 follows and is taken over from. (Counted from the
+ * message's arrival, the secondary declared the primary lost at epoch 0
+ * and took over from there: seen with a 128 MiB initial sync in the
+ * emulated VM.)
+ */
+Test(engine, secondary_does_not_count_its_own_handling_as_the_primarys_silence)
+{
+	uint64_t e1[] = { 5 };
+
+	ack0_ms = 1300;
+	add_hello();
+	add_initial(0xaa);
+	add(ST_QUIET);
+	add_epoch(1, e1, 1, 0xbb, "cpu1", true, 0);
+	add(ST_EOF);
+	cr_assert(eq(int, run_engine(KEMARI_ROLE_SECONDARY), 0));
+	cr_assert(eq(u32, nsent, 3), "WELCOME, ACK 0 and ACK 1");
+	cr_assert(eq(str, fhv->loaded_cpu, "cpu1"), "taken over from epoch 1");
+	cr_assert(eq(u8, fhv->ram[5 * 4096], 0xbb));
 }
 
 /*
