@@ -190,6 +190,43 @@ static int kvm_cpu__set_mtrrs(struct kvm_vcpu *vcpu, struct kvm_cpuid2 *c)
 	return 0;
 }
 
+/*
+ * The guest's CPUID made from KVM's supported one, for vCPU id: its own
+ * APIC ID (the MP table lists them 0..n-1) and topology ID, the hypervisor
+ * bit, TSC-deadline where the in-kernel LAPIC has it, and no 5-level paging
+ * unless la57.
+ */
+void kvm_cpuid__adjust(struct kvm_cpuid2 *c, unsigned int id, bool deadline,
+		       bool la57)
+{
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *en = &c->entries[i];
+
+		if (en->function == 1) {
+			en->ebx = (en->ebx & 0x00ffffffU) | id << 24;
+			/* "Running on a hypervisor": without it a kernel
+			 * never looks at KVM's leaves (no kvmclock). */
+			en->ecx |= 1U << 31;
+			/* The in-kernel LAPIC's TSC-deadline mode, which KVM
+			 * leaves out of the supported CPUID (it needs the
+			 * irqchip). Without it Linux calibrates the LAPIC
+			 * timer against the PIT, which a loaded or nested
+			 * host can fail ("APIC timer disabled due to
+			 * verification failure"). */
+			if (deadline)
+				en->ecx |= 1U << 24;
+		} else if (en->function == 7 && en->index == 0 && !la57) {
+			/* No 5-level paging (LA57): the guest's CPU must be
+			 * one the secondary's host can give it too, and few
+			 * hosts have LA57 (QEMU's CPU models leave it out
+			 * as well). Inside the emulated test VM a Linux guest
+			 * with LA57 crashed now and then (docs/testing.md). */
+			en->ecx &= ~(1U << 16);
+		} else if (en->function == 0xb || en->function == 0x1f)
+			en->edx = id;
+	}
+}
+
 static int kvm_cpu__set_cpuid(struct kvm_vcpu *vcpu)
 {
 	int n = 128, err;
@@ -213,34 +250,8 @@ static int kvm_cpu__set_cpuid(struct kvm_vcpu *vcpu)
 					  strerror(-err));
 		n *= 2;
 	}
-	/* Each vCPU its own APIC ID (the MP table lists them 0..n-1). */
-	for (uint32_t i = 0; i < c->nent; i++) {
-		struct kvm_cpuid_entry2 *en = &c->entries[i];
-
-		if (en->function == 1) {
-			en->ebx = (en->ebx & 0x00ffffffU) | vcpu->id << 24;
-			/* "Running on a hypervisor": without it a kernel
-			 * never looks at KVM's leaves (no kvmclock). */
-			en->ecx |= 1U << 31;
-			/* The in-kernel LAPIC's TSC-deadline mode, which KVM
-			 * leaves out of the supported CPUID (it needs the
-			 * irqchip). Without it Linux calibrates the LAPIC
-			 * timer against the PIT, which a loaded or nested
-			 * host can fail ("APIC timer disabled due to
-			 * verification failure"). */
-			if (deadline)
-				en->ecx |= 1U << 24;
-		} else if (en->function == 7 && en->index == 0 &&
-			   !kemari_testcfg__get()->kvm_la57) {
-			/* No 5-level paging (LA57): the guest's CPU must be
-			 * one the secondary's host can give it too, and few
-			 * hosts have LA57 (QEMU's CPU models leave it out
-			 * as well). Inside the emulated test VM a Linux guest
-			 * with LA57 crashed now and then (docs/testing.md). */
-			en->ecx &= ~(1U << 16);
-		} else if (en->function == 0xb || en->function == 0x1f)
-			en->edx = vcpu->id;
-	}
+	kvm_cpuid__adjust(c, vcpu->id, deadline,
+			  kemari_testcfg__get()->kvm_la57);
 	xcr0 = kvm_cpuid__xcr0(c);
 	err = ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
 	if (err) {

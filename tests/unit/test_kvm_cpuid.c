@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The guest's CPUID as the VMM makes it from KVM's supported one
+ * (kvm_cpuid__adjust): APIC and topology IDs per vCPU, the hypervisor bit,
+ * TSC-deadline only with the in-kernel LAPIC, and 5-level paging (LA57)
+ * hidden unless asked for (KEMARI_KVM_LA57=1): a guest's CPU must be one
+ * the secondary's host can give it too.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdlib.h>
+
+#include "../../hv/kvm/kvm.h"
+
+#define LA57 (1U << 16)
+
+static struct kvm_cpuid2 *table(void)
+{
+	struct kvm_cpuid2 *c =
+		calloc(1, sizeof(*c) + 5 * sizeof(c->entries[0]));
+
+	cr_assert(c != NULL);
+	c->nent = 5;
+	c->entries[0] = (struct kvm_cpuid_entry2){ .function = 1,
+						   .ebx = 0x07020800,
+						   .ecx = 0x00000001 };
+	/* Leaf 7, subleaf 0: LA57 and two neighbours (UMIP, PKU). */
+	c->entries[1] = (struct kvm_cpuid_entry2){
+		.function = 7, .index = 0, .ecx = LA57 | (1U << 2) | (1U << 3)
+	};
+	/* Subleaf 1 of leaf 7 has other bits at 16: left alone. */
+	c->entries[2] = (struct kvm_cpuid_entry2){ .function = 7,
+						   .index = 1,
+						   .ecx = LA57 };
+	c->entries[3] = (struct kvm_cpuid_entry2){ .function = 0xb, .edx = 99 };
+	c->entries[4] =
+		(struct kvm_cpuid_entry2){ .function = 0x1f, .edx = 99 };
+	return c;
+}
+
+Test(kvm_cpuid, la57_is_hidden_and_nothing_else_in_leaf_7)
+{
+	struct kvm_cpuid2 *c = table();
+
+	kvm_cpuid__adjust(c, 0, false, false);
+	cr_assert(eq(u32, c->entries[1].ecx, (1U << 2) | (1U << 3)));
+	cr_assert(eq(u32, c->entries[2].ecx, LA57), "subleaf 1 untouched");
+	free(c);
+}
+
+Test(kvm_cpuid, la57_is_kept_when_asked_for)
+{
+	struct kvm_cpuid2 *c = table();
+
+	kvm_cpuid__adjust(c, 0, false, true);
+	cr_assert(eq(u32, c->entries[1].ecx, LA57 | (1U << 2) | (1U << 3)));
+	free(c);
+}
+
+Test(kvm_cpuid, each_vcpu_has_its_own_ids_and_the_hypervisor_bit)
+{
+	struct kvm_cpuid2 *c = table();
+
+	kvm_cpuid__adjust(c, 3, false, false);
+	cr_assert(eq(u32, c->entries[0].ebx, 0x03020800),
+		  "APIC ID in EBX[31:24]");
+	cr_assert(eq(u32, c->entries[0].ecx, 0x80000001),
+		  "hypervisor bit, no deadline");
+	cr_assert(eq(u32, c->entries[3].edx, 3));
+	cr_assert(eq(u32, c->entries[4].edx, 3));
+	free(c);
+}
+
+Test(kvm_cpuid, tsc_deadline_only_with_the_in_kernel_lapic)
+{
+	struct kvm_cpuid2 *c = table();
+
+	kvm_cpuid__adjust(c, 0, true, false);
+	cr_assert(eq(u32, c->entries[0].ecx, 0x81000001));
+	free(c);
+}
