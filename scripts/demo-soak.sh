@@ -18,7 +18,8 @@ if [ "${2:-}" != --inner ]; then
 	echo "demo-soak: /dev/kvm is not usable here${KEMARI_FORCE_VM:+ (KEMARI_FORCE_VM)}: $n demos inside one emulated test VM"
 	exec tests/vm/vm.sh run -t $((300 + n * 240)) -m 2048 -- env BUILD="${BUILD:-build}" \
 		TRANSPORT="${TRANSPORT:-tcp}" KEMARI_DEMO_SLOW=1 \
-		KEMARI_DEMO_ARGS="${KEMARI_DEMO_ARGS:-}" "$0" "$n" --inner
+		KEMARI_DEMO_ARGS="${KEMARI_DEMO_ARGS:-}" KEMARI_DEMO_PIN="${KEMARI_DEMO_PIN:-0}" \
+		"$0" "$n" --inner
 fi
 failed=0
 log=$(mktemp /tmp/kemari-soak.XXXXXX)

@@ -34,6 +34,15 @@ disk=$work/disk.img
 svc=127.0.0.1:7500
 peer=127.0.0.1:7400
 G="--guest=$B/guests/kvstore.elf --mem=64M --disk=$disk --net=udp:$svc --transport=$TRANSPORT $hb $ARGS"
+# KEMARI_DEMO_PIN=1 (testing, scripts/demo-soak.sh passes it): each side
+# pinned to its own CPU (the secondary to CPU 1, the primary to CPU 0), so
+# no vCPU thread moves between CPUs: an A/B for the guest crashes inside
+# the emulated VM (docs/testing.md).
+pin_s=() pin_p=()
+if [ "${KEMARI_DEMO_PIN:-0}" = 1 ]; then
+	pin_s=(taskset -c 1)
+	pin_p=(taskset -c 0)
+fi
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
@@ -44,12 +53,12 @@ trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 
 step "1. secondary: waits on $peer, binds nothing until it takes over"
-"$B/kemari-run" --role=secondary --listen=$peer $G \
+"${pin_s[@]}" "$B/kemari-run" --role=secondary --listen=$peer $G \
 	2> >(tee "$work/secondary.log" | sed -u 's/^/   [S] /' >&2) &
 pids+=($!)
 sleep 1
 step "2. primary: initial sync of 64 MiB, then the kvstore guest boots protected"
-"$B/kemari-run" --role=primary --peer=$peer --stats="$work/stats.json" $G \
+"${pin_p[@]}" "$B/kemari-run" --role=primary --peer=$peer --stats="$work/stats.json" $G \
 	2> >(sed -u 's/^/   [P] /' >&2) &
 P=$!
 pids+=($P)

@@ -65,7 +65,7 @@ for t in "${failed[@]}"; do
 	# taken for one on the host's own KVM, and not rerun).
 	# Inside the VM, tests/vm/by-test.sh already gave each test its rerun.
 	if grep -qF "$t failed again: FAILED" < <(plain); then
-		echo "RERUN: $name: $t crashed its guest again on its rerun inside the emulated VM: FAILED"
+		echo "RERUN: $name: $t failed again on its rerun inside the emulated VM: FAILED"
 		exit "$rc"
 	fi
 	if [ -z "${KEMARI_EMULATED_VM:-}" ] &&

@@ -49,4 +49,5 @@ exec "$here/vm/vm.sh" run -t "${KEMARI_VM_TIMEOUT:-4000}" -m 3072 -- \
 	env KEMARI_EMULATED_VM=1 KEMARI_TIME_SCALE="${KEMARI_TIME_SCALE:-4}" \
 	KEMARI_TEST_HB="${KEMARI_TEST_HB:---heartbeat-ms=50 --heartbeat-timeout-ms=3000}" \
 	KEMARI_FAILOVER_RUNS="${KEMARI_FAILOVER_RUNS:-20}" \
+	KEMARI_VM_LEAVE_OUT="${KEMARI_VM_LEAVE_OUT:-}" \
 	"$here/vm/by-test.sh" run-kvm "$@"

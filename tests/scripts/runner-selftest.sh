@@ -11,7 +11,8 @@
 # and tests/vm/by-test.sh (the emulated VM's one-test-at-a-time runner):
 #   4. a test its ledger ($KEMARI_VM_JOB/passed) holds is not run again, a
 #      test that passes is added to it, one that fails is not, and the
-#      exit status says whether all passed.
+#      exit status says whether all passed;
+#   5. a test KEMARI_VM_LEAVE_OUT names is not run, and a line says so.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(mktemp -d /tmp/kemari-rerun-selftest.XXXXXX)
@@ -82,5 +83,15 @@ if [ $rc -ne 0 ] || [ "$(cat "$dir/ran")" != s/y ] || [ "$(tr '\n' ' ' <"$dir/jo
 	echo "runner-selftest: FAIL by-test after s/y is fixed: exit $rc, ran '$(cat "$dir/ran")', ledger '$(tr '\n' ' ' <"$dir/job/passed")'"
 	fails=$((fails + 1))
 fi
-[ $fails -eq 0 ] && echo "runner-selftest: 4 of 4 passed"
+# 5. KEMARI_VM_LEAVE_OUT: s/x is not run, and a line says so.
+rm -f "$dir/ran" "$dir/job/passed"
+KEMARI_VM_JOB=$dir/job KEMARI_EMULATED_VM=1 KEMARI_VM_LEAVE_OUT='s/x' \
+	"$here/vm/by-test.sh" selftest "$dir/two" --filter 's/*' >"$dir/out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] || [ "$(cat "$dir/ran")" != s/y ] ||
+	! grep -q "s/x LEFT OUT in the emulated VM" "$dir/out"; then
+	echo "runner-selftest: FAIL by-test with s/x left out: exit $rc, ran '$(cat "$dir/ran")'"
+	fails=$((fails + 1))
+fi
+[ $fails -eq 0 ] && echo "runner-selftest: 5 of 5 passed"
 [ $fails -eq 0 ]
