@@ -225,8 +225,9 @@ ParameterizedTest(int *run, replication, kill9_at_random_moment)
 		h_dump(plog);
 		h_dump(slog);
 		if (!emulated)
-			cr_fatal("run %d: %s (this KVM is not the emulated test VM's: a guest crash is never run again here)",
-				 *run, where);
+			cr_fatal(
+				"run %d: %s (this KVM is not the emulated test VM's: a guest crash is never run again here)",
+				*run, where);
 		if (attempt == 2)
 			cr_fatal("run %d: %s, in three attempts", *run, where);
 		cr_log_info(
@@ -385,11 +386,12 @@ Test(replication, reprotect_life_cycle_under_load)
 		cr_fatal("the new primary does not look for a secondary");
 	}
 	/* Its own --peer: where the second listened (closed by now). */
-	cr_assert(eq(int,
-		     h_spawn(&third, log3,
-			     "@B/kemari-run --role=secondary --listen=%s --peer=%s --guest=@B/guests/kvstore.elf %s",
-			     peer3, peer, common),
-		     0));
+	cr_assert(eq(
+		int,
+		h_spawn(&third, log3,
+			"@B/kemari-run --role=secondary --listen=%s --peer=%s --guest=@B/guests/kvstore.elf %s",
+			peer3, peer, common),
+		0));
 	if (h_wait_log(slog, "re-protected: the secondary at", h_ms(90000))) {
 		h_dump(slog);
 		h_dump(log3);
@@ -447,16 +449,27 @@ Test(replication, switchover_there_and_back_under_load)
 {
 	struct h_load *l = calloc(1, sizeof(*l));
 	char back[64], ctl_p[320], ctl_s[320], extra[512];
+	/*
+	 * No heartbeat may be lost on either side (asserted below), so a
+	 * scheduling stall of the shared test host must not look like a
+	 * lost peer: natively 1000 ms, not kemari-run's 200 (CI once saw a
+	 * 650 ms gap for the clients and a "primary lost" here). In the
+	 * emulated VM KEMARI_TEST_HB sets its own, longer timeout.
+	 */
+	const char *hb = *env_or("KEMARI_TEST_HB", "")
+				 ? ""
+				 : " --heartbeat-timeout-ms=1000";
 
 	cr_assert(l != NULL);
 	snprintf(back, sizeof(back), "%s:%u",
 		 env_or("KEMARI_TEST_ADDR", "127.0.0.1"), h_port());
 	snprintf(ctl_p, sizeof(ctl_p), "%s/p.sock", dir);
 	snprintf(ctl_s, sizeof(ctl_s), "%s/s.sock", dir);
-	snprintf(extra, sizeof(extra), "--peer=%s --control=%s", back, ctl_s);
+	snprintf(extra, sizeof(extra), "--peer=%s --control=%s%s", back, ctl_s,
+		 hb);
 	start_secondary(extra);
-	snprintf(extra, sizeof(extra), "--listen=%s --control=%s", back,
-		 ctl_p);
+	snprintf(extra, sizeof(extra), "--listen=%s --control=%s%s", back,
+		 ctl_p, hb);
 	start_primary(extra);
 	wait_ready();
 	load_start(l);
@@ -475,11 +488,16 @@ Test(replication, switchover_there_and_back_under_load)
 	expect_line(plog, "re-protected: the secondary at", 90000);
 	usleep((useconds_t)h_ms(500) * 1000);
 	h_load_check(l, plog, slog);
-	cr_log_info("switchover there and back: the clients' longest wait for a reply %.1f ms (p99 %.1f ms)",
-		    (double)l->res.max_gap_us / 1000,
-		    (double)l->res.lat_p99_us / 1000);
-	cr_assert(not(h_log_has(slog, "primary lost")));
-	cr_assert(not(h_log_has(plog, "primary lost")));
+	cr_log_info(
+		"switchover there and back: the clients' longest wait for a reply %.1f ms (p99 %.1f ms)",
+		(double)l->res.max_gap_us / 1000,
+		(double)l->res.lat_p99_us / 1000);
+	if (h_log_has(slog, "primary lost") ||
+	    h_log_has(plog, "primary lost")) {
+		h_dump(plog);
+		h_dump(slog);
+		cr_fatal("a side lost its peer during a planned switchover");
+	}
 	if (!h_serving(&pri, plog, server, "the primary, switched back"))
 		cr_fatal("the guest is not served after switching back");
 	free(l);
