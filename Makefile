@@ -295,6 +295,8 @@ check: deps
 # check-rdma's two over rdma). Where KVM has vmx/svm all of it runs.
 # make check-linux-vm runs the whole Linux suite in the VM.
 LINUX_VM_LEAVE_OUT ?= 'linux_failover/kill9_at_each_phase'
+LINUX_SUITE = tests/rerun-crashed.sh "KVM integration, Linux guest (tcp)" \
+	tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename --filter 'linux_*/*'
 
 check-run: all tests man linux-guest-test
 	$(Q)guest/check-nosse.sh $(GUEST_ELFS)
@@ -328,10 +330,7 @@ check-run: all tests man linux-guest-test
 		tests/run-kvm.sh --freestanding $(INTEG_BIN) --jobs 1 --short-filename \
 		--filter '!(linux_*)/*'
 	$(Q)echo "== KVM integration, the Linux guest (tcp; natively where KVM has vmx/svm) [$$(date -u +%T)]"
-	$(Q)KEMARI_VM_LEAVE_OUT=$(LINUX_VM_LEAVE_OUT) \
-		tests/rerun-crashed.sh "KVM integration, Linux guest (tcp)" \
-		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename \
-		--filter 'linux_*/*'
+	$(Q)KEMARI_VM_LEAVE_OUT=$(LINUX_VM_LEAVE_OUT) $(LINUX_SUITE)
 ifneq ($(and $(HAVE_OFI),$(wildcard transports/ofi/*.c)),)
 	$(Q)echo "== kill -9 failover over ofi (libfabric tcp provider, FI_EP_MSG) [$$(date -u +%T)]"
 	$(Q)KEMARI_FAILOVER_RUNS=5 tests/rerun-crashed.sh "kill -9 failover over ofi-tcp" \
@@ -345,9 +344,7 @@ endif
 
 # The whole Linux-guest suite, in the emulated VM where KVM lacks vmx/svm.
 check-linux-vm: all tests linux-guest-test
-	$(Q)tests/rerun-crashed.sh "KVM integration, Linux guest (tcp)" \
-		tests/run-kvm.sh $(INTEG_BIN) --jobs 1 --short-filename \
-		--filter 'linux_*/*'
+	$(Q)$(LINUX_SUITE)
 
 # make demo: the freestanding kvstore guest (fast); make demo GUEST=linux:
 # Debian's Linux kernel with the kvstore image, TCP connection included.

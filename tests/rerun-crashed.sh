@@ -59,11 +59,11 @@ for t in "${failed[@]}"; do
 		echo "RERUN: $name: $t failed without a guest crash: a real failure, nothing is rerun"
 		exit "$rc"
 	fi
-	# grep reads a process substitution, not a pipe: with pipefail, a
-	# grep -q that stops at its match makes the writer die of SIGPIPE
-	# and the pipeline fail (CI stop 20: a suite that ran in the VM was
-	# taken for one on the host's own KVM, and not rerun).
 	# Inside the VM, tests/vm/by-test.sh already gave each test its rerun.
+	# (grep reads a process substitution, not a pipe: with pipefail, a
+	# grep -q that stops at its match makes the writer die of SIGPIPE
+	# and the pipeline fail; CI stop 20 took a suite that ran in the VM
+	# for one on the host's own KVM so, and did not rerun it.)
 	if grep -qF "$t failed again: FAILED" < <(plain); then
 		echo "RERUN: $name: $t failed again on its rerun inside the emulated VM: FAILED"
 		exit "$rc"
