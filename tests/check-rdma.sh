@@ -72,7 +72,7 @@ inside() {
 		fi
 		echo "check-rdma: ---- $name [$(date -u +%T)]"
 		case $name in
-		*failover*) tests/rerun-crashed.sh "$name" "$@" ;;
+		*failover*) tests/run-suite.sh "$name" "$@" ;;
 		*) "$@" ;;
 		esac
 		rc=$?

@@ -2,9 +2,9 @@
 # Run a test program that needs KVM: natively when /dev/kvm works on this
 # host, otherwise inside the emulated test VM (QEMU TCG with kvm_amd inside,
 # tests/vm/vm.sh), where everything is slower, so timeouts are scaled, and
-# the program runs one test at a time (tests/vm/by-test.sh: a guest crash
-# gets its rerun there, and a fresh VM after the emulated machine's own
-# panic runs only the tests that had not passed yet).
+# the program runs one test at a time (tests/vm/by-test.sh: a fresh VM
+# after the emulated machine's own panic runs only the tests that had not
+# passed yet).
 #   tests/run-kvm.sh PROGRAM [ARGS...]
 #   tests/run-kvm.sh --freestanding PROGRAM [ARGS...]   (below)
 set -euo pipefail

@@ -67,14 +67,27 @@ static struct kvm_cpuid_entry2 *kvm_cpuid__find(struct kvm_cpuid2 *c,
 
 /*
  * The XCR0 a guest gets from the start: every state component CPUID leaf
- * 0xD advertises, trimmed to a set XSETBV accepts (whole groups; AVX needs
- * SSE, AVX-512 needs AVX). Leaf 0xD.0 is trimmed the same way, its ECX
- * (the XSAVE area for all of them) recomputed from the subleaves. 0: the
- * guest has no XSAVE.
+ * 0xD advertises whose feature CPUID also offers (as Linux enables them:
+ * AVX, MPX, AVX-512, PKU; KVM without nested paging drops PKU but keeps
+ * PKRU in leaf 0xD), trimmed to a set XSETBV accepts (whole groups; AVX
+ * needs SSE, AVX-512 needs AVX). Leaf 0xD.0 is trimmed the same way, its
+ * ECX (the XSAVE area for all of them) recomputed from the subleaves. 0:
+ * the guest has no XSAVE.
  */
-static uint64_t kvm_cpuid__xcr0(struct kvm_cpuid2 *c)
+uint64_t kvm_cpuid__xcr0(struct kvm_cpuid2 *c)
 {
+	static const struct {
+		uint32_t leaf, bit; /* leaf 1 or 7, subleaf 0 */
+		bool ecx;
+		uint64_t xcr0;
+	} need[] = {
+		{ 1, 28, true, 0x4 },	   /* AVX: YMM */
+		{ 7, 14, false, 0x18 },	   /* MPX: BNDREGS, BNDCSR */
+		{ 7, 16, false, 0xe0 },	   /* AVX-512F */
+		{ 7, 3, true, 0x200 },	   /* PKU: PKRU */
+	};
 	struct kvm_cpuid_entry2 *one = kvm_cpuid__find(c, 1, 0);
+	struct kvm_cpuid_entry2 *seven = kvm_cpuid__find(c, 7, 0);
 	struct kvm_cpuid_entry2 *d = kvm_cpuid__find(c, 0xd, 0);
 	uint64_t xcr0;
 	uint32_t size = 512 + 64; /* legacy area and XSAVE header */
@@ -82,6 +95,14 @@ static uint64_t kvm_cpuid__xcr0(struct kvm_cpuid2 *c)
 	if (!one || !(one->ecx & (1U << 26)) || !d)
 		return 0;
 	xcr0 = (d->eax | (uint64_t)d->edx << 32) | 0x3;
+	for (size_t i = 0; i < KEMARI_ARRAY_SIZE(need); i++) {
+		const struct kvm_cpuid_entry2 *l =
+			need[i].leaf == 1 ? one : seven;
+		uint32_t reg = !l ? 0 : need[i].ecx ? l->ecx : l->ebx;
+
+		if (!(reg & 1U << need[i].bit))
+			xcr0 &= ~need[i].xcr0;
+	}
 	for (unsigned int b = 2; b < 64; b++) {
 		const struct kvm_cpuid_entry2 *s = kvm_cpuid__find(c, 0xd, b);
 

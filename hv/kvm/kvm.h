@@ -281,6 +281,8 @@ int kvm_pc__load(struct kvm_vm *vm, const void *blob, size_t len);
 int kvm_pc__reattach(struct kvm_vm *vm, bool kick);
 
 /* cpu.c: vCPUs, run loop, pause, state */
+/* The XCR0 a guest starts with, leaf 0xD trimmed to it (cpu.c). */
+uint64_t kvm_cpuid__xcr0(struct kvm_cpuid2 *c);
 void kvm_cpuid__adjust(struct kvm_cpuid2 *c, unsigned int id, bool deadline,
 		       bool la57);
 int kvm_cpu__create(struct kvm_vm *vm, unsigned int id);

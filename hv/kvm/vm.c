@@ -353,7 +353,7 @@ int kvm_vm__irq_line(struct kvm_vm *vm, unsigned int gsi, int level)
 /*
  * KVM without vmx/svm under it (PVM) pages the guest by shadow page tables,
  * which overrun the dirty ring (below): the CPU's flags tell, as
- * tests/run-kvm.sh reads them.
+ * tests/run-kvm.sh reads them; so does KVM with EPT/NPT turned off.
  */
 static bool kvm_vm__shadow_paging(void)
 {
@@ -370,7 +370,26 @@ static bool kvm_vm__shadow_paging(void)
 		break;
 	}
 	fclose(f);
-	return shadow;
+	if (shadow)
+		return true;
+	/* vmx/svm, but KVM told not to use EPT/NPT (kvm_intel.ept=0,
+	 * kvm_amd.npt=0): shadow paging all the same. */
+	for (unsigned int i = 0; i < 2; i++) {
+		static const char *const param[] = {
+			"/sys/module/kvm_amd/parameters/npt",
+			"/sys/module/kvm_intel/parameters/ept",
+		};
+		int c = EOF;
+
+		f = fopen(param[i], "r");
+		if (!f)
+			continue;
+		c = fgetc(f);
+		fclose(f);
+		if (c == 'N' || c == '0')
+			return true;
+	}
+	return false;
 }
 
 int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
@@ -434,7 +453,7 @@ int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)
 
 		if (!told)
 			kemari_info(
-				"kvm: dirty pages tracked by bitmap: this host's KVM has no vmx/svm (PVM, shadow paging), where KVM overruns its dirty ring under load");
+				"kvm: dirty pages tracked by bitmap: this host's KVM pages guests by shadow page tables (no vmx/svm, as under PVM, or EPT/NPT turned off), where KVM overruns its dirty ring under load");
 		told = true;
 	} else if (cfg->dirty_track != KEMARI_DIRTY_BITMAP) {
 		err = kvm_vm__enable_ring(vm);

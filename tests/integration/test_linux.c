@@ -135,7 +135,10 @@ Test(linux_guest, boots_and_serves_udp_and_tcp_through_the_bridge)
 	cr_assert(h_log_has(log_, "virtio_blk virtio0: [vda] 65536 512-byte"));
 	cr_assert(h_log_has(log_, "smp: Brought up 1 node, 1 CPU"));
 	/* A kernel that complains about the virtual CPU (CPUID leaf 0xD and
-	 * XCR0 out of step: "XSAVE consistency problem") or anything else. */
+	 * XCR0 out of step: "XSAVE consistency problem") or anything else:
+	 * its whole console first. */
+	if (h_log_has(log_, "WARNING:") || h_log_has(log_, "Call Trace:"))
+		h_dump(log_);
 	cr_assert(not(h_log_has(log_, "WARNING:")));
 	cr_assert(not(h_log_has(log_, "Call Trace:")));
 	cr_assert(not(h_log_has(log_, "APIC timer disabled")));

@@ -40,14 +40,6 @@ void h_load_stop(struct h_load *l)
 	l->joined = true;
 }
 
-void h_load_abandon(struct h_load *l)
-{
-	l->stop = 1;
-	if (!l->joined)
-		pthread_detach(l->tid);
-	l->joined = true;
-}
-
 void h_load_check(struct h_load *l, const char *log1, const char *log2)
 {
 	h_load_stop(l);

@@ -29,8 +29,6 @@ void h_load_start(struct h_load *l, const char *server, unsigned int clients,
 		  unsigned int keys, int timeout_ms);
 /* Ask the clients to stop and wait for the final check. */
 void h_load_stop(struct h_load *l);
-/* Leave the clients to their timeouts (their server died for good). */
-void h_load_abandon(struct h_load *l);
 /* Stop, then assert the exact outcome; on failure the logs given (up to
  * two, NULL for none) are printed first. */
 void h_load_check(struct h_load *l, const char *log1, const char *log2);

@@ -79,3 +79,66 @@ Test(kvm_cpuid, tsc_deadline_only_with_the_in_kernel_lapic)
 	cr_assert(eq(u32, c->entries[0].ecx, 0x81000001));
 	free(c);
 }
+
+/*
+ * kvm_cpuid__xcr0: the XCR0 a guest starts with is what Linux will set,
+ * every component of leaf 0xD whose feature CPUID offers: KVM without
+ * nested paging (kvm_amd.npt=0) drops PKU but keeps PKRU in leaf 0xD, and
+ * a preset XCR0 with PKRU then disagreed with the guest's own (Linux:
+ * "XSAVE consistency problem: size 832 != kernel_size 2696").
+ */
+static struct kvm_cpuid2 *xsave_table(bool pku)
+{
+	struct kvm_cpuid2 *c =
+		calloc(1, sizeof(*c) + 5 * sizeof(c->entries[0]));
+
+	cr_assert(c != NULL);
+	c->nent = 5;
+	c->entries[0] = (struct kvm_cpuid_entry2){
+		.function = 1, .ecx = (1U << 26) | (1U << 28) /* XSAVE AVX */
+	};
+	c->entries[1] = (struct kvm_cpuid_entry2){
+		.function = 7, .index = 0, .ecx = pku ? 1U << 3 : 0
+	};
+	c->entries[2] = (struct kvm_cpuid_entry2){ .function = 0xd,
+						   .index = 0,
+						   .eax = 0x207,
+						   .ecx = 2696 };
+	c->entries[3] = (struct kvm_cpuid_entry2){
+		.function = 0xd, .index = 2, .eax = 256, .ebx = 576
+	};
+	c->entries[4] = (struct kvm_cpuid_entry2){
+		.function = 0xd, .index = 9, .eax = 8, .ebx = 2688
+	};
+	return c;
+}
+
+Test(kvm_cpuid, xcr0_leaves_out_pkru_without_pku)
+{
+	struct kvm_cpuid2 *c = xsave_table(false);
+
+	cr_assert(eq(u64, kvm_cpuid__xcr0(c), 0x7));
+	cr_assert(eq(u32, c->entries[2].eax, 0x7));
+	cr_assert(eq(u32, c->entries[2].ecx, 832));
+	free(c);
+}
+
+Test(kvm_cpuid, xcr0_keeps_pkru_with_pku)
+{
+	struct kvm_cpuid2 *c = xsave_table(true);
+
+	cr_assert(eq(u64, kvm_cpuid__xcr0(c), 0x207));
+	cr_assert(eq(u32, c->entries[2].eax, 0x207));
+	cr_assert(eq(u32, c->entries[2].ecx, 2696));
+	free(c);
+}
+
+Test(kvm_cpuid, xcr0_leaves_out_avx_without_its_feature_bit)
+{
+	struct kvm_cpuid2 *c = xsave_table(true);
+
+	c->entries[0].ecx &= ~(1U << 28);
+	cr_assert(eq(u64, kvm_cpuid__xcr0(c), 0x203));
+	cr_assert(eq(u32, c->entries[2].ecx, 2696));
+	free(c);
+}

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # tests/vm/by-test.sh NAME CMD... [--filter GLOB] [ARGS...]: inside the
 # emulated test VM (tests/run-kvm.sh starts it there), run a Criterion
-# program one test at a time, each through tests/rerun-crashed.sh (a guest
-# that crashed by itself gets its one rerun here, in the same VM), and
-# record every test that passed in $KEMARI_VM_JOB/passed. When the emulated
+# program one test at a time, each through tests/run-suite.sh, and record
+# every test that passed in $KEMARI_VM_JOB/passed. When the emulated
 # machine itself panics or freezes, tests/vm/vm.sh boots a fresh one and
 # runs the job again: the tests already recorded are not run again (one
 # such panic in CI stop 20 cost a 20-minute stage its whole run).
@@ -77,7 +76,7 @@ for t in "${tests[@]}"; do
 		echo "by-test: $name: $t passed in an earlier boot of the emulated machine: not run again"
 		continue
 	fi
-	if "$here/rerun-crashed.sh" "$name: $t" "${cmd[@]}" --filter "$t"; then
+	if "$here/run-suite.sh" "$name: $t" "${cmd[@]}" --filter "$t"; then
 		[ -n "$ledger" ] && echo "$t" >>"$ledger"
 	else
 		failed+=("$t")
