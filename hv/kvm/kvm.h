@@ -148,6 +148,8 @@ static inline struct kvm_vm *to_kvm(struct kemari_hv *hv)
 }
 
 /* vm.c: VM, RAM, dirty tracking */
+/* Whether KVM pages guests by shadow page tables (vm.c says how told). */
+bool kvm_vm__shadow_paging_of(const char *flags, int npt, int ept);
 int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg);
 void kvm_vm__destroy(struct kvm_vm *vm);
 /* Bounds-checked pointer into guest RAM, NULL if [gpa, gpa+len) is outside

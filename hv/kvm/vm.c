@@ -353,43 +353,47 @@ int kvm_vm__irq_line(struct kvm_vm *vm, unsigned int gsi, int level)
 /*
  * KVM without vmx/svm under it (PVM) pages the guest by shadow page tables,
  * which overrun the dirty ring (below): the CPU's flags tell, as
- * tests/run-kvm.sh reads them; so does KVM with EPT/NPT turned off.
+ * tests/run-kvm.sh reads them; so does KVM told not to use EPT/NPT
+ * (kvm_intel.ept=0, kvm_amd.npt=0: the emulated test VM). flags is the
+ * "flags" line of /proc/cpuinfo, npt and ept the module parameters' first
+ * character ('Y', 'N', '1', '0'), or 0 where there is none.
  */
+bool kvm_vm__shadow_paging_of(const char *flags, int npt, int ept)
+{
+	if (!flags)
+		return false;
+	if (!strstr(flags, " vmx") && !strstr(flags, " svm"))
+		return true;
+	return npt == 'N' || npt == '0' || ept == 'N' || ept == '0';
+}
+
+static int kvm_vm__param(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	int c;
+
+	if (!f)
+		return 0;
+	c = fgetc(f);
+	fclose(f);
+	return c == EOF ? 0 : c;
+}
+
 static bool kvm_vm__shadow_paging(void)
 {
 	char line[4096];
-	bool shadow = false;
+	bool found = false;
 	FILE *f = fopen("/proc/cpuinfo", "r");
 
 	if (!f)
 		return false;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "flags", 5))
-			continue;
-		shadow = !strstr(line, " vmx") && !strstr(line, " svm");
-		break;
-	}
+	while (!found && fgets(line, sizeof(line), f))
+		found = !strncmp(line, "flags", 5);
 	fclose(f);
-	if (shadow)
-		return true;
-	/* vmx/svm, but KVM told not to use EPT/NPT (kvm_intel.ept=0,
-	 * kvm_amd.npt=0): shadow paging all the same. */
-	for (unsigned int i = 0; i < 2; i++) {
-		static const char *const param[] = {
-			"/sys/module/kvm_amd/parameters/npt",
-			"/sys/module/kvm_intel/parameters/ept",
-		};
-		int c = EOF;
-
-		f = fopen(param[i], "r");
-		if (!f)
-			continue;
-		c = fgetc(f);
-		fclose(f);
-		if (c == 'N' || c == '0')
-			return true;
-	}
-	return false;
+	return kvm_vm__shadow_paging_of(
+		found ? line : NULL,
+		kvm_vm__param("/sys/module/kvm_amd/parameters/npt"),
+		kvm_vm__param("/sys/module/kvm_intel/parameters/ept"));
 }
 
 int kvm_vm__create(struct kvm_vm **out, const struct kemari_hv_cfg *cfg)

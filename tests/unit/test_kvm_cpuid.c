@@ -4,7 +4,9 @@
  * (kvm_cpuid__adjust): APIC and topology IDs per vCPU, the hypervisor bit,
  * TSC-deadline only with the in-kernel LAPIC, and 5-level paging (LA57)
  * hidden unless asked for (KEMARI_KVM_LA57=1): a guest's CPU must be one
- * the secondary's host can give it too.
+ * the secondary's host can give it too; the XCR0 a guest starts with
+ * (kvm_cpuid__xcr0); whether KVM pages by shadow page tables
+ * (kvm_vm__shadow_paging_of).
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -141,4 +143,31 @@ Test(kvm_cpuid, xcr0_leaves_out_avx_without_its_feature_bit)
 	cr_assert(eq(u64, kvm_cpuid__xcr0(c), 0x203));
 	cr_assert(eq(u32, c->entries[2].ecx, 2696));
 	free(c);
+}
+
+/*
+ * kvm_vm__shadow_paging_of: where KVM pages guests by shadow page tables,
+ * --dirty-track=auto takes the bitmap (KVM overran its dirty ring there).
+ */
+Test(kvm_paging, shadow_without_vmx_or_svm)
+{
+	cr_assert(kvm_vm__shadow_paging_of("flags\t: fpu vme pae lm", 0, 0));
+}
+
+Test(kvm_paging, nested_paging_with_svm_and_npt_on)
+{
+	cr_assert(not(kvm_vm__shadow_paging_of("flags\t: fpu svm npt", 'Y', 0)));
+	cr_assert(not(kvm_vm__shadow_paging_of("flags\t: fpu vmx ept", 0, 'Y')));
+}
+
+Test(kvm_paging, shadow_with_npt_or_ept_off)
+{
+	cr_assert(kvm_vm__shadow_paging_of("flags\t: fpu svm npt", 'N', 0));
+	cr_assert(kvm_vm__shadow_paging_of("flags\t: fpu vmx ept", 0, 'N'));
+	cr_assert(kvm_vm__shadow_paging_of("flags\t: fpu vmx ept", 0, '0'));
+}
+
+Test(kvm_paging, no_flags_line_is_not_shadow)
+{
+	cr_assert(not(kvm_vm__shadow_paging_of(NULL, 'N', 0)));
 }
