@@ -64,8 +64,15 @@ if [ ${#failed[@]} -gt 0 ]; then
 	# Repeat the failures' ends last: a log cut to its tail still shows them.
 	for t in "${failed[@]}"; do
 		echo "---- the end of make $t ($logdir/$t.log), failures first:"
-		grep -a -E 'FAIL|Assertion|error' "$logdir/$t.log" | tail -n 15
-		tail -n 25 "$logdir/$t.log"
+		# Not the RUN/PASS lines of passing tests named error_*
+		# (CI stop 22: they pushed the assertion out of view).
+		sed 's/\x1b\[[0-9;]*m//g' "$logdir/$t.log" |
+			grep -a -E 'FAIL|Assertion|error' |
+			grep -a -v -E '^\[(RUN |PASS)\] ' | tail -n 15
+		# tests/run-suite.sh's account of each failing test.
+		sed 's/\x1b\[[0-9;]*m//g' "$logdir/$t.log" |
+			sed -n '/^==== why /,/^====$/p' | tail -n 80
+		tail -n 8 "$logdir/$t.log"
 	done
 	echo "check: FAILED: ${failed[*]}"
 	exit 1

@@ -47,5 +47,26 @@ for t in "${failed[@]}"; do
 	esac
 	echo "FAILED TEST: $t${sig:+ (its guest crashed: $sig)}"
 done
+# Why each failed, last, where a shortened CI log still shows it: for the
+# last failing run of each (a parameterized test runs many times under one
+# name), its own Criterion lines (assertions and notes, at most 20) and the
+# last 30 lines of its output (the end of the logs it dumped).
+for t in "${failed[@]}"; do
+	echo "==== why $t failed: its assertions, then the end of its output"
+	plain | awk -v t="$t" '
+		function keep() { nc = 0; no = 0 }
+		/^\[RUN \] / { in_t = (index($0, "[RUN ] " t) == 1); keep(); next }
+		in_t && /^\[(PASS|SKIP)\] / { in_t = 0; next }
+		in_t && /^\[FAIL\] / {
+			in_t = 0; why = ""
+			for (i = 0; i < nc; i++) why = why crit[i] "\n"
+			for (i = (no > 30 ? no - 30 : 0); i < no; i++) why = why out[i % 30] "\n"
+			next
+		}
+		in_t && /^\[----\] / { if (nc < 20) crit[nc++] = $0; next }
+		in_t { out[no++ % 30] = $0 }
+		END { printf "%s", why }'
+	echo "===="
+done
 echo "RUN-SUITE: $name: ${#failed[@]} test(s) failed"
 exit "$rc"

@@ -10,7 +10,12 @@
 #   4. a test its ledger ($KEMARI_VM_JOB/passed) holds is not run again, a
 #      test that passes is added to it, one that fails is not, and the
 #      exit status says whether all passed;
-#   5. a test KEMARI_VM_LEAVE_OUT names is not run, and a line says so.
+#   5. a test KEMARI_VM_LEAVE_OUT names is not run, and a line says so;
+# and, back to tests/run-suite.sh:
+#   6. a parameterized test run three times, the second run failing: after
+#      the names, its "why" section shows that run's assertion and the end
+#      of its output, and nothing of the runs that passed (CI stop 22
+#      showed only the failing test's name).
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(mktemp -d /tmp/kemari-runner-selftest.XXXXXX)
@@ -92,5 +97,34 @@ if [ $rc -ne 0 ] || [ "$(cat "$dir/ran")" != s/y ] ||
 	echo "runner-selftest: FAIL by-test with s/x left out: exit $rc, ran '$(cat "$dir/ran")'"
 	fails=$((fails + 1))
 fi
-[ $fails -eq 0 ] && echo "runner-selftest: 5 of 5 passed"
+# 6. Three runs of p::q, the second failing.
+cat >"$dir/param" <<'SUITE'
+#!/usr/bin/env bash
+for r in 1 2 3; do
+	echo "[RUN ] p::q"
+	echo "[----] t.c:5: note of run $r"
+	seq 1 50 | sed "s/^/run $r output /"
+	if [ $r = 2 ]; then
+		echo "[----] t.c:9: Assertion Failed"
+		echo "[FAIL] p::q: (1.0s)"
+	else
+		echo "[PASS] p::q: (1.0s)"
+	fi
+done
+exit 1
+SUITE
+chmod +x "$dir/param"
+"$here/run-suite.sh" selftest "$dir/param" >"$dir/out" 2>&1
+rc=$?
+why=$(sed -n '/^==== why p::q failed/,/^====$/p' "$dir/out")
+if [ $rc -ne 1 ] || ! grep -q "t.c:9: Assertion Failed" <<<"$why" ||
+	! grep -q "t.c:5: note of run 2" <<<"$why" ||
+	! grep -q "^run 2 output 50$" <<<"$why" ||
+	grep -q "^run 2 output 20$" <<<"$why" ||
+	grep -qE "run [13]" <<<"$why"; then
+	echo "runner-selftest: FAIL why-section of a parameterized test's second run: exit $rc, section:"
+	head -n 40 <<<"$why"
+	fails=$((fails + 1))
+fi
+[ $fails -eq 0 ] && echo "runner-selftest: 6 of 6 passed"
 [ $fails -eq 0 ]
