@@ -133,11 +133,14 @@ static void control__stats(struct reply *r, const struct kemari_engine_stats *s)
 	reply__add(r,
 		   "{\"epochs\":%llu,\"epoch\":%llu,\"pushed_bytes\":%llu,"
 		   "\"pushed_pages\":%llu,\"heartbeats_missed\":%llu,"
-		   "\"takeovers\":%llu,",
+		   "\"takeovers\":%llu,\"own_pauses\":%llu,"
+		   "\"own_pause_max_ms\":%llu,",
 		   (unsigned long long)s->epochs, (unsigned long long)s->epoch,
 		   (unsigned long long)s->bytes, (unsigned long long)s->pages,
 		   (unsigned long long)s->heartbeats_missed,
-		   (unsigned long long)s->takeovers);
+		   (unsigned long long)s->takeovers,
+		   (unsigned long long)s->own_pauses,
+		   (unsigned long long)s->own_pause_max_ms);
 	reply__add(r,
 		   "\"pause_us\":{\"count\":%llu,\"sum\":%llu,\"last\":%llu,"
 		   "\"p50\":%llu,\"p99\":%llu},\"phase_us_sum\":{",

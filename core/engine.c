@@ -85,6 +85,35 @@ void engine__fault(struct kemari_engine *e, enum kemari_fault f, uint64_t epoch)
 	e->cfg.fault_hook(f, epoch);
 }
 
+/*
+ * The peer's silence at now_ns (ns) against timeout_ms, without this
+ * side's own pauses (kemari/silence.h); each pause is said in one line and
+ * counted. s: the caller's own silence, or NULL for e->last_rx_ns's. The
+ * grace is half the timeout, and three heartbeat periods at least: both
+ * sides look that often (the secondary's receive, the primary's tick).
+ */
+uint64_t engine__silence(struct kemari_engine *e, struct kemari_silence *s,
+			 uint64_t now_ns, unsigned int timeout_ms)
+{
+	uint64_t grace = KEMARI_MAX((uint64_t)timeout_ms * 500000ULL,
+				    (uint64_t)e->cfg.heartbeat_ms * 3000000ULL);
+	uint64_t own, silent;
+
+	if (!s) {
+		s = &e->peer_silence;
+		if (s->heard_ns != e->last_rx_ns)
+			kemari_silence__heard(s, e->last_rx_ns);
+	}
+	silent = kemari_silence__look(s, now_ns, grace, &own);
+	if (own) {
+		metrics__own_pause(e, own + grace);
+		kemari_warn(
+			"this side did not look for its peer for %llu ms (its own pause: its process or host stalled, or it was busy): not counted as the peer's silence",
+			(unsigned long long)((own + grace) / 1000000));
+	}
+	return silent;
+}
+
 int engine__tick_common(struct kemari_engine *e)
 {
 	if (atomic_exchange(&e->summary_req, false))

@@ -12,6 +12,7 @@
 #include "kemari/dirty.h"
 #include "kemari/engine.h"
 #include "kemari/fence.h"
+#include "kemari/silence.h"
 #include "kemari/wire.h"
 
 struct kemari_epoch_stats {
@@ -39,6 +40,7 @@ struct kemari_metrics {
 	uint64_t epochs; /* completed here (secondary: committed) */
 	uint64_t bytes, pages;
 	uint64_t heartbeats_missed, takeovers;
+	uint64_t own_pauses, own_pause_max_ms; /* engine__silence */
 	struct kemari_hist pause, phase[KEMARI_NPHASES], dirty;
 	uint64_t silence_rx_ns;	 /* the silence being counted began then */
 	uint64_t silence_missed; /* ... and has missed this many so far */
@@ -119,6 +121,7 @@ struct kemari_engine {
 	uint64_t verify_epochs, verify_missed, verify_bad;
 
 	uint64_t last_rx_ns, last_tx_ns;
+	struct kemari_silence peer_silence; /* since last_rx_ns */
 	atomic_bool stop;
 	atomic_bool summary_req;
 	atomic_bool fault_armed; /* --fault=PHASE:SIGUSR2 got its signal */
@@ -128,6 +131,8 @@ struct kemari_engine {
 
 /* engine.c */
 int engine__tick_common(struct kemari_engine *e);
+uint64_t engine__silence(struct kemari_engine *e, struct kemari_silence *s,
+			 uint64_t now_ns, unsigned int timeout_ms);
 bool engine__fault_due(struct kemari_engine *e, enum kemari_fault f,
 		       uint64_t epoch);
 void engine__fault(struct kemari_engine *e, enum kemari_fault f,
@@ -204,5 +209,6 @@ void metrics__takeover(struct kemari_engine *e);
 /* At a tick: count heartbeat periods the peer has been silent beyond the
  * first (its last message arrived at e->last_rx_ns). */
 void metrics__silence(struct kemari_engine *e, uint64_t now_ns);
+void metrics__own_pause(struct kemari_engine *e, uint64_t pause_ns);
 
 #endif

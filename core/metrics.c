@@ -183,6 +183,18 @@ void metrics__silence(struct kemari_engine *e, uint64_t now_ns)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* A pause of this side's own (engine__silence), pause_ns long. */
+void metrics__own_pause(struct kemari_engine *e, uint64_t pause_ns)
+{
+	struct kemari_metrics *m = &e->metrics;
+
+	pthread_mutex_lock(&m->lock);
+	m->own_pauses++;
+	m->own_pause_max_ms =
+		KEMARI_MAX(m->own_pause_max_ms, pause_ns / 1000000);
+	pthread_mutex_unlock(&m->lock);
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -278,6 +290,8 @@ int kemari_engine__stats(struct kemari_engine *e, struct kemari_engine_stats *s)
 	s->bytes = m->bytes;
 	s->pages = m->pages;
 	s->heartbeats_missed = m->heartbeats_missed;
+	s->own_pauses = m->own_pauses;
+	s->own_pause_max_ms = m->own_pause_max_ms;
 	s->takeovers = m->takeovers;
 	s->last_pause_us = m->n ? m->pause_us[m->n - 1] : 0;
 	s->pause_us = m->pause;

@@ -123,30 +123,38 @@ static void primary__note_applied(struct kemari_engine *e,
 static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
 			     unsigned int timeout_ms)
 {
-	uint64_t t0 = kemari_now_ns(), last = t0;
+	const uint64_t limit = (uint64_t)timeout_ms * 1000000ULL;
+	uint64_t t0 = kemari_now_ns();
 	uint64_t cap =
 		t0 + (uint64_t)KEMARI_MAX(timeout_ms, 30000u) * 1000000ULL;
+	struct kemari_silence quiet;
 
+	kemari_silence__heard(&quiet, t0);
 	for (;;) {
 		struct kemari_msg m;
 		uint64_t now = kemari_now_ns();
-		uint64_t deadline = KEMARI_MIN(
-			cap, last + (uint64_t)timeout_ms * 1000000ULL);
+		/* Without this side's own pauses (engine__silence). */
+		uint64_t silent = engine__silence(e, &quiet, now, timeout_ms);
 		int err;
 
-		if (now >= deadline)
+		if (silent >= limit || now >= cap)
 			return kemari_err(
 				-ETIMEDOUT,
 				"no acknowledgement of epoch %llu within %llu ms",
 				(unsigned long long)epoch,
 				(unsigned long long)((now - t0) / 1000000));
-		err = kemari_xport__recv(e->conn, &m,
-					 (int)((deadline - now) / 1000000) + 1);
+		/* Waits of a quarter of the timeout at most: a longer gap
+		 * between two looks is a pause of this side's own. */
+		err = kemari_xport__recv(
+			e->conn, &m,
+			(int)(KEMARI_MIN(limit - silent, limit / 4) / 1000000) +
+				1);
 		if (err == -ETIMEDOUT)
 			continue;
 		if (err)
 			return err;
-		e->last_rx_ns = last = kemari_now_ns();
+		e->last_rx_ns = kemari_now_ns();
+		kemari_silence__heard(&quiet, e->last_rx_ns);
 		switch (m.type) {
 		case KEMARI_MSG_ACK:
 			if (m.epoch != epoch)
@@ -768,7 +776,9 @@ int primary__tick(void *ctx)
 					 kemari_wire__type_name(m.type));
 	}
 	metrics__silence(e, kemari_now_ns());
-	if (!err && kemari_now_ns() - e->last_rx_ns >
+	/* This side's own pauses do not count (engine__silence). */
+	if (!err && engine__silence(e, NULL, kemari_now_ns(),
+				    e->cfg.heartbeat_timeout_ms) >
 			    (uint64_t)e->cfg.heartbeat_timeout_ms * 1000000ULL)
 		err = kemari_err(-ETIMEDOUT,
 				 "no heartbeat from the secondary for %u ms",

@@ -121,6 +121,14 @@ int kemari_prom__render(const struct kemari_engine_stats *s,
 		s->heartbeats_missed);
 	prom__value(&p, "kemari_takeovers_total", "counter",
 		    "Times this secondary resumed the guest.", s->takeovers);
+	prom__value(
+		&p, "kemari_own_pauses_total", "counter",
+		"Times this side did not look for its peer for over half the heartbeat timeout (its process or host stalled); not counted as the peer's silence.",
+		s->own_pauses);
+	prom__head(&p, "kemari_own_pause_max_seconds", "gauge",
+		   "The longest of those pauses.");
+	prom__printf(&p, "kemari_own_pause_max_seconds %.3f\n",
+		     (double)s->own_pause_max_ms / 1000.0);
 	prom__value(&p, "kemari_guest_ram_bytes", "gauge", "Guest RAM.",
 		    s->ram_bytes);
 	prom__value(&p, "kemari_guest_vcpus", "gauge", "Guest vCPUs.",

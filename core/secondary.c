@@ -528,7 +528,10 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 						  SYNC_SILENCE_MS);
 
 			metrics__silence(e, now);
-			if (now - e->last_rx_ns > (uint64_t)limit * 1000000ULL)
+			/* This side's own pauses do not count (a stall of
+			 * the host under both sides must not split them). */
+			if (engine__silence(e, NULL, now, limit) >
+			    (uint64_t)limit * 1000000ULL)
 				return secondary__lost(
 					e,
 					kemari_err(-ETIMEDOUT,

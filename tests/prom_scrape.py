@@ -65,6 +65,8 @@ def main():
         "kemari_heartbeats_missed": "counter", "kemari_takeovers": "counter",
         "kemari_guest_ram_bytes": "gauge", "kemari_guest_vcpus": "gauge",
         "kemari_uptime_seconds": "gauge",
+        "kemari_own_pauses": "counter",
+        "kemari_own_pause_max_seconds": "gauge",
         "kemari_pause_seconds": "histogram",
         "kemari_pause_phase_seconds": "histogram",
         "kemari_dirty_pages": "histogram",

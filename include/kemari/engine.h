@@ -163,6 +163,10 @@ struct kemari_engine_stats {
 	uint64_t bytes, pages;	    /* pushed (primary) in those epochs */
 	uint64_t heartbeats_missed; /* heartbeat periods the peer was silent */
 	uint64_t takeovers;
+	/* This side's own pauses: no look at its peer for longer than half
+	 * the heartbeat timeout (its process or host stalled): not counted as
+	 * the peer's silence (kemari/silence.h). */
+	uint64_t own_pauses, own_pause_max_ms;
 	uint64_t ram_bytes;
 	unsigned int ncpus;
 	uint64_t uptime_ms;
