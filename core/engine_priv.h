@@ -72,6 +72,11 @@ struct kemari_engine {
 	atomic_bool tap_waiting; /* the speculator yields to a tap */
 	pthread_t spec_thread;
 	bool spec_running;
+	/* Heartbeats on their own thread (primary__heartbeats), while the
+	 * guest's loop last ticked within the wedge limit. */
+	pthread_t hb_thread;
+	atomic_bool hb_running;
+	_Atomic uint64_t last_tick_ns;
 	struct kemari_dirty dirty;     /* dirtied since the last push */
 	struct kemari_dirty epoch_set; /* pushed in the open epoch */
 	uint64_t spec_pages;

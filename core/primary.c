@@ -607,6 +607,56 @@ static void *primary__speculate(void *arg)
 	return NULL;
 }
 
+/*
+ * Heartbeats on their own thread. The guest's loop (the tick, on vCPU 0's
+ * thread) beats too, but that thread also serves the guest's released
+ * output, and a released disk FLUSH is an fdatasync that a host busy
+ * writing back (CI, right after building) held for over 200 ms: the
+ * secondary heard nothing for its whole timeout and took over from a
+ * primary that was only waiting for its disk (CI stop 22's and a fresh
+ * run's kill9_at_random_moment). This thread keeps the beat while that
+ * loop is slow, not while it is wedged: once the loop has not ticked for
+ * ten heartbeat timeouts it stops beating, and the secondary takes over
+ * from a primary whose guest no longer runs.
+ */
+static void *primary__heartbeats(void *arg)
+{
+	struct kemari_engine *e = arg;
+	const uint64_t period = (uint64_t)e->cfg.heartbeat_ms * 1000000ULL;
+	const uint64_t wedged =
+		(uint64_t)e->cfg.heartbeat_timeout_ms * 10000000ULL;
+	struct timespec ts = { (time_t)(period / 1000000000ULL),
+			       (long)(period % 1000000000ULL) };
+	bool said = false;
+
+	while (!atomic_load(&e->stop) && atomic_load(&e->hb_running)) {
+		uint64_t idle;
+
+		nanosleep(&ts, NULL);
+		if (!atomic_load(&e->protected) ||
+		    atomic_load(&e->fenced_out) || atomic_load(&e->tap_waiting))
+			continue;
+		idle = kemari_now_ns() - atomic_load(&e->last_tick_ns);
+		if (idle > wedged) {
+			if (!said)
+				kemari_warn(
+					"the guest's loop has not run for %llu ms: no more heartbeats, so that the secondary takes over",
+					(unsigned long long)(idle / 1000000));
+			said = true;
+			continue;
+		}
+		said = false;
+		if (pthread_mutex_trylock(&e->xlock))
+			continue; /* an epoch's traffic keeps the peer's timer */
+		/* A failure shows again at the tick, which handles it;
+		 * after a switchover's last epoch only its end speaks. */
+		if (atomic_load(&e->protected) && !e->switched)
+			(void)primary__beat(e);
+		pthread_mutex_unlock(&e->xlock);
+	}
+	return NULL;
+}
+
 /* Hold a guest whose protection is gone, per --on-secondary-loss=pause. */
 static int primary__hold(struct kemari_engine *e)
 {
@@ -736,6 +786,7 @@ int primary__tick(void *ctx)
 	struct kemari_msg m;
 	int err = 0;
 
+	atomic_store(&e->last_tick_ns, kemari_now_ns());
 	engine__tick_common(e);
 	if (primary__switching(e))
 		return -ECANCELED;
@@ -905,12 +956,18 @@ int primary__serve(struct kemari_engine *e)
 				   e))
 			e->spec_running = false;
 	}
+	atomic_store(&e->last_tick_ns, kemari_now_ns());
+	atomic_store(&e->hb_running, true);
+	if (pthread_create(&e->hb_thread, NULL, primary__heartbeats, e))
+		atomic_store(&e->hb_running, false);
 	err = reprotect__start(e);
 	if (err)
 		kemari_warn("%s: serving without re-protection",
 			    kemari_last_error(err));
 	status = engine__run_guest(e);
 	reprotect__stop(e);
+	if (atomic_exchange(&e->hb_running, false))
+		pthread_join(e->hb_thread, NULL);
 	if (e->spec_running) {
 		e->spec_running = false;
 		pthread_join(e->spec_thread, NULL);

@@ -47,6 +47,8 @@ void kemari_testcfg__parse(struct kemari_testcfg *c,
 	v = get("KEMARI_KVM_DEV");
 	c->kvm_dev = v && *v ? v : NULL;
 	c->kvm_la57 = get("KEMARI_KVM_LA57") != NULL;
+	v = get("KEMARI_TEST_SLOW_FLUSH");
+	c->slow_flush_ms = v ? (uint32_t)strtoul(v, NULL, 10) : 0;
 }
 
 static const char *env(const char *name)

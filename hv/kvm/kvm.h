@@ -229,6 +229,9 @@ int kvm_boot__setup(struct kvm_vm *vm, const char *path);
  * page, then one PD page per GiB. */
 void kvm_boot__identity_map(struct kvm_vm *vm, uint64_t pml4, uint64_t limit);
 
+/* hw/disk.c: a disk FLUSH (fdatasync): 0 or negative errno. */
+int kvm_disk__sync(int fd);
+
 /*
  * hw/disk.c: open --disk read-write, with create making it zero-filled at
  * size bytes when missing or empty (a secondary never creates it: -ENOENT

@@ -15,6 +15,9 @@
  * KEMARI_KVM_LA57  kvm: offer the guest 5-level paging where KVM supports
  *     it, as before it was hidden (the A/B of the Linux guests' crashes
  *     inside the emulated test VM, docs/testing.md).
+ * KEMARI_TEST_SLOW_FLUSH=MS  kvm: each disk FLUSH takes MS ms longer before
+ *     its fdatasync, as a host busy writing back makes it (CI saw over
+ *     200 ms right after a build).
  *
  * KEMARI_RDMA_MR_MAX=SRC[,DST]  rdma: register guest RAM (and the receive
  *     buffers) in memory regions of at most that size, as a device with a
@@ -40,6 +43,7 @@ struct kemari_testcfg {
 	uint32_t tsc_khz;	/* 0: the host's */
 	const char *kvm_dev;	/* NULL: /dev/kvm */
 	bool kvm_la57;		/* offer CPUID's LA57 */
+	uint32_t slow_flush_ms; /* 0: disks flush at their own pace */
 };
 
 /* The knobs, read on the first call. */

@@ -4,11 +4,30 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../kvm.h"
 #include "kemari/abi.h"
 #include "kemari/kemari.h"
+#include "kemari/testcfg.h"
+
+/* A FLUSH: fdatasync, late by KEMARI_TEST_SLOW_FLUSH's ms when set. */
+int kvm_disk__sync(int fd)
+{
+	unsigned int slow = kemari_testcfg__get()->slow_flush_ms;
+
+	if (slow) {
+		struct timespec ts = { (time_t)(slow / 1000),
+				       (long)(slow % 1000) * 1000000L };
+
+		/* All of it, as an fdatasync is: the vCPU's tick signal
+		 * does not cut it short. */
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
+	}
+	return fdatasync(fd) ? -errno : 0;
+}
 
 int kvm_disk__open(const char *path, uint64_t size, bool create, int *out,
 		   uint64_t *bytes)

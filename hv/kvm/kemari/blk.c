@@ -72,7 +72,7 @@ static int kvm_blk__process(struct kvm_dev *dev, unsigned int q)
 			rsp.status = kvm_blk__rw(b, &req, true);
 			break;
 		case KEMARI_BLK_FLUSH:
-			rsp.status = fdatasync(b->fd) ? -errno : 0;
+			rsp.status = kvm_disk__sync(b->fd);
 			break;
 		default:
 			rsp.status = -EINVAL;

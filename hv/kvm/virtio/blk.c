@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "../kvm.h"
 #include "blk.h"
 #include "kemari/kemari.h"
 
@@ -232,8 +233,8 @@ static int64_t blk__request(struct kvm_virtio_blk *b)
 		status = blk__write(b, le64toh(hdr.sector));
 		break;
 	case VIRTIO_BLK_T_FLUSH:
-		status =
-			fdatasync(b->fd) ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		status = kvm_disk__sync(b->fd) ? VIRTIO_BLK_S_IOERR
+					       : VIRTIO_BLK_S_OK;
 		if (status == VIRTIO_BLK_S_OK)
 			b->stats.flushes++;
 		break;
