@@ -438,8 +438,7 @@ Test(replication, switchover_there_and_back_under_load)
 	snprintf(ctl_s, sizeof(ctl_s), "%s/s.sock", dir);
 	snprintf(extra, sizeof(extra), "--peer=%s --control=%s", back, ctl_s);
 	start_secondary(extra);
-	snprintf(extra, sizeof(extra), "--listen=%s --control=%s", back,
-		 ctl_p);
+	snprintf(extra, sizeof(extra), "--listen=%s --control=%s", back, ctl_p);
 	start_primary(extra);
 	wait_ready();
 	load_start(l);
