@@ -86,17 +86,37 @@ void engine__fault(struct kemari_engine *e, enum kemari_fault f, uint64_t epoch)
 }
 
 /*
+ * The gap between two looks beyond which a side counts its own pause: half
+ * the heartbeat timeout, and three heartbeat periods at least (both sides
+ * look that often: the secondary's receive, the primary's tick and its
+ * heartbeat thread).
+ */
+uint64_t engine__grace(const struct kemari_engine *e, unsigned int timeout_ms)
+{
+	return KEMARI_MAX((uint64_t)timeout_ms * 500000ULL,
+			  (uint64_t)e->cfg.heartbeat_ms * 3000000ULL);
+}
+
+/* A pause of this side's own, pause_ns long in all: said and counted. */
+void engine__own_pause(struct kemari_engine *e, uint64_t pause_ns)
+{
+	metrics__own_pause(e, pause_ns);
+	kemari_warn(
+		"this side did not look for its peer for %llu ms (its own pause: its process or host stalled, or it was busy): not counted as the peer's silence",
+		(unsigned long long)(pause_ns / 1000000));
+}
+
+/*
  * The peer's silence at now_ns (ns) against timeout_ms, without this
- * side's own pauses (kemari/silence.h); each pause is said in one line and
- * counted. s: the caller's own silence, or NULL for e->last_rx_ns's. The
- * grace is half the timeout, and three heartbeat periods at least: both
- * sides look that often (the secondary's receive, the primary's tick).
+ * side's own pauses (kemari/silence.h). s: the caller's own silence, or
+ * NULL for e->last_rx_ns's. say: whether a pause found here is said and
+ * counted (engine__own_pause); the primary says its pauses from its
+ * heartbeat thread instead, whose looks never wait for the guest's loop.
  */
 uint64_t engine__silence(struct kemari_engine *e, struct kemari_silence *s,
-			 uint64_t now_ns, unsigned int timeout_ms)
+			 uint64_t now_ns, unsigned int timeout_ms, bool say)
 {
-	uint64_t grace = KEMARI_MAX((uint64_t)timeout_ms * 500000ULL,
-				    (uint64_t)e->cfg.heartbeat_ms * 3000000ULL);
+	uint64_t grace = engine__grace(e, timeout_ms);
 	uint64_t own, silent;
 
 	if (!s) {
@@ -105,12 +125,8 @@ uint64_t engine__silence(struct kemari_engine *e, struct kemari_silence *s,
 			kemari_silence__heard(s, e->last_rx_ns);
 	}
 	silent = kemari_silence__look(s, now_ns, grace, &own);
-	if (own) {
-		metrics__own_pause(e, own + grace);
-		kemari_warn(
-			"this side did not look for its peer for %llu ms (its own pause: its process or host stalled, or it was busy): not counted as the peer's silence",
-			(unsigned long long)((own + grace) / 1000000));
-	}
+	if (own && say)
+		engine__own_pause(e, own + grace);
 	return silent;
 }
 

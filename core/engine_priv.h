@@ -136,8 +136,10 @@ struct kemari_engine {
 
 /* engine.c */
 int engine__tick_common(struct kemari_engine *e);
+uint64_t engine__grace(const struct kemari_engine *e, unsigned int timeout_ms);
+void engine__own_pause(struct kemari_engine *e, uint64_t pause_ns);
 uint64_t engine__silence(struct kemari_engine *e, struct kemari_silence *s,
-			 uint64_t now_ns, unsigned int timeout_ms);
+			 uint64_t now_ns, unsigned int timeout_ms, bool say);
 bool engine__fault_due(struct kemari_engine *e, enum kemari_fault f,
 		       uint64_t epoch);
 void engine__fault(struct kemari_engine *e, enum kemari_fault f,

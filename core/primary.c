@@ -134,7 +134,8 @@ static int primary__wait_ack(struct kemari_engine *e, uint64_t epoch,
 		struct kemari_msg m;
 		uint64_t now = kemari_now_ns();
 		/* Without this side's own pauses (engine__silence). */
-		uint64_t silent = engine__silence(e, &quiet, now, timeout_ms);
+		uint64_t silent =
+			engine__silence(e, &quiet, now, timeout_ms, false);
 		int err;
 
 		if (silent >= limit || now >= cap)
@@ -618,6 +619,12 @@ static void *primary__speculate(void *arg)
  * loop is slow, not while it is wedged: once the loop has not ticked for
  * ten heartbeat timeouts it stops beating, and the secondary takes over
  * from a primary whose guest no longer runs.
+ *
+ * It also says this side's own pauses: it only sleeps a period and beats
+ * (never waiting for a lock or the guest), so a gap between two of its
+ * wakes longer than the grace is its process or host stalled. The guest's
+ * loop counts such a gap against its own silences without saying it: it
+ * also waits for its disk or a big epoch, which is not a pause.
  */
 static void *primary__heartbeats(void *arg)
 {
@@ -625,14 +632,20 @@ static void *primary__heartbeats(void *arg)
 	const uint64_t period = (uint64_t)e->cfg.heartbeat_ms * 1000000ULL;
 	const uint64_t wedged =
 		(uint64_t)e->cfg.heartbeat_timeout_ms * 10000000ULL;
+	const uint64_t grace = engine__grace(e, e->cfg.heartbeat_timeout_ms);
 	struct timespec ts = { (time_t)(period / 1000000000ULL),
 			       (long)(period % 1000000000ULL) };
+	uint64_t woke = kemari_now_ns();
 	bool said = false;
 
 	while (!atomic_load(&e->stop) && atomic_load(&e->hb_running)) {
-		uint64_t idle;
+		uint64_t idle, now;
 
 		nanosleep(&ts, NULL);
+		now = kemari_now_ns();
+		if (now - woke > grace)
+			engine__own_pause(e, now - woke);
+		woke = now;
 		if (!atomic_load(&e->protected) ||
 		    atomic_load(&e->fenced_out) || atomic_load(&e->tap_waiting))
 			continue;
@@ -829,7 +842,7 @@ int primary__tick(void *ctx)
 	metrics__silence(e, kemari_now_ns());
 	/* This side's own pauses do not count (engine__silence). */
 	if (!err && engine__silence(e, NULL, kemari_now_ns(),
-				    e->cfg.heartbeat_timeout_ms) >
+				    e->cfg.heartbeat_timeout_ms, false) >
 			    (uint64_t)e->cfg.heartbeat_timeout_ms * 1000000ULL)
 		err = kemari_err(-ETIMEDOUT,
 				 "no heartbeat from the secondary for %u ms",

@@ -515,22 +515,20 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 		struct kemari_msg m;
 		uint64_t now;
 
+		unsigned int limit =
+			e->have_commit ? e->cfg.heartbeat_timeout_ms
+				       : KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
+						    SYNC_SILENCE_MS);
+
 		err = kemari_xport__recv(e->conn, &m, (int)e->cfg.heartbeat_ms);
 		now = kemari_now_ns();
 		if (atomic_load(&e->stop))
 			return SERVE_STOP;
 		if (err == -ETIMEDOUT) {
-			unsigned int limit =
-				e->have_commit
-					? e->cfg.heartbeat_timeout_ms
-					: KEMARI_MAX(
-						  e->cfg.heartbeat_timeout_ms,
-						  SYNC_SILENCE_MS);
-
 			metrics__silence(e, now);
 			/* This side's own pauses do not count (a stall of
 			 * the host under both sides must not split them). */
-			if (engine__silence(e, NULL, now, limit) >
+			if (engine__silence(e, NULL, now, limit, true) >
 			    (uint64_t)limit * 1000000ULL)
 				return secondary__lost(
 					e,
@@ -542,6 +540,9 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 		} else if (err) {
 			return secondary__lost(e, err);
 		} else {
+			/* Every message is a look too: a pause that a message
+			 * ends is said, not hidden by the message. */
+			(void)engine__silence(e, NULL, now, limit, true);
 			e->last_rx_ns = now;
 			switch (m.type) {
 			case KEMARI_MSG_RUNS:
@@ -605,8 +606,11 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 			 * side handled the message (applying the initial
 			 * sync's whole RAM is slow in the emulated VM) it
 			 * did not listen; what the primary sent meanwhile is
-			 * read next. */
-			e->last_rx_ns = kemari_now_ns();
+			 * read next. Its end is a look: a stall while this
+			 * side handled it is said too. */
+			now = kemari_now_ns();
+			(void)engine__silence(e, NULL, now, limit, true);
+			e->last_rx_ns = now;
 		}
 		/* Fresh time: an ack sent above is newer than now. */
 		if (kemari_now_ns() - e->last_tx_ns >=
