@@ -491,6 +491,19 @@ static enum serve_end secondary__lost(struct kemari_engine *e, int err)
 	return SERVE_TAKEOVER;
 }
 
+/*
+ * The primary heard from at now_ns (a message, or the end of handling
+ * one): also a look, so that a pause of this side's own that the message
+ * ends is said (engine__silence), not hidden by it; limit: the silence
+ * timeout in force (ms).
+ */
+static void secondary__heard(struct kemari_engine *e, uint64_t now_ns,
+			     unsigned int limit)
+{
+	(void)engine__silence(e, NULL, now_ns, limit, true);
+	e->last_rx_ns = now_ns;
+}
+
 enum serve_end secondary__serve(struct kemari_engine *e)
 {
 	uint64_t expect = 0;
@@ -514,7 +527,6 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 	for (;;) {
 		struct kemari_msg m;
 		uint64_t now;
-
 		unsigned int limit =
 			e->have_commit ? e->cfg.heartbeat_timeout_ms
 				       : KEMARI_MAX(e->cfg.heartbeat_timeout_ms,
@@ -540,10 +552,7 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 		} else if (err) {
 			return secondary__lost(e, err);
 		} else {
-			/* Every message is a look too: a pause that a message
-			 * ends is said, not hidden by the message. */
-			(void)engine__silence(e, NULL, now, limit, true);
-			e->last_rx_ns = now;
+			secondary__heard(e, now, limit);
 			switch (m.type) {
 			case KEMARI_MSG_RUNS:
 				err = secondary__check_runs(e, &m);
@@ -606,11 +615,9 @@ enum serve_end secondary__serve(struct kemari_engine *e)
 			 * side handled the message (applying the initial
 			 * sync's whole RAM is slow in the emulated VM) it
 			 * did not listen; what the primary sent meanwhile is
-			 * read next. Its end is a look: a stall while this
-			 * side handled it is said too. */
-			now = kemari_now_ns();
-			(void)engine__silence(e, NULL, now, limit, true);
-			e->last_rx_ns = now;
+			 * read next. A stall while this side handled it is
+			 * said too. */
+			secondary__heard(e, kemari_now_ns(), limit);
 		}
 		/* Fresh time: an ack sent above is newer than now. */
 		if (kemari_now_ns() - e->last_tx_ns >=

@@ -843,7 +843,7 @@ static void expect_no_split(const char *over)
 Test(replication, host_stall_under_both_sides_is_not_a_failure)
 {
 	struct h_load *l = calloc(1, sizeof(*l));
-	const int stall_ms = 2 * hb_timeout_ms();
+	const int stall_ms = 2 * hb_timeout_ms(), stalls = 3;
 
 	cr_assert(l != NULL);
 	start_secondary(NULL);
@@ -851,7 +851,7 @@ Test(replication, host_stall_under_both_sides_is_not_a_failure)
 	wait_ready();
 	load_start(l);
 	usleep((useconds_t)h_ms(500) * 1000);
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < stalls; i++) {
 		h_kill(&pri, SIGSTOP);
 		h_kill(&sec, SIGSTOP);
 		usleep((useconds_t)stall_ms * 1000);
@@ -863,13 +863,13 @@ Test(replication, host_stall_under_both_sides_is_not_a_failure)
 	/* Each side says each stall, whatever it heard first after it
 	 * (CI once saw neither say it: a message that ended the pause hid
 	 * it). Other stalls of the host may add lines, never remove one. */
-	if (h_count_lines(plog, "its own pause") < 3 ||
-	    h_count_lines(slog, "its own pause") < 3) {
+	if (h_count_lines(plog, "its own pause") < stalls ||
+	    h_count_lines(slog, "its own pause") < stalls) {
 		h_dump(plog);
 		h_dump(slog);
 		cr_fatal(
-			"3 stalls, but the primary said %d own pauses and the secondary %d (above)",
-			h_count_lines(plog, "its own pause"),
+			"%d stalls, but the primary said %d own pauses and the secondary %d (above)",
+			stalls, h_count_lines(plog, "its own pause"),
 			h_count_lines(slog, "its own pause"));
 	}
 	h_kill(&pri, SIGKILL);
